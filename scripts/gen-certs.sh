@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Make micropay certificates with rcgen (through the micropay-certs binary).
+#
+#   scripts/gen-certs.sh [--out DIR] [--days N] [--key-type ed25519|ecdsa-p256]
+#                        [--server-name DNS]... [--server-ip IP]... [--force] NAME...
+#
+# Writes DIR/ca.pem + ca.key (made once, reused afterwards), DIR/server.pem +
+# server.key and DIR/NAME.pem + NAME.key per person. Keys get mode 0600.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# Build quietly; the binary runs in the caller's directory so that --out
+# is relative to where the user is.
+cargo build --quiet --release --manifest-path "$repo/Cargo.toml" --bin micropay-certs
+target_dir="${CARGO_TARGET_DIR:-$repo/target}"
+exec "$target_dir/release/micropay-certs" "$@"

@@ -1,0 +1,393 @@
+//! micropay-client: one person's command line. Register, go online and
+//! take payments, see who is online, pay them directly, check balance,
+//! history and the status of a payment.
+//!
+//! Exit codes: 0 success; 1 refused by the server or the peer; 2 usage
+//! error (including missing certificate files); 3 could not connect or
+//! timed out.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{ArgAction, Parser, Subcommand};
+use micropay::client::CallError;
+use micropay::name::Name;
+use micropay::peer::{self, PeerError, Person, SendOptions, ServeEvent, ServeOptions};
+use micropay::protocol::{Balance, History, Listing, PaymentStatus, Registered, Request};
+use micropay::session::SessionLimits;
+use serde_json::json;
+
+/// One person's micropay command line.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Who I am: uses DIR/NAME.pem, DIR/NAME.key and DIR/ca.pem.
+    #[arg(long = "as", env = "MICROPAY_AS", global = true)]
+    as_name: Option<String>,
+    /// Certificate directory.
+    #[arg(long, env = "MICROPAY_CERTS", default_value = "certs", global = true)]
+    certs: PathBuf,
+    /// The server, HOST:PORT.
+    #[arg(long, env = "MICROPAY_SERVER", default_value = "127.0.0.1:7443", global = true)]
+    server: String,
+    /// CA certificate (default DIR/ca.pem).
+    #[arg(long, env = "MICROPAY_CA", global = true)]
+    ca: Option<PathBuf>,
+    /// My certificate (default DIR/NAME.pem).
+    #[arg(long, env = "MICROPAY_CERT", global = true)]
+    cert: Option<PathBuf>,
+    /// My private key (default DIR/NAME.key).
+    #[arg(long, env = "MICROPAY_KEY", global = true)]
+    key: Option<PathBuf>,
+    /// Print exactly one JSON object per command (per event for serve).
+    #[arg(long, env = "MICROPAY_JSON", global = true)]
+    json: bool,
+    /// More logging.
+    #[arg(short, action = ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Less logging.
+    #[arg(short, action = ArgAction::Count, global = true)]
+    quiet: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create my account.
+    Register,
+    /// Go online and accept payments until Ctrl-C.
+    Serve {
+        /// Where to listen for payers.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// HOST:PORT to announce (default: the address the server sees
+        /// and the port I listen on).
+        #[arg(long)]
+        advertise: Option<String>,
+    },
+    /// My balance and who is online, with addresses.
+    List,
+    /// Pay a peer directly; prints the server's receipt.
+    Send {
+        /// Who to pay.
+        payee: String,
+        /// Amount in minor units (a whole number, at least 1).
+        amount: String,
+        /// A note for the payee (at most 140 bytes).
+        #[arg(long, default_value = "")]
+        memo: String,
+        /// Seconds to wait for the receipt.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// My balance.
+    Balance,
+    /// My payments, newest first.
+    History {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Show payments before this ledger seq (next page).
+        #[arg(long)]
+        before: Option<u64>,
+    },
+    /// The outcome of a payment I made or received.
+    Status {
+        /// The payment id (32 hex digits).
+        payment_id: String,
+    },
+}
+
+/// A failure with its exit code.
+struct Failure {
+    code: u8,
+    message: String,
+    error_code: Option<String>,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 2,
+            message: message.into(),
+            error_code: None,
+        }
+    }
+}
+
+impl From<CallError> for Failure {
+    fn from(e: CallError) -> Failure {
+        match e {
+            CallError::Refused(w) => Failure {
+                code: 1,
+                message: w.to_string(),
+                error_code: Some(w.code.to_string()),
+            },
+            other => Failure {
+                code: 3,
+                message: other.to_string(),
+                error_code: None,
+            },
+        }
+    }
+}
+
+impl From<PeerError> for Failure {
+    fn from(e: PeerError) -> Failure {
+        match e {
+            PeerError::Call(c) => c.into(),
+            PeerError::Tls(_) | PeerError::Identity(_) | PeerError::Listen { .. } => Failure::usage(e.to_string()),
+            PeerError::BadReceipt(_) => Failure {
+                code: 1,
+                message: e.to_string(),
+                error_code: Some("bad_receipt".into()),
+            },
+            PeerError::Vanished { .. } | PeerError::ServerGone => Failure {
+                code: 3,
+                message: e.to_string(),
+                error_code: None,
+            },
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    micropay::logging::init(args.verbose as i8 - args.quiet as i8, "warn");
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("micropay-client: cannot start the runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    match runtime.block_on(run(&args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            if args.json {
+                println!(
+                    "{}",
+                    json!({"ok": false, "error": {"code": f.error_code, "message": f.message}, "exit_code": f.code})
+                );
+            } else {
+                eprintln!("micropay-client: {}", f.message);
+            }
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn load_person(args: &Args) -> Result<Person, Failure> {
+    let name = args.as_name.as_deref();
+    let dir = &args.certs;
+    let pick = |explicit: &Option<PathBuf>, file: Option<String>| -> Result<PathBuf, Failure> {
+        match (explicit, file) {
+            (Some(path), _) => Ok(path.clone()),
+            (None, Some(file)) => Ok(dir.join(file)),
+            (None, None) => Err(Failure::usage(
+                "who are you? pass --as NAME (or --cert and --key, or set MICROPAY_AS)",
+            )),
+        }
+    };
+    if let Some(name) = name {
+        Name::parse(name).map_err(|e| Failure::usage(format!("--as {name:?}: {e}")))?;
+    }
+    let cert = pick(&args.cert, name.map(|n| format!("{n}.pem")))?;
+    let key = pick(&args.key, name.map(|n| format!("{n}.key")))?;
+    let ca = args.ca.clone().unwrap_or_else(|| dir.join("ca.pem"));
+    for path in [&cert, &key, &ca] {
+        if !path.exists() {
+            let hint = match name {
+                Some(n) => format!("run scripts/gen-certs.sh --out {} {n}", dir.display()),
+                None => "make certificates with scripts/gen-certs.sh".to_owned(),
+            };
+            return Err(Failure::usage(format!("no file at {}: {hint}", path.display())));
+        }
+    }
+    Person::load(&ca, &cert, &key).map_err(Failure::from)
+}
+
+async fn run(args: &Args) -> Result<(), Failure> {
+    let person = load_person(args)?;
+    match &args.command {
+        Command::Register => {
+            let link = person.connect_server(&args.server).await?;
+            let r: Registered = link.call(&Request::Register {}).await?;
+            if args.json {
+                println!("{}", json!({"ok": true, "name": r.name, "balance": r.balance, "key_fingerprint": r.key_fingerprint}));
+            } else {
+                println!("registered {} with balance {}", r.name, r.balance);
+                println!("account bound to key {}", r.key_fingerprint);
+            }
+        }
+        Command::List => {
+            let link = person.connect_server(&args.server).await?;
+            let l: Listing = link.call(&Request::List {}).await?;
+            if args.json {
+                println!("{}", json!({"ok": true, "name": person.name.as_str(), "balance": l.balance, "server_key_fingerprint": l.server_key_fingerprint, "online_count": l.online_count, "online": l.online}));
+            } else {
+                println!("{}'s balance: {}", person.name, l.balance);
+                println!("server key:   {}", l.server_key_fingerprint);
+                println!("online:       {}", l.online_count);
+                if !l.online.is_empty() {
+                    let width = l.online.iter().map(|p| p.name.len()).max().unwrap_or(4).max(4);
+                    println!();
+                    println!("  {:<width$}  ADDRESS", "NAME");
+                    for p in &l.online {
+                        println!("  {:<width$}  {}", p.name, p.address);
+                    }
+                }
+            }
+        }
+        Command::Balance => {
+            let link = person.connect_server(&args.server).await?;
+            let b: Balance = link.call(&Request::Balance {}).await?;
+            if args.json {
+                println!("{}", json!({"ok": true, "name": b.name, "balance": b.balance}));
+            } else {
+                println!("{}", b.balance);
+            }
+        }
+        Command::History { limit, before } => {
+            let link = person.connect_server(&args.server).await?;
+            let h: History = link
+                .call(&Request::History {
+                    limit: Some(*limit),
+                    before_seq: *before,
+                })
+                .await?;
+            if args.json {
+                println!("{}", json!({"ok": true, "entries": h.entries, "next_before_seq": h.next_before_seq}));
+            } else if h.entries.is_empty() {
+                println!("no payments yet");
+            } else {
+                println!("{:>6}  {:<4}  {:<20}  {:>12}  {:<32}  MEMO", "SEQ", "DIR", "WITH", "AMOUNT", "PAYMENT ID");
+                for e in &h.entries {
+                    let (dir, with, sign) = if e.payer == person.name.as_str() {
+                        ("out", &e.payee, "-")
+                    } else {
+                        ("in", &e.payer, "+")
+                    };
+                    println!(
+                        "{:>6}  {:<4}  {:<20}  {:>12}  {:<32}  {}",
+                        e.seq, dir, with, format!("{sign}{}", e.amount), e.payment_id, e.memo
+                    );
+                }
+                if let Some(next) = h.next_before_seq {
+                    println!("(more: --before {next})");
+                }
+            }
+        }
+        Command::Status { payment_id } => {
+            let link = person.connect_server(&args.server).await?;
+            let s: PaymentStatus = link
+                .call(&Request::Status {
+                    payment_id: payment_id.clone(),
+                })
+                .await?;
+            if args.json {
+                println!("{}", json!({"ok": true, "status": s}));
+            } else {
+                match s {
+                    PaymentStatus::Settled { receipt } => println!(
+                        "settled: {} paid {} {} (seq {}, at {} ms)",
+                        receipt.payer, receipt.payee, receipt.amount, receipt.seq, receipt.settled_at_ms
+                    ),
+                    PaymentStatus::Rejected { error } => {
+                        println!("refused: {}: {}", error.code, error.message)
+                    }
+                }
+            }
+        }
+        Command::Send {
+            payee,
+            amount,
+            memo,
+            timeout,
+        } => {
+            let payee = Name::parse(payee)
+                .map_err(|e| Failure::usage(format!("payee {payee:?}: {e}")))?;
+            let amount: u64 = amount.parse().map_err(|_| {
+                Failure::usage(format!(
+                    "amount {amount:?} must be a whole number of minor units between 1 and {}",
+                    u64::MAX
+                ))
+            })?;
+            if amount == 0 {
+                return Err(Failure::usage("amount must be at least 1"));
+            }
+            if memo.len() > micropay::limits::MEMO_BYTES_MAX {
+                return Err(Failure::usage(format!(
+                    "memo has {} bytes; the limit is {}",
+                    memo.len(),
+                    micropay::limits::MEMO_BYTES_MAX
+                )));
+            }
+            let mut options = SendOptions::new(&args.server, payee.clone(), amount);
+            options.memo = memo.clone();
+            options.timeout_ms = timeout.saturating_mul(1000);
+            let sent = peer::send(&person, &options).await?;
+            let r = &sent.receipt.receipt;
+            if args.json {
+                println!(
+                    "{}",
+                    json!({"ok": true, "payment_id": r.payment_id.to_hex(), "payee": r.payee.as_str(), "amount": r.amount_minor,
+                           "receipt": micropay::protocol::ReceiptJson::from(&sent.receipt), "receipt_verified": true, "balance": sent.balance})
+                );
+            } else {
+                println!("paid {} {} at {}{}", r.payee, r.amount_minor, sent.payee_address,
+                    if memo.is_empty() { String::new() } else { format!(" (memo: {memo})") });
+                println!("receipt: payment {} settled as ledger seq {} at {} ms; server signature verified", r.payment_id, r.seq, r.settled_at_ms);
+                println!("balance: {}", sent.balance);
+            }
+        }
+        Command::Serve { listen, advertise } => {
+            let person = Arc::new(person);
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let options = ServeOptions {
+                listen: *listen,
+                advertise: advertise.clone(),
+                server: args.server.clone(),
+                limits: SessionLimits::default(),
+            };
+            let json_mode = args.json;
+            let printer = tokio::spawn(async move {
+                while let Some(event) = rx.recv().await {
+                    print_event(&event, json_mode);
+                }
+            });
+            let result = peer::serve(person, options, tx, micropay::signal::shutdown_signal()).await;
+            let _ = printer.await;
+            result?;
+        }
+    }
+    Ok(())
+}
+
+fn print_event(event: &ServeEvent, json_mode: bool) {
+    use std::io::Write;
+    if json_mode {
+        if let Ok(line) = serde_json::to_string(event) {
+            println!("{line}");
+        }
+    } else {
+        match event {
+            ServeEvent::Online { listen, address } => println!(
+                "online as {address} (listening on {listen}); waiting for payments, Ctrl-C to stop"
+            ),
+            ServeEvent::Received { payment_id, payer, amount, memo, seq } => println!(
+                "received {amount} from {payer}{} (seq {seq}, payment {payment_id})",
+                if memo.is_empty() { String::new() } else { format!(" memo: {memo}") }
+            ),
+            ServeEvent::Refused { payer, code, message } => {
+                println!("refused a payment from {payer}: {code}: {message}")
+            }
+            ServeEvent::Offline {} => println!("offline"),
+        }
+    }
+    // Scripts read these lines as they happen.
+    let _ = std::io::stdout().flush();
+}

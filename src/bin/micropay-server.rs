@@ -1,0 +1,160 @@
+//! micropay-server: accounts, presence, signed settlement, receipts and a
+//! durable ledger, over mutual TLS 1.3. `micropay-server audit` checks a
+//! ledger file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{ArgAction, Parser, Subcommand};
+use micropay::ledger::{audit, LedgerConfig};
+use micropay::limits::*;
+use micropay::server::{ServerLimits, ServerOptions};
+use micropay::tls::{self, Material};
+
+/// The micropay server. Every limit is a flag.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// The server's certificate (PEM).
+    #[arg(long, env = "MICROPAY_SERVER_CERT", default_value = "certs/server.pem")]
+    cert: PathBuf,
+    /// The server's private key (PEM, PKCS#8); it also signs receipts.
+    #[arg(long, env = "MICROPAY_SERVER_KEY", default_value = "certs/server.key")]
+    key: PathBuf,
+    /// The CA that issues client certificates (PEM).
+    #[arg(long, env = "MICROPAY_CA", default_value = "certs/ca.pem")]
+    ca: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "MICROPAY_LISTEN", default_value = "127.0.0.1:7443")]
+    listen: SocketAddr,
+    /// The ledger's SQLite file.
+    #[arg(long, env = "MICROPAY_DB", default_value = "micropay.db")]
+    db: PathBuf,
+    /// Balance granted to each new account, minor units.
+    #[arg(long, default_value_t = INITIAL_BALANCE_DEFAULT)]
+    initial_balance: u64,
+    /// Most concurrent connections; more are closed at once.
+    #[arg(long, default_value_t = CONNECTIONS_MAX_DEFAULT)]
+    connections_max: usize,
+    /// Most requests in flight on one connection.
+    #[arg(long, default_value_t = IN_FLIGHT_PER_CONNECTION_DEFAULT)]
+    in_flight_max: usize,
+    /// Time allowed for a TLS handshake, ms.
+    #[arg(long, default_value_t = HANDSHAKE_TIMEOUT_MS_DEFAULT)]
+    handshake_timeout_ms: u64,
+    /// Time a connection may stay silent, take to send one line, or take
+    /// to accept a reply, ms.
+    #[arg(long, default_value_t = IDLE_TIMEOUT_MS_DEFAULT)]
+    idle_timeout_ms: u64,
+    /// Longest request line, bytes.
+    #[arg(long, default_value_t = FRAME_BYTES_MAX)]
+    frame_bytes_max: usize,
+    /// Once listening, write the bound address to this file (useful with
+    /// `--listen 127.0.0.1:0` in scripts and tests).
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+    /// More logging (-v debug, -vv trace).
+    #[arg(short, action = ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Less logging.
+    #[arg(short, action = ArgAction::Count, global = true)]
+    quiet: u8,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check a ledger: every signature verifies, balances sum to grants.
+    Audit {
+        /// The ledger's SQLite file.
+        #[arg(long, env = "MICROPAY_DB", default_value = "micropay.db")]
+        db: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    micropay::logging::init(args.verbose as i8 - args.quiet as i8, "info");
+    let result = match &args.command {
+        Some(Command::Audit { db }) => run_audit(db),
+        None => serve(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("micropay-server: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run_audit(db: &PathBuf) -> Result<ExitCode> {
+    anyhow::ensure!(db.exists(), "no ledger at {}", db.display());
+    let report = audit(db).with_context(|| format!("auditing {}", db.display()))?;
+    println!("ledger      {}", db.display());
+    println!("accounts    {}", report.accounts);
+    println!("payments    {}", report.payments);
+    println!("refusals    {}", report.rejections);
+    println!("granted     {}", report.total_granted);
+    println!("balances    {}", report.total_balances);
+    if report.violations.is_empty() {
+        println!("audit: OK (every signature verifies; balances equal grants plus payments)");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for v in &report.violations {
+            println!("VIOLATION   {v}");
+        }
+        println!("audit: FAILED with {} violation(s)", report.violations.len());
+        Ok(ExitCode::from(1))
+    }
+}
+
+fn serve(args: &Args) -> Result<ExitCode> {
+    anyhow::ensure!(
+        args.initial_balance <= INITIAL_BALANCE_MAX,
+        "--initial-balance may be at most {INITIAL_BALANCE_MAX}"
+    );
+    anyhow::ensure!(args.connections_max >= 1, "--connections-max must be at least 1");
+    anyhow::ensure!(args.in_flight_max >= 1, "--in-flight-max must be at least 1");
+    anyhow::ensure!(args.frame_bytes_max >= 256, "--frame-bytes-max must be at least 256");
+    let material = Material::from_files(&args.ca, &args.cert, &args.key).context(
+        "loading the server's certificates (make them with scripts/gen-certs.sh)",
+    )?;
+    let options = ServerOptions {
+        tls: tls::server_config(&material)?,
+        signing_key: material.signing_key()?,
+        ledger: LedgerConfig {
+            path: args.db.clone(),
+            initial_balance: args.initial_balance,
+        },
+        limits: ServerLimits {
+            connections_max: args.connections_max,
+            in_flight_max: args.in_flight_max,
+            handshake_timeout_ms: args.handshake_timeout_ms,
+            idle_timeout_ms: args.idle_timeout_ms,
+            frame_bytes_max: args.frame_bytes_max,
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("binding {}", args.listen))?;
+        if let Some(path) = &args.ready_file {
+            let addr = listener.local_addr().context("reading the bound address")?;
+            // Write then rename, so a reader never sees half an address.
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, format!("{addr}\n"))
+                .and_then(|()| std::fs::rename(&tmp, path))
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        micropay::server::run(listener, options, micropay::signal::shutdown_signal()).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}

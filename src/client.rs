@@ -1,0 +1,228 @@
+//! A pipelined connection to the server, or to a peer: requests carry ids,
+//! replies are matched by id, and any number may be in flight at once.
+//!
+//! One task writes request lines (coalescing what is queued) and one reads
+//! reply lines and hands each to the caller waiting on its id.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_rustls::TlsConnector;
+
+use crate::frame::read_frame;
+use crate::identity::{public_key_of_cert, Identity};
+use crate::keys::VerifyingKey;
+use crate::limits::FRAME_BYTES_MAX;
+use crate::protocol::{encode_request, Reply, Request, WireError};
+
+/// Default time allowed to connect and finish the TLS handshake.
+pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+
+/// Default time a request waits for its reply.
+pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The other side answered with an error.
+    #[error("{0}")]
+    Refused(#[from] WireError),
+    /// Could not connect, or the TLS handshake failed.
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect {
+        /// Where.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// The connection closed before the reply came.
+    #[error("the connection closed before the reply arrived")]
+    Closed,
+    /// No reply in time.
+    #[error("no reply within {0} ms")]
+    Timeout(u64),
+}
+
+type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Reply>>>>;
+
+/// A connection with pipelined requests.
+pub struct Link {
+    out: mpsc::Sender<Vec<u8>>,
+    waiters: Waiters,
+    next_id: AtomicU64,
+    peer_cert: Vec<u8>,
+    request_timeout_ms: u64,
+    closed: watch::Receiver<bool>,
+}
+
+impl Link {
+    /// Connects to `addr` over TCP, with `server_name` as the TLS server
+    /// name (the server's host, or a payee's person name).
+    pub async fn connect(
+        addr: &str,
+        server_name: &str,
+        config: Arc<rustls::ClientConfig>,
+        connect_timeout_ms: u64,
+    ) -> Result<Link, CallError> {
+        let connect_err = |reason: String| CallError::Connect {
+            addr: addr.to_owned(),
+            reason,
+        };
+        let name = ServerName::try_from(server_name.to_owned())
+            .map_err(|e| connect_err(format!("bad server name {server_name:?}: {e}")))?;
+        let connect = async {
+            let tcp = TcpStream::connect(addr)
+                .await
+                .map_err(|e| connect_err(e.to_string()))?;
+            let _ = tcp.set_nodelay(true);
+            TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| connect_err(format!("TLS: {e}")))
+        };
+        let tls = tokio::time::timeout(Duration::from_millis(connect_timeout_ms), connect)
+            .await
+            .map_err(|_| connect_err(format!("timed out after {connect_timeout_ms} ms")))??;
+        let peer_cert = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec())
+            .ok_or_else(|| connect_err("no certificate from the other side".into()))?;
+        let (read_half, mut write_half) = tokio::io::split(tls);
+        let waiters: Waiters = Arc::new(Mutex::new(HashMap::new()));
+        let (out, mut out_rx) = mpsc::channel::<Vec<u8>>(1024);
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            while let Some(first) = out_rx.recv().await {
+                buf.clear();
+                buf.extend_from_slice(&first);
+                while buf.len() < 64 * 1024 {
+                    match out_rx.try_recv() {
+                        Ok(more) => buf.extend_from_slice(&more),
+                        Err(_) => break,
+                    }
+                }
+                if write_half.write_all(&buf).await.is_err() || write_half.flush().await.is_err() {
+                    break;
+                }
+            }
+            let _ = write_half.shutdown().await;
+        });
+        let reader_waiters = waiters.clone();
+        let (closed_tx, closed) = watch::channel(false);
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(read_half);
+            let mut line = Vec::new();
+            while let Ok(true) = read_frame(&mut reader, &mut line, FRAME_BYTES_MAX).await {
+                let Ok(reply) = Reply::decode(&line) else {
+                    continue;
+                };
+                let waiter = reply
+                    .id
+                    .and_then(|id| lock(&reader_waiters).remove(&id));
+                match waiter {
+                    Some(tx) => {
+                        let _ = tx.send(reply);
+                    }
+                    None => {
+                        // A reply without an id answers the whole
+                        // connection (too_large, a refused certificate):
+                        // give it to every waiter.
+                        if reply.id.is_none() {
+                            for (_, tx) in lock(&reader_waiters).drain() {
+                                let _ = tx.send(reply.clone());
+                            }
+                        }
+                    }
+                }
+            }
+            // Dropping the senders wakes every waiter with Closed.
+            lock(&reader_waiters).clear();
+            let _ = closed_tx.send(true);
+        });
+        Ok(Link {
+            out,
+            waiters,
+            next_id: AtomicU64::new(1),
+            peer_cert,
+            request_timeout_ms: REQUEST_TIMEOUT_MS_DEFAULT,
+            closed,
+        })
+    }
+
+    /// Resolves when the connection has closed.
+    pub async fn closed(&self) {
+        let mut closed = self.closed.clone();
+        let _ = closed.wait_for(|c| *c).await;
+    }
+
+    /// Sets how long [`Link::call`] waits for a reply.
+    pub fn set_request_timeout_ms(&mut self, ms: u64) {
+        self.request_timeout_ms = ms;
+    }
+
+    /// The other side's certificate (DER).
+    pub fn peer_cert(&self) -> &[u8] {
+        &self.peer_cert
+    }
+
+    /// The other side's public key (for the server: the receipt key).
+    pub fn peer_key(&self) -> Option<VerifyingKey> {
+        public_key_of_cert(&self.peer_cert).ok()
+    }
+
+    /// The other side as a person (for peers).
+    pub fn peer_identity(&self) -> Option<Identity> {
+        Identity::from_cert_der(&self.peer_cert).ok()
+    }
+
+    /// Sends a request and waits for its result.
+    pub async fn call<T: serde::de::DeserializeOwned>(&self, request: &Request) -> Result<T, CallError> {
+        let rx = self.send(request).await?;
+        let timeout = self.request_timeout_ms;
+        let reply = tokio::time::timeout(Duration::from_millis(timeout), rx)
+            .await
+            .map_err(|_| CallError::Timeout(timeout))?
+            .map_err(|_| CallError::Closed)?;
+        Ok(reply.into_result()?)
+    }
+
+    /// Sends a request; the receiver yields its reply (pipelining: send
+    /// many, then await them).
+    pub async fn send(&self, request: &Request) -> Result<oneshot::Receiver<Reply>, CallError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.waiters).insert(id, tx);
+        if self.out.send(encode_request(id, request)).await.is_err() {
+            lock(&self.waiters).remove(&id);
+            return Err(CallError::Closed);
+        }
+        Ok(rx)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Splits `host:port` into the host to use as TLS server name.
+pub fn host_of(addr: &str) -> &str {
+    match addr.rsplit_once(':') {
+        Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
+        None => addr,
+    }
+}
+
+/// Parses an address, for error messages that name it.
+pub fn parse_socket_addr(addr: &str) -> Option<SocketAddr> {
+    addr.parse().ok()
+}

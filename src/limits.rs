@@ -1,0 +1,65 @@
+//! Every bound micropay enforces, named in one place.
+//!
+//! Limits that an operator may want to change are also flags of the
+//! programs; the constants here are their defaults or hard ceilings.
+
+/// Largest request or response line, newline included. A line longer than
+/// this is answered with `too_large` and the connection is closed, because
+/// the reader cannot know where the next message starts.
+pub const FRAME_BYTES_MAX: usize = 16 * 1024;
+
+/// Longest memo, in bytes of UTF-8.
+pub const MEMO_BYTES_MAX: usize = 140;
+
+/// Longest person name, in bytes (the name grammar is ASCII).
+pub const NAME_BYTES_MAX: usize = 32;
+
+/// A payment may not expire further than this in the future, so that a
+/// signed payment cannot be held back and cashed much later.
+pub const PAYMENT_LIFETIME_MAX_S: u64 = 24 * 60 * 60;
+
+/// Default lifetime a payer gives a new payment.
+pub const PAYMENT_LIFETIME_DEFAULT_S: u64 = 120;
+
+/// Default number of concurrent connections a server accepts.
+pub const CONNECTIONS_MAX_DEFAULT: usize = 4096;
+
+/// Default number of requests one connection may have in flight.
+pub const IN_FLIGHT_PER_CONNECTION_DEFAULT: usize = 256;
+
+/// Default time allowed for a TLS handshake.
+pub const HANDSHAKE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+
+/// Default time a connection may stay silent (or take to finish a line, or
+/// to accept a response) before it is closed.
+pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 300_000;
+
+/// Default balance granted to a new account, in minor units.
+pub const INITIAL_BALANCE_DEFAULT: u64 = 10_000;
+
+/// Largest initial balance an operator may configure. Together with
+/// [`ACCOUNTS_MAX`] it keeps the total money supply below `i64::MAX`, which
+/// is what SQLite's INTEGER can hold.
+pub const INITIAL_BALANCE_MAX: u64 = 1_000_000_000_000;
+
+/// Most accounts a ledger will hold.
+pub const ACCOUNTS_MAX: u64 = 1_000_000;
+
+/// Most settlements the ledger writer applies in one transaction.
+pub const GROUP_COMMIT_BATCH_MAX: usize = 4096;
+
+/// Most history entries one `history` request returns.
+pub const HISTORY_PAGE_MAX: u32 = 500;
+
+/// Default page size of `history`.
+pub const HISTORY_PAGE_DEFAULT: u32 = 20;
+
+/// Most people a `list` reply names.
+pub const LIST_ENTRIES_MAX: usize = 1000;
+
+/// Depth of the queue in front of the ledger writer. When it is full,
+/// requests get `busy` instead of piling up memory.
+pub const LEDGER_QUEUE_MAX: usize = 65_536;
+
+// The supply bound: every grant fits, summed, in SQLite's signed integer.
+const _: () = assert!((INITIAL_BALANCE_MAX as u128) * (ACCOUNTS_MAX as u128) < i64::MAX as u128);

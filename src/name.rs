@@ -1,0 +1,97 @@
+//! Person names: the identity a certificate carries.
+//!
+//! A name is lowercase `[a-z0-9][a-z0-9-]{0,31}`: it is both the
+//! certificate's DNS subjectAltName and the TLS server name a payer dials,
+//! so it must be a valid DNS label.
+
+use std::fmt;
+
+use crate::limits::NAME_BYTES_MAX;
+
+/// Why a string is not a valid person name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// The string is empty.
+    #[error("a name may not be empty")]
+    Empty,
+    /// The string is longer than [`NAME_BYTES_MAX`].
+    #[error("a name has at most {NAME_BYTES_MAX} characters, this one has {0}")]
+    TooLong(usize),
+    /// The first character is not a lowercase letter or digit.
+    #[error("a name must start with a lowercase letter or a digit")]
+    BadStart,
+    /// A character outside `[a-z0-9-]`.
+    #[error("a name may contain only lowercase letters, digits and '-', not {0:?}")]
+    BadChar(char),
+}
+
+/// A validated person name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Name(String);
+
+impl Name {
+    /// Validates `s` as a person name.
+    pub fn parse(s: &str) -> Result<Name, NameError> {
+        validate(s)?;
+        Ok(Name(s.to_owned()))
+    }
+
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Checks `s` against the name grammar without allocating.
+pub fn validate(s: &str) -> Result<(), NameError> {
+    let mut chars = s.chars();
+    let first = chars.next().ok_or(NameError::Empty)?;
+    if s.len() > NAME_BYTES_MAX {
+        return Err(NameError::TooLong(s.chars().count()));
+    }
+    if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
+        return Err(NameError::BadStart);
+    }
+    for c in chars {
+        if !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+            return Err(NameError::BadChar(c));
+        }
+    }
+    Ok(())
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for Name {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_grammar() {
+        for ok in ["a", "alice", "0", "bob-2", "a-", &"x".repeat(32)] {
+            assert!(validate(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn refuses_everything_else() {
+        assert_eq!(validate(""), Err(NameError::Empty));
+        assert_eq!(validate("-a"), Err(NameError::BadStart));
+        assert_eq!(validate("Alice"), Err(NameError::BadStart));
+        assert_eq!(validate("al_ice"), Err(NameError::BadChar('_')));
+        assert_eq!(validate("al.ice"), Err(NameError::BadChar('.')));
+        assert_eq!(validate("alicé"), Err(NameError::BadChar('é')));
+        assert!(matches!(validate(&"x".repeat(33)), Err(NameError::TooLong(33))));
+        assert!(validate("../etc").is_err());
+    }
+}
