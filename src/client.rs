@@ -60,6 +60,7 @@ pub struct Link {
     peer_cert: Vec<u8>,
     request_timeout_ms: u64,
     closed: watch::Receiver<bool>,
+    resumed: bool,
 }
 
 impl Link {
@@ -97,6 +98,7 @@ impl Link {
             .and_then(|c| c.first())
             .map(|c| c.to_vec())
             .ok_or_else(|| connect_err("no certificate from the other side".into()))?;
+        let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         let (read_half, mut write_half) = tokio::io::split(tls);
         let waiters: Waiters = Arc::new(Mutex::new(HashMap::new()));
         let (out, mut out_rx) = mpsc::channel::<Vec<u8>>(1024);
@@ -156,7 +158,13 @@ impl Link {
             peer_cert,
             request_timeout_ms: REQUEST_TIMEOUT_MS_DEFAULT,
             closed,
+            resumed,
         })
+    }
+
+    /// Whether the TLS session was resumed rather than fully negotiated.
+    pub fn resumed(&self) -> bool {
+        self.resumed
     }
 
     /// Resolves when the connection has closed.
