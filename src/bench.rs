@@ -709,9 +709,13 @@ pub async fn run_handshake(
     options: &BenchOptions,
     show_progress: bool,
 ) -> Result<Report, BenchError> {
+    // A fresh account per run: a name is bound to the key it registered
+    // with, and every run makes a new key.
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let pem = server
         .pki
-        .person("shaker")
+        .person(&format!("shaker{run}"))
         .map_err(setup("making a person"))?;
     let material = Material::from_pem(&server.pki.ca.pem.cert_pem, &pem.cert_pem, &pem.key_pem)
         .map_err(setup("loading a person"))?;
