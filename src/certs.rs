@@ -11,8 +11,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -69,10 +69,38 @@ pub enum KeyType {
 impl KeyType {
     fn generate(self) -> Result<KeyPair, rcgen::Error> {
         match self {
-            KeyType::Ed25519 => KeyPair::generate_for(&rcgen::PKCS_ED25519),
+            KeyType::Ed25519 => ed25519_pkcs8_v1(KeyPair::generate_for(&rcgen::PKCS_ED25519)?),
             KeyType::EcdsaP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
         }
     }
+}
+
+/// ring writes new Ed25519 keys as PKCS#8 v2 (RFC 5958, public key
+/// included), which OpenSSL before 3.5 cannot read (openssl/openssl#10468),
+/// so `openssl x509 -req -CAkey ca.key` would fail. Re-encodes the key as
+/// PKCS#8 v1 (RFC 8410 section 7, what `openssl genpkey` writes), which
+/// ring, rcgen and rustls read as well.
+fn ed25519_pkcs8_v1(key: KeyPair) -> Result<KeyPair, rcgen::Error> {
+    // SEQUENCE { INTEGER v, SEQUENCE { OID 1.3.101.112 }, OCTET STRING {
+    // OCTET STRING (32-byte seed) } ...}; v2 adds [1] publicKey.
+    const V2_PREFIX: [u8; 16] = [
+        0x30, 0x51, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    const V1_PREFIX: [u8; 16] = [
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    let der = key.serialize_der();
+    let Some(seed) = der
+        .strip_prefix(&V2_PREFIX[..])
+        .and_then(|rest| rest.get(..32))
+    else {
+        return Ok(key);
+    };
+    let mut v1 = V1_PREFIX.to_vec();
+    v1.extend_from_slice(seed);
+    KeyPair::from_pkcs8_der_and_sign_algo(&v1.into(), &rcgen::PKCS_ED25519)
 }
 
 /// A validity window, always explicit.
@@ -123,7 +151,9 @@ impl Ca {
         let key = key_type.generate()?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
@@ -168,7 +198,9 @@ impl Ca {
     ) -> Result<CertifiedPem, CertError> {
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, "micropay server");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "micropay server");
         for dns in dns_names {
             let ia5 = dns
                 .clone()
@@ -194,7 +226,9 @@ impl Ca {
     ) -> Result<CertifiedPem, CertError> {
         let mut params = CertificateParams::new(vec![name.to_string()])?;
         params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, name.as_str());
+        params
+            .distinguished_name
+            .push(DnType::CommonName, name.as_str());
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ClientAuth,
             ExtendedKeyUsagePurpose::ServerAuth,

@@ -20,7 +20,7 @@ use crate::frame::read_frame;
 use crate::identity::{public_key_of_cert, Identity};
 use crate::keys::VerifyingKey;
 use crate::limits::FRAME_BYTES_MAX;
-use crate::protocol::{encode_request, Reply, Request, WireError};
+use crate::protocol::{encode_body, encode_request_body, Reply, Request, WireError};
 
 /// Default time allowed to connect and finish the TLS handshake.
 pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 10_000;
@@ -128,9 +128,7 @@ impl Link {
                 let Ok(reply) = Reply::decode(&line) else {
                     continue;
                 };
-                let waiter = reply
-                    .id
-                    .and_then(|id| lock(&reader_waiters).remove(&id));
+                let waiter = reply.id.and_then(|id| lock(&reader_waiters).remove(&id));
                 match waiter {
                     Some(tx) => {
                         let _ = tx.send(reply);
@@ -147,9 +145,11 @@ impl Link {
                     }
                 }
             }
-            // Dropping the senders wakes every waiter with Closed.
-            lock(&reader_waiters).clear();
+            // Mark the link closed first, so that `send` (which checks
+            // after registering its waiter) never leaves a waiter behind;
+            // then dropping the senders wakes every waiter with Closed.
             let _ = closed_tx.send(true);
+            lock(&reader_waiters).clear();
         });
         Ok(Link {
             out,
@@ -194,7 +194,10 @@ impl Link {
     }
 
     /// Sends a request and waits for its result.
-    pub async fn call<T: serde::de::DeserializeOwned>(&self, request: &Request) -> Result<T, CallError> {
+    pub async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        request: &Request,
+    ) -> Result<T, CallError> {
         let rx = self.send(request).await?;
         let timeout = self.request_timeout_ms;
         let reply = tokio::time::timeout(Duration::from_millis(timeout), rx)
@@ -207,10 +210,20 @@ impl Link {
     /// Sends a request; the receiver yields its reply (pipelining: send
     /// many, then await them).
     pub async fn send(&self, request: &Request) -> Result<oneshot::Receiver<Reply>, CallError> {
+        self.send_body(&encode_body(request)).await
+    }
+
+    /// Sends a request encoded ahead with [`encode_body`].
+    pub async fn send_body(&self, body: &[u8]) -> Result<oneshot::Receiver<Reply>, CallError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.waiters).insert(id, tx);
-        if self.out.send(encode_request(id, request)).await.is_err() {
+        // The reader has stopped: no reply can ever come for this id.
+        if *self.closed.borrow() {
+            lock(&self.waiters).remove(&id);
+            return Err(CallError::Closed);
+        }
+        if self.out.send(encode_request_body(id, body)).await.is_err() {
             lock(&self.waiters).remove(&id);
             return Err(CallError::Closed);
         }

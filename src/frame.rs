@@ -79,7 +79,10 @@ mod tests {
     async fn splits_lines_across_buffer_boundaries() {
         let (lines, err) = frames(b"hello\nworld!!\r\n\n", 16).await;
         assert!(err.is_none());
-        assert_eq!(lines, vec![b"hello".to_vec(), b"world!!".to_vec(), b"".to_vec()]);
+        assert_eq!(
+            lines,
+            vec![b"hello".to_vec(), b"world!!".to_vec(), b"".to_vec()]
+        );
     }
 
     #[tokio::test]

@@ -169,9 +169,8 @@ impl SigningKey {
             });
         }
         let rng = SystemRandom::new();
-        let pair =
-            EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, der, &rng)
-                .map_err(|_| KeyError::MalformedPrivateKey)?;
+        let pair = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, der, &rng)
+            .map_err(|_| KeyError::MalformedPrivateKey)?;
         let raw = pair.public_key().as_ref().to_vec();
         let verifying = VerifyingKey {
             algorithm: KeyAlgorithm::EcdsaP256,
@@ -263,9 +262,8 @@ mod tests {
     #[test]
     fn p256_from_generated_pkcs8() {
         let rng = SystemRandom::new();
-        let pkcs8 =
-            EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
-                .expect("keygen");
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
+            .expect("keygen");
         let key = SigningKey::from_pkcs8_der(pkcs8.as_ref()).expect("parse");
         assert_eq!(key.verifying_key().algorithm(), KeyAlgorithm::EcdsaP256);
         let public =

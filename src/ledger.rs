@@ -258,7 +258,9 @@ impl Ledger {
     {
         let reader = self.reader.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = reader.lock().map_err(|_| internal("reader lock poisoned"))?;
+            let conn = reader
+                .lock()
+                .map_err(|_| internal("reader lock poisoned"))?;
             f(&conn).map_err(|e| internal(&e.to_string()))
         })
         .await
@@ -370,8 +372,7 @@ fn query_outcome(c: &Connection, id: &PaymentId) -> Result<Option<Outcome>, rusq
             ))
         })
         .optional()?;
-    if let Some((payer, payee, amount, expires_at, memo, signature, seq, settled_at_ms)) = settled
-    {
+    if let Some((payer, payee, amount, expires_at, memo, signature, seq, settled_at_ms)) = settled {
         let (Ok(payer), Ok(payee)) = (Name::parse(&payer), Name::parse(&payee)) else {
             return Err(rusqlite::Error::InvalidQuery);
         };
@@ -421,8 +422,15 @@ struct WriterState {
 
 /// One decided command waiting for its batch to commit.
 enum Pending {
-    Register(oneshot::Sender<Result<Account, WireError>>, Result<Account, WireError>, Option<VerifyingKey>),
-    Settle(oneshot::Sender<Result<Settlement, WireError>>, Result<Settlement, WireError>),
+    Register(
+        oneshot::Sender<Result<Account, WireError>>,
+        Result<Account, WireError>,
+        Option<VerifyingKey>,
+    ),
+    Settle(
+        oneshot::Sender<Result<Settlement, WireError>>,
+        Result<Settlement, WireError>,
+    ),
 }
 
 impl WriterState {
@@ -442,7 +450,9 @@ impl WriterState {
             }
         }
         let last_seq: i64 =
-            conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM payments", [], |r| r.get(0))?;
+            conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM payments", [], |r| {
+                r.get(0)
+            })?;
         Ok(WriterState {
             conn,
             initial_balance,
@@ -458,9 +468,13 @@ impl WriterState {
         while let Some(row) = rows.next()? {
             let name: String = row.get(0)?;
             let spki: Vec<u8> = row.get(1)?;
-            let parsed = Name::parse(&name).ok().zip(VerifyingKey::from_spki_der(&spki).ok());
+            let parsed = Name::parse(&name)
+                .ok()
+                .zip(VerifyingKey::from_spki_der(&spki).ok());
             let Some((name, key)) = parsed else {
-                return Err(LedgerError::Corrupt(format!("account {name:?} has a bad key")));
+                return Err(LedgerError::Corrupt(format!(
+                    "account {name:?} has a bad key"
+                )));
             };
             keys.insert(name, key);
         }
@@ -627,7 +641,11 @@ impl WriterState {
             .conn
             .prepare_cached("SELECT content_hash, seq, settled_at_ms FROM payments WHERE id = ?1")?
             .query_row([&p.id.0[..]], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
             })
             .optional()?;
         if let Some((stored_hash, seq, settled_at_ms)) = seen {
@@ -644,7 +662,11 @@ impl WriterState {
             .conn
             .prepare_cached("SELECT content_hash, code, message FROM rejections WHERE id = ?1")?
             .query_row([&p.id.0[..]], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
             })
             .optional()?;
         if let Some((stored_hash, code, message)) = refused {
@@ -721,10 +743,16 @@ impl WriterState {
         p.check_fields()?;
         p.check_time(now_ms / 1000)?;
         let payer_balance = *self.balances.get(&p.payer).ok_or_else(|| {
-            WireError::new(ErrorCode::UnknownPayer, format!("{} has no account", p.payer))
+            WireError::new(
+                ErrorCode::UnknownPayer,
+                format!("{} has no account", p.payer),
+            )
         })?;
         let payee_balance = *self.balances.get(&p.payee).ok_or_else(|| {
-            WireError::new(ErrorCode::UnknownPayee, format!("{} has no account", p.payee))
+            WireError::new(
+                ErrorCode::UnknownPayee,
+                format!("{} has no account", p.payee),
+            )
         })?;
         let payer_after = payer_balance.checked_sub(p.amount_minor).ok_or_else(|| {
             WireError::new(
@@ -799,7 +827,9 @@ pub fn audit(path: &Path) -> Result<AuditReport, LedgerError> {
             let balance: i64 = r.get(2)?;
             report.accounts += 1;
             if balance < 0 {
-                report.violations.push(format!("{name}: negative balance {balance}"));
+                report
+                    .violations
+                    .push(format!("{name}: negative balance {balance}"));
             }
             report.total_balances += balance.max(0) as u128;
             stored.insert(name.clone(), i128::from(balance));
@@ -841,7 +871,9 @@ pub fn audit(path: &Path) -> Result<AuditReport, LedgerError> {
             let hash: Vec<u8> = r.get(8)?;
             report.payments += 1;
             if seq != next_seq {
-                report.violations.push(format!("seq {seq}: expected {next_seq} (gap)"));
+                report
+                    .violations
+                    .push(format!("seq {seq}: expected {next_seq} (gap)"));
             }
             next_seq = seq + 1;
             *expected.entry(payer.clone()).or_insert(0) -= i128::from(amount);
@@ -861,22 +893,30 @@ pub fn audit(path: &Path) -> Result<AuditReport, LedgerError> {
                 })
             })();
             let Some(payment) = parsed else {
-                report.violations.push(format!("seq {seq}: malformed payment row"));
+                report
+                    .violations
+                    .push(format!("seq {seq}: malformed payment row"));
                 continue;
             };
             if payment.content_hash()[..] != hash[..] {
-                report.violations.push(format!("seq {seq}: content hash does not match"));
+                report
+                    .violations
+                    .push(format!("seq {seq}: content hash does not match"));
             }
             match keys.get(&payer) {
                 Some(key) if payment.verify(key).is_ok() => {}
-                Some(_) => report
+                Some(_) => report.violations.push(format!(
+                    "seq {seq}: signature does not verify with {payer}'s key"
+                )),
+                None => report
                     .violations
-                    .push(format!("seq {seq}: signature does not verify with {payer}'s key")),
-                None => report.violations.push(format!("seq {seq}: payer {payer} has no account")),
+                    .push(format!("seq {seq}: payer {payer} has no account")),
             }
         }
     }
-    report.rejections = conn.query_row("SELECT COUNT(*) FROM rejections", [], |r| r.get::<_, i64>(0))? as u64;
+    report.rejections = conn.query_row("SELECT COUNT(*) FROM rejections", [], |r| {
+        r.get::<_, i64>(0)
+    })? as u64;
     let mut names: Vec<_> = stored.keys().cloned().collect();
     names.sort();
     for name in names {

@@ -91,7 +91,10 @@ mod tests {
         assert_eq!(validate("al_ice"), Err(NameError::BadChar('_')));
         assert_eq!(validate("al.ice"), Err(NameError::BadChar('.')));
         assert_eq!(validate("alicé"), Err(NameError::BadChar('é')));
-        assert!(matches!(validate(&"x".repeat(33)), Err(NameError::TooLong(33))));
+        assert!(matches!(
+            validate(&"x".repeat(33)),
+            Err(NameError::TooLong(33))
+        ));
         assert!(validate("../etc").is_err());
     }
 }

@@ -127,9 +127,8 @@ impl Payment {
 
     /// The canonical bytes a payer signs (layout in `docs/PROTOCOL.md`).
     pub fn canonical_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(
-            1 + PAYMENT_TAG.len() + 16 + 2 + 64 + 16 + 2 + self.memo.len(),
-        );
+        let mut out =
+            Vec::with_capacity(1 + PAYMENT_TAG.len() + 16 + 2 + 64 + 16 + 2 + self.memo.len());
         put_short(&mut out, PAYMENT_TAG);
         out.extend_from_slice(&self.id.0);
         put_short(&mut out, self.payer.as_str().as_bytes());
@@ -279,8 +278,8 @@ pub(crate) mod tests {
     pub(crate) fn vector_payment() -> Payment {
         Payment {
             id: PaymentId([
-                0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc,
-                0xdd, 0xee, 0xff,
+                0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
+                0xee, 0xff,
             ]),
             payer: name("alice"),
             payee: name("bob"),
@@ -319,7 +318,8 @@ pub(crate) mod tests {
     pub(crate) const VECTOR_CANONICAL_HEX: &str = "136d6963726f7061792f7061796d656e742f7631\
 00112233445566778899aabbccddeeff05616c69636503626f6200000000000000fa000000006b49d20000056c756e6368";
     pub(crate) const VECTOR_SIGNATURE_HEX: &str = "6d7285abe2f8feb493443f4aac7e5b29c8e8fb6c8e5e7686bc93790a1cdc4b80507c59e6bb55c226db69c8bdb445dd3aecf622d9be4b93ea09428350d5eec508";
-    pub(crate) const VECTOR_PUBLIC_KEY_HEX: &str = "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8";
+    pub(crate) const VECTOR_PUBLIC_KEY_HEX: &str =
+        "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8";
 
     #[test]
     fn every_field_is_signed() {
@@ -358,7 +358,10 @@ pub(crate) mod tests {
         assert_eq!(p.check_fields(), Err(PaymentError::ZeroAmount));
         let mut p = vector_payment();
         p.memo = "x".repeat(MEMO_BYTES_MAX + 1);
-        assert!(matches!(p.check_fields(), Err(PaymentError::MemoTooLong(_))));
+        assert!(matches!(
+            p.check_fields(),
+            Err(PaymentError::MemoTooLong(_))
+        ));
         let mut p = vector_payment();
         p.payee = p.payer.clone();
         assert_eq!(p.check_fields(), Err(PaymentError::SelfPayment));
@@ -393,6 +396,9 @@ pub(crate) mod tests {
         forged.receipt.amount_minor += 1;
         assert!(forged.verify(server.verifying_key()).is_err());
         // A payment signature is never a valid receipt signature: the tags differ.
-        assert_ne!(&signed.payment.canonical_bytes()[..20], &receipt.receipt.canonical_bytes()[..20]);
+        assert_ne!(
+            &signed.payment.canonical_bytes()[..20],
+            &receipt.receipt.canonical_bytes()[..20]
+        );
     }
 }

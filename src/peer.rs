@@ -25,9 +25,7 @@ use crate::keys::SigningKey;
 use crate::limits::PAYMENT_LIFETIME_DEFAULT_S;
 use crate::name::Name;
 use crate::payment::{Payment, PaymentId, SignedPayment, SignedReceipt};
-use crate::protocol::{
-    Balance, ErrorCode, OnlinePeer, PaymentJson, Request, Settled, WireError,
-};
+use crate::protocol::{Balance, ErrorCode, OnlinePeer, PaymentJson, Request, Settled, WireError};
 use crate::session::{accept_loop, refuse, run_session, SessionLimits};
 use crate::tls::{self, Material, TlsError};
 
@@ -107,7 +105,13 @@ impl Person {
 
     /// Connects to the server at `addr` (`host:port`).
     pub async fn connect_server(&self, addr: &str) -> Result<Link, CallError> {
-        Link::connect(addr, host_of(addr), self.client.clone(), CONNECT_TIMEOUT_MS_DEFAULT).await
+        Link::connect(
+            addr,
+            host_of(addr),
+            self.client.clone(),
+            CONNECT_TIMEOUT_MS_DEFAULT,
+        )
+        .await
     }
 }
 
@@ -183,8 +187,14 @@ pub async fn serve(
     let server = Arc::new(person.connect_server(&options.server).await?);
     let (host, port) = match &options.advertise {
         None => (None, local.port()),
-        Some(adv) => match adv.rsplit_once(':').and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?))) {
-            Some((h, p)) => (Some(h.trim_start_matches('[').trim_end_matches(']').to_owned()), p),
+        Some(adv) => match adv
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+        {
+            Some((h, p)) => (
+                Some(h.trim_start_matches('[').trim_end_matches(']').to_owned()),
+                p,
+            ),
             None => (Some(adv.clone()), local.port()),
         },
     };
@@ -209,9 +219,13 @@ pub async fn serve(
     });
     let conn_stop = stop_rx.clone();
     let limits = options.limits;
-    let accepting = tokio::spawn(accept_loop(listener, acceptor, limits, stop_rx, move |tls, peer, _| {
-        payer_connection(ctx.clone(), tls, peer, limits, conn_stop.clone())
-    }));
+    let accepting = tokio::spawn(accept_loop(
+        listener,
+        acceptor,
+        limits,
+        stop_rx,
+        move |tls, peer, _| payer_connection(ctx.clone(), tls, peer, limits, conn_stop.clone()),
+    ));
     let result = tokio::select! {
         _ = shutdown => Ok(()),
         _ = server.closed() => Err(PeerError::ServerGone),
@@ -241,7 +255,11 @@ async fn payer_connection(
     let payer = match tls::peer_identity(tls.get_ref().1) {
         Ok(identity) => Arc::new(identity),
         Err(e) => {
-            refuse(&mut tls, WireError::new(ErrorCode::Forbidden, format!("certificate refused: {e}"))).await;
+            refuse(
+                &mut tls,
+                WireError::new(ErrorCode::Forbidden, format!("certificate refused: {e}")),
+            )
+            .await;
             return;
         }
     };
@@ -253,8 +271,7 @@ async fn payer_connection(
             match &outcome {
                 Ok((settled, event)) => {
                     let _ = ctx.events.send(event.clone());
-                    serde_json::to_value(settled)
-                        .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))
+                    crate::protocol::to_result_json(settled)
                 }
                 Err(e) => {
                     let _ = ctx.events.send(ServeEvent::Refused {
@@ -294,13 +311,19 @@ async fn take_payment(
     if p.payer != payer.name {
         return Err(WireError::new(
             ErrorCode::Forbidden,
-            format!("you are {}, but the payment is from {}", payer.name, p.payer),
+            format!(
+                "you are {}, but the payment is from {}",
+                payer.name, p.payer
+            ),
         ));
     }
     signed.verify(&payer.key).map_err(|_| {
         WireError::new(
             ErrorCode::BadSignature,
-            format!("the signature does not verify with {}'s certificate key", payer.name),
+            format!(
+                "the signature does not verify with {}'s certificate key",
+                payer.name
+            ),
         )
     })?;
     let settled: Settled = ctx

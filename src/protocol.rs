@@ -378,64 +378,102 @@ pub fn decode_request(line: &[u8]) -> DecodedRequest {
 
 /// Encodes a request line (with its newline).
 pub fn encode_request(id: u64, request: &Request) -> Vec<u8> {
-    let mut value = match serde_json::to_value(request) {
-        Ok(serde_json::Value::Object(map)) => map,
-        // A Request always serializes to an object; anything else is a bug.
-        _ => unreachable!("requests serialize to JSON objects"),
-    };
-    value.insert("id".into(), id.into());
-    let mut line = match serde_json::to_vec(&value) {
-        Ok(line) => line,
-        Err(_) => unreachable!("a JSON map always serializes"),
-    };
+    encode_request_body(id, &encode_body(request))
+}
+
+/// Serializes a request without its id: `{"op":...}`. Encode once, then
+/// give it an id with [`encode_request_body`] (what a pipelining client
+/// that prepares its requests ahead does).
+pub fn encode_body(request: &Request) -> Vec<u8> {
+    match serde_json::to_vec(request) {
+        Ok(body) => body,
+        // A Request is plain data; serializing it cannot fail.
+        Err(_) => unreachable!("requests always serialize"),
+    }
+}
+
+/// Puts `"id":N` at the front of an encoded request object and ends the
+/// line.
+pub fn encode_request_body(id: u64, body: &[u8]) -> Vec<u8> {
+    // Requests serialize as objects; the tag makes them non-empty.
+    assert!(body.first() == Some(&b'{') && body.len() > 2);
+    let mut line = Vec::with_capacity(body.len() + 24);
+    line.extend_from_slice(b"{\"id\":");
+    line.extend_from_slice(id.to_string().as_bytes());
+    line.push(b',');
+    line.extend_from_slice(&body[1..]);
     line.push(b'\n');
     line
 }
 
+/// A result as JSON text, serialized once and written as is.
+pub type ResultJson = Box<serde_json::value::RawValue>;
+
+/// Serializes an op's result.
+pub fn to_result_json<T: Serialize>(value: &T) -> Result<ResultJson, WireError> {
+    serde_json::value::to_raw_value(value)
+        .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))
+}
+
 /// A reply as it travels: the echoed id and a result or an error.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Reply {
     /// The request's id (`null` when the request had none or was unreadable).
     pub id: Option<u64>,
     /// Whether the request succeeded.
     pub ok: bool,
-    /// The op's result, when `ok`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<serde_json::Value>,
+    /// The op's result, when `ok`, as JSON text (parsed on demand by
+    /// [`Reply::into_result`]).
+    #[serde(default)]
+    pub result: Option<ResultJson>,
     /// The error, when not `ok`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub error: Option<WireError>,
+}
+
+#[derive(Serialize)]
+struct ReplyOk<'a, T> {
+    id: Option<u64>,
+    ok: bool,
+    result: &'a T,
+}
+
+#[derive(Serialize)]
+struct ReplyErr<'a> {
+    id: Option<u64>,
+    ok: bool,
+    error: &'a WireError,
 }
 
 impl Reply {
     /// Encodes an outcome as a reply line (with its newline).
     pub fn encode<T: Serialize>(id: Option<u64>, outcome: &Result<T, WireError>) -> Vec<u8> {
-        let reply = match outcome {
-            Ok(result) => match serde_json::to_value(result) {
-                Ok(result) => Reply {
-                    id,
-                    ok: true,
-                    result: Some(result),
-                    error: None,
-                },
-                Err(e) => Reply {
-                    id,
-                    ok: false,
-                    result: None,
-                    error: Some(WireError::new(ErrorCode::Internal, e.to_string())),
-                },
-            },
-            Err(e) => Reply {
+        let encoded = match outcome {
+            Ok(result) => serde_json::to_vec(&ReplyOk {
+                id,
+                ok: true,
+                result,
+            }),
+            Err(error) => serde_json::to_vec(&ReplyErr {
                 id,
                 ok: false,
-                result: None,
-                error: Some(e.clone()),
-            },
+                error,
+            }),
         };
-        let mut line = match serde_json::to_vec(&reply) {
+        let mut line = match encoded {
             Ok(line) => line,
-            Err(_) => unreachable!("a reply always serializes"),
+            Err(e) => {
+                let error = WireError::new(ErrorCode::Internal, e.to_string());
+                match serde_json::to_vec(&ReplyErr {
+                    id,
+                    ok: false,
+                    error: &error,
+                }) {
+                    Ok(line) => line,
+                    Err(_) => unreachable!("an error reply always serializes"),
+                }
+            }
         };
         line.push(b'\n');
         line
@@ -450,8 +488,8 @@ impl Reply {
     /// The result as `T`, or the error.
     pub fn into_result<T: serde::de::DeserializeOwned>(self) -> Result<T, WireError> {
         if self.ok {
-            let value = self.result.unwrap_or(serde_json::Value::Null);
-            serde_json::from_value(value).map_err(|e| {
+            let text = self.result.as_deref().map_or("null", |r| r.get());
+            serde_json::from_str(text).map_err(|e| {
                 WireError::new(ErrorCode::BadRequest, format!("unexpected reply: {e}"))
             })
         } else {
@@ -599,7 +637,12 @@ mod tests {
         ] {
             let d = decode_request(line);
             let err = d.request.expect_err("must be refused");
-            assert_eq!(err.code, ErrorCode::BadRequest, "{}", String::from_utf8_lossy(line));
+            assert_eq!(
+                err.code,
+                ErrorCode::BadRequest,
+                "{}",
+                String::from_utf8_lossy(line)
+            );
         }
         // The id is echoed even when the op is bad.
         assert_eq!(decode_request(br#"{"id":5,"op":"fly"}"#).id, Some(5));
@@ -635,7 +678,13 @@ mod tests {
 
     #[test]
     fn replies_round_trip() {
-        let line = Reply::encode(Some(3), &Ok(Balance { name: "a".into(), balance: 9 }));
+        let line = Reply::encode(
+            Some(3),
+            &Ok(Balance {
+                name: "a".into(),
+                balance: 9,
+            }),
+        );
         let reply = Reply::decode(&line[..line.len() - 1]).expect("decodes");
         assert_eq!(reply.id, Some(3));
         let b: Balance = reply.into_result().expect("ok");
@@ -665,7 +714,11 @@ mod tests {
 
     #[test]
     fn error_codes_round_trip() {
-        for code in [ErrorCode::NotRegistered, ErrorCode::TooLarge, ErrorCode::SelfPayment] {
+        for code in [
+            ErrorCode::NotRegistered,
+            ErrorCode::TooLarge,
+            ErrorCode::SelfPayment,
+        ] {
             assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
         }
     }

@@ -23,13 +23,13 @@ use crate::identity::Identity;
 use crate::keys::SigningKey;
 use crate::ledger::{Ledger, LedgerConfig, LedgerError, Outcome};
 use crate::limits::{HISTORY_PAGE_DEFAULT, LIST_ENTRIES_MAX, PAYMENT_LIFETIME_MAX_S};
-use crate::session::{accept_loop, refuse, run_session, SessionLimits};
 use crate::name::Name;
 use crate::payment::{PaymentId, SignedPayment};
 use crate::protocol::{
-    Balance, ErrorCode, History, Listing, Online, OnlinePeer, PaymentStatus,
-    ReceiptJson, Registered, Request, Settled, WireError,
+    to_result_json, Balance, ErrorCode, History, Listing, Online, OnlinePeer, PaymentStatus,
+    ReceiptJson, Registered, Request, ResultJson, Settled, WireError,
 };
+use crate::session::{accept_loop, refuse, run_session, SessionLimits};
 
 /// Longest host name a person may advertise for their peer listener.
 pub const ADVERTISED_HOST_BYTES_MAX: usize = 253;
@@ -101,7 +101,10 @@ impl RunningServer {
 }
 
 /// Binds `listen` and serves in a background task.
-pub async fn spawn(listen: SocketAddr, options: ServerOptions) -> Result<RunningServer, ServerError> {
+pub async fn spawn(
+    listen: SocketAddr,
+    options: ServerOptions,
+) -> Result<RunningServer, ServerError> {
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let (shutdown, rx) = watch::channel(false);
@@ -154,9 +157,21 @@ async fn serve(
     let limits = shared.limits;
     let conn_shutdown = shutdown.clone();
     let conn_shared = shared.clone();
-    accept_loop(listener, acceptor, limits, shutdown, move |tls, peer, conn_id| {
-        connection(conn_shared.clone(), tls, peer, conn_id, conn_shutdown.clone())
-    })
+    accept_loop(
+        listener,
+        acceptor,
+        limits,
+        shutdown,
+        move |tls, peer, conn_id| {
+            connection(
+                conn_shared.clone(),
+                tls,
+                peer,
+                conn_id,
+                conn_shutdown.clone(),
+            )
+        },
+    )
     .await;
     info!("connections finished; closing the ledger");
     shared.ledger.close().await;
@@ -253,15 +268,11 @@ fn gate(shared: &Shared, ctx: &ConnCtx, must_be_registered: bool) -> Result<(), 
     }
 }
 
-fn to_value<T: serde::Serialize>(v: T) -> Result<serde_json::Value, WireError> {
-    serde_json::to_value(v).map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))
+fn to_value<T: serde::Serialize>(v: T) -> Result<ResultJson, WireError> {
+    to_result_json(&v)
 }
 
-async fn handle(
-    shared: &Shared,
-    ctx: &ConnCtx,
-    request: Request,
-) -> Result<serde_json::Value, WireError> {
+async fn handle(shared: &Shared, ctx: &ConnCtx, request: Request) -> Result<ResultJson, WireError> {
     let me = &ctx.identity.name;
     gate(shared, ctx, !matches!(request, Request::Register {}))?;
     match request {
@@ -279,7 +290,10 @@ async fn handle(
         }
         Request::Online { port, address } => {
             if port == 0 {
-                return Err(WireError::new(ErrorCode::BadRequest, "port must be 1..65535"));
+                return Err(WireError::new(
+                    ErrorCode::BadRequest,
+                    "port must be 1..65535",
+                ));
             }
             let address = advertised_address(address.as_deref(), ctx.peer_ip, port)?;
             lock(&shared.presence).insert(
@@ -294,7 +308,15 @@ async fn handle(
             to_value(Online { address })
         }
         Request::Offline {} => {
-            let was = lock(&shared.presence).remove(me).is_some();
+            // Only the presence this connection announced: a newer `online`
+            // of the same person from another connection stays.
+            let was = {
+                let mut presence = lock(&shared.presence);
+                match presence.get(me) {
+                    Some(p) if p.conn_id == ctx.conn_id => presence.remove(me).is_some(),
+                    _ => false,
+                }
+            };
             if was {
                 info!(name = %me, "offline");
                 log_presence(shared);
@@ -401,7 +423,7 @@ async fn settle(
     shared: &Shared,
     ctx: &ConnCtx,
     payment: &crate::protocol::PaymentJson,
-) -> Result<serde_json::Value, WireError> {
+) -> Result<ResultJson, WireError> {
     let me = &ctx.identity.name;
     let signed = SignedPayment::try_from(payment)?;
     let p = &signed.payment;
@@ -410,7 +432,10 @@ async fn settle(
     if &p.payee != me && &p.payer != me {
         return Err(WireError::new(
             ErrorCode::Forbidden,
-            format!("{me} may not settle a payment from {} to {}", p.payer, p.payee),
+            format!(
+                "{me} may not settle a payment from {} to {}",
+                p.payer, p.payee
+            ),
         ));
     }
     if p.expires_at_s > now_s().saturating_add(PAYMENT_LIFETIME_MAX_S) {
@@ -421,12 +446,18 @@ async fn settle(
     }
     // Rule 2: the payer's registered key, not whatever the payee says.
     let payer_key = shared.ledger.key_of(&p.payer).ok_or_else(|| {
-        WireError::new(ErrorCode::UnknownPayer, format!("{} has no account", p.payer))
+        WireError::new(
+            ErrorCode::UnknownPayer,
+            format!("{} has no account", p.payer),
+        )
     })?;
     signed.verify(&payer_key).map_err(|_| {
         WireError::new(
             ErrorCode::BadSignature,
-            format!("the signature does not verify with {}'s registered key", p.payer),
+            format!(
+                "the signature does not verify with {}'s registered key",
+                p.payer
+            ),
         )
     })?;
     // Rules 3 to 5, atomically, in the writer.
@@ -451,7 +482,10 @@ fn advertised_address(host: Option<&str>, peer_ip: IpAddr, port: u16) -> Result<
     let Some(host) = host else {
         return Ok(SocketAddr::new(peer_ip, port).to_string());
     };
-    if let Ok(ip) = host.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>() {
+    if let Ok(ip) = host
+        .trim_matches(|c| c == '[' || c == ']')
+        .parse::<IpAddr>()
+    {
         return Ok(SocketAddr::new(ip, port).to_string());
     }
     let valid = !host.is_empty()

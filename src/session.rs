@@ -17,7 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, trace, warn};
 
 use crate::frame::{read_frame, FrameError};
-use crate::protocol::{decode_request, ErrorCode, Reply, Request, WireError};
+use crate::protocol::{decode_request, ErrorCode, Reply, Request, ResultJson, WireError};
 
 /// How long shutdown waits for connections to finish what they started.
 pub const DRAIN_TIMEOUT_MS: u64 = 10_000;
@@ -136,7 +136,7 @@ pub async fn run_session<S, H, Fut>(
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
     H: Fn(Request) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = Result<serde_json::Value, WireError>> + Send + 'static,
+    Fut: Future<Output = Result<ResultJson, WireError>> + Send + 'static,
 {
     let (read_half, write_half) = tokio::io::split(stream);
     let (out_tx, out_rx) = mpsc::channel::<Vec<u8>>(limits.in_flight_max + 1);
@@ -148,6 +148,12 @@ pub async fn run_session<S, H, Fut>(
     loop {
         let read = tokio::select! {
             _ = shutdown.changed() => break,
+            // The writer gave up (the peer does not read its replies):
+            // reading on would only do work whose answers nobody gets.
+            _ = out_tx.closed() => {
+                debug!("replies cannot be delivered; closing");
+                break;
+            }
             read = tokio::time::timeout(idle, read_frame(&mut reader, &mut line, limits.frame_bytes_max)) => read,
         };
         match read {

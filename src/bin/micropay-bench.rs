@@ -85,7 +85,12 @@ fn run(args: &Args) -> Result<()> {
         connections: args.connections.unwrap_or(connections),
         window: args.window.unwrap_or(window),
         accounts: args.accounts.unwrap_or(accounts),
-        resumption: !matches!(args.mode, Mode::Handshake { no_resumption: true }),
+        resumption: !matches!(
+            args.mode,
+            Mode::Handshake {
+                no_resumption: true
+            }
+        ),
     };
     eprintln!("measuring the crypto floor ...");
     let floor = bench::measure_crypto_floor(1000);
@@ -102,7 +107,12 @@ fn run(args: &Args) -> Result<()> {
                 .with_file_name("micropay-server"),
         };
         let server = ServerProcess::start(&server_bin, &[])?;
-        eprintln!("server {} on {} (pid {})", server_bin.display(), server.addr, server.pid());
+        eprintln!(
+            "server {} on {} (pid {})",
+            server_bin.display(),
+            server.addr,
+            server.pid()
+        );
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -111,7 +121,9 @@ fn run(args: &Args) -> Result<()> {
             match args.mode {
                 Mode::Settle => bench::run_settle(&server, &options, !args.quiet).await,
                 Mode::P2p => bench::run_p2p(&server, &options, !args.quiet).await,
-                Mode::Handshake { .. } => bench::run_handshake(&server, &options, !args.quiet).await,
+                Mode::Handshake { .. } => {
+                    bench::run_handshake(&server, &options, !args.quiet).await
+                }
                 Mode::Floor => unreachable!("handled above"),
             }
         })?;
@@ -147,27 +159,63 @@ fn print_table(r: &Report) {
         println!("  failed (measured)        {:>12}", r.failed);
         println!("  measured interval        {:>12.2} s", r.measured_s);
         println!("  throughput               {:>12.0} /s", r.throughput_per_s);
-        println!("  latency p50              {:>12.2} ms", r.latency.p50_us as f64 / 1000.0);
-        println!("  latency p90              {:>12.2} ms", r.latency.p90_us as f64 / 1000.0);
-        println!("  latency p99              {:>12.2} ms", r.latency.p99_us as f64 / 1000.0);
-        println!("  latency p99.9            {:>12.2} ms", r.latency.p999_us as f64 / 1000.0);
-        println!("  latency max              {:>12.2} ms", r.latency.max_us as f64 / 1000.0);
-        println!("  server CPU per op        {:>12.1} µs", r.server_cpu_us_per_op);
-        println!("  server peak memory       {:>12} KiB", r.server_peak_rss_kib);
+        println!(
+            "  latency p50              {:>12.2} ms",
+            r.latency.p50_us as f64 / 1000.0
+        );
+        println!(
+            "  latency p90              {:>12.2} ms",
+            r.latency.p90_us as f64 / 1000.0
+        );
+        println!(
+            "  latency p99              {:>12.2} ms",
+            r.latency.p99_us as f64 / 1000.0
+        );
+        println!(
+            "  latency p99.9            {:>12.2} ms",
+            r.latency.p999_us as f64 / 1000.0
+        );
+        println!(
+            "  latency max              {:>12.2} ms",
+            r.latency.max_us as f64 / 1000.0
+        );
+        println!(
+            "  server CPU per op        {:>12.1} µs",
+            r.server_cpu_us_per_op
+        );
+        println!(
+            "  server peak memory       {:>12} KiB",
+            r.server_peak_rss_kib
+        );
         if r.mode == "handshake" {
             println!("  resumed handshakes       {:>12}", r.resumed);
         } else {
             println!("  payments in the ledger   {:>12}", r.ledger_payments);
-            println!("  audit                    {:>12}", if r.audit_clean { "clean" } else { "FAILED" });
+            println!(
+                "  audit                    {:>12}",
+                if r.audit_clean { "clean" } else { "FAILED" }
+            );
         }
     }
     println!("  crypto floor (ring, Ed25519, this machine)");
-    println!("    verify per core        {:>12.0} /s", f.verify_per_s_core);
+    println!(
+        "    verify per core        {:>12.0} /s",
+        f.verify_per_s_core
+    );
     println!("    sign per core          {:>12.0} /s", f.sign_per_s_core);
     println!("    cores                  {:>12}", f.cores);
-    println!("    settle floor           {:>12.0} /s (1 verify + 1 sign per payment)", f.settle_floor_per_s);
-    println!("    p2p floor              {:>12.0} /s (3 verifies + 2 signs per payment)", f.p2p_floor_per_s);
+    println!(
+        "    settle floor           {:>12.0} /s (1 verify + 1 sign per payment)",
+        f.settle_floor_per_s
+    );
+    println!(
+        "    p2p floor              {:>12.0} /s (3 verifies + 2 signs per payment)",
+        f.p2p_floor_per_s
+    );
     if r.ratio_to_floor > 0.0 {
-        println!("  achieved / floor         {:>12.1} %", r.ratio_to_floor * 100.0);
+        println!(
+            "  achieved / floor         {:>12.1} %",
+            r.ratio_to_floor * 100.0
+        );
     }
 }

@@ -56,7 +56,10 @@ fn main() -> ExitCode {
         args.server_names
     };
     let server_ips = if args.server_ips.is_empty() {
-        vec![IpAddr::from([127, 0, 0, 1]), "::1".parse().unwrap_or(IpAddr::from([127, 0, 0, 1]))]
+        vec![
+            IpAddr::from([127, 0, 0, 1]),
+            "::1".parse().unwrap_or(IpAddr::from([127, 0, 0, 1])),
+        ]
     } else {
         args.server_ips
     };

@@ -30,7 +30,12 @@ struct Args {
     #[arg(long, env = "MICROPAY_CERTS", default_value = "certs", global = true)]
     certs: PathBuf,
     /// The server, HOST:PORT.
-    #[arg(long, env = "MICROPAY_SERVER", default_value = "127.0.0.1:7443", global = true)]
+    #[arg(
+        long,
+        env = "MICROPAY_SERVER",
+        default_value = "127.0.0.1:7443",
+        global = true
+    )]
     server: String,
     /// CA certificate (default DIR/ca.pem).
     #[arg(long, env = "MICROPAY_CA", global = true)]
@@ -139,7 +144,9 @@ impl From<PeerError> for Failure {
     fn from(e: PeerError) -> Failure {
         match e {
             PeerError::Call(c) => c.into(),
-            PeerError::Tls(_) | PeerError::Identity(_) | PeerError::Listen { .. } => Failure::usage(e.to_string()),
+            PeerError::Tls(_) | PeerError::Identity(_) | PeerError::Listen { .. } => {
+                Failure::usage(e.to_string())
+            }
             PeerError::BadReceipt(_) => Failure {
                 code: 1,
                 message: e.to_string(),
@@ -157,7 +164,10 @@ impl From<PeerError> for Failure {
 fn main() -> ExitCode {
     let args = Args::parse();
     micropay::logging::init(args.verbose as i8 - args.quiet as i8, "warn");
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("micropay-client: cannot start the runtime: {e}");
@@ -204,7 +214,10 @@ fn load_person(args: &Args) -> Result<Person, Failure> {
                 Some(n) => format!("run scripts/gen-certs.sh --out {} {n}", dir.display()),
                 None => "make certificates with scripts/gen-certs.sh".to_owned(),
             };
-            return Err(Failure::usage(format!("no file at {}: {hint}", path.display())));
+            return Err(Failure::usage(format!(
+                "no file at {}: {hint}",
+                path.display()
+            )));
         }
     }
     Person::load(&ca, &cert, &key).map_err(Failure::from)
@@ -217,7 +230,10 @@ async fn run(args: &Args) -> Result<(), Failure> {
             let link = person.connect_server(&args.server).await?;
             let r: Registered = link.call(&Request::Register {}).await?;
             if args.json {
-                println!("{}", json!({"ok": true, "name": r.name, "balance": r.balance, "key_fingerprint": r.key_fingerprint}));
+                println!(
+                    "{}",
+                    json!({"ok": true, "name": r.name, "balance": r.balance, "key_fingerprint": r.key_fingerprint})
+                );
             } else {
                 println!("registered {} with balance {}", r.name, r.balance);
                 println!("account bound to key {}", r.key_fingerprint);
@@ -227,13 +243,22 @@ async fn run(args: &Args) -> Result<(), Failure> {
             let link = person.connect_server(&args.server).await?;
             let l: Listing = link.call(&Request::List {}).await?;
             if args.json {
-                println!("{}", json!({"ok": true, "name": person.name.as_str(), "balance": l.balance, "server_key_fingerprint": l.server_key_fingerprint, "online_count": l.online_count, "online": l.online}));
+                println!(
+                    "{}",
+                    json!({"ok": true, "name": person.name.as_str(), "balance": l.balance, "server_key_fingerprint": l.server_key_fingerprint, "online_count": l.online_count, "online": l.online})
+                );
             } else {
                 println!("{}'s balance: {}", person.name, l.balance);
                 println!("server key:   {}", l.server_key_fingerprint);
                 println!("online:       {}", l.online_count);
                 if !l.online.is_empty() {
-                    let width = l.online.iter().map(|p| p.name.len()).max().unwrap_or(4).max(4);
+                    let width = l
+                        .online
+                        .iter()
+                        .map(|p| p.name.len())
+                        .max()
+                        .unwrap_or(4)
+                        .max(4);
                     println!();
                     println!("  {:<width$}  ADDRESS", "NAME");
                     for p in &l.online {
@@ -246,7 +271,10 @@ async fn run(args: &Args) -> Result<(), Failure> {
             let link = person.connect_server(&args.server).await?;
             let b: Balance = link.call(&Request::Balance {}).await?;
             if args.json {
-                println!("{}", json!({"ok": true, "name": b.name, "balance": b.balance}));
+                println!(
+                    "{}",
+                    json!({"ok": true, "name": b.name, "balance": b.balance})
+                );
             } else {
                 println!("{}", b.balance);
             }
@@ -260,11 +288,17 @@ async fn run(args: &Args) -> Result<(), Failure> {
                 })
                 .await?;
             if args.json {
-                println!("{}", json!({"ok": true, "entries": h.entries, "next_before_seq": h.next_before_seq}));
+                println!(
+                    "{}",
+                    json!({"ok": true, "entries": h.entries, "next_before_seq": h.next_before_seq})
+                );
             } else if h.entries.is_empty() {
                 println!("no payments yet");
             } else {
-                println!("{:>6}  {:<4}  {:<20}  {:>12}  {:<32}  MEMO", "SEQ", "DIR", "WITH", "AMOUNT", "PAYMENT ID");
+                println!(
+                    "{:>6}  {:<4}  {:<20}  {:>12}  {:<32}  MEMO",
+                    "SEQ", "DIR", "WITH", "AMOUNT", "PAYMENT ID"
+                );
                 for e in &h.entries {
                     let (dir, with, sign) = if e.payer == person.name.as_str() {
                         ("out", &e.payee, "-")
@@ -273,7 +307,12 @@ async fn run(args: &Args) -> Result<(), Failure> {
                     };
                     println!(
                         "{:>6}  {:<4}  {:<20}  {:>12}  {:<32}  {}",
-                        e.seq, dir, with, format!("{sign}{}", e.amount), e.payment_id, e.memo
+                        e.seq,
+                        dir,
+                        with,
+                        format!("{sign}{}", e.amount),
+                        e.payment_id,
+                        e.memo
                     );
                 }
                 if let Some(next) = h.next_before_seq {
@@ -294,7 +333,11 @@ async fn run(args: &Args) -> Result<(), Failure> {
                 match s {
                     PaymentStatus::Settled { receipt } => println!(
                         "settled: {} paid {} {} (seq {}, at {} ms)",
-                        receipt.payer, receipt.payee, receipt.amount, receipt.seq, receipt.settled_at_ms
+                        receipt.payer,
+                        receipt.payee,
+                        receipt.amount,
+                        receipt.seq,
+                        receipt.settled_at_ms
                     ),
                     PaymentStatus::Rejected { error } => {
                         println!("refused: {}: {}", error.code, error.message)
@@ -308,8 +351,8 @@ async fn run(args: &Args) -> Result<(), Failure> {
             memo,
             timeout,
         } => {
-            let payee = Name::parse(payee)
-                .map_err(|e| Failure::usage(format!("payee {payee:?}: {e}")))?;
+            let payee =
+                Name::parse(payee).map_err(|e| Failure::usage(format!("payee {payee:?}: {e}")))?;
             let amount: u64 = amount.parse().map_err(|_| {
                 Failure::usage(format!(
                     "amount {amount:?} must be a whole number of minor units between 1 and {}",
@@ -338,8 +381,17 @@ async fn run(args: &Args) -> Result<(), Failure> {
                            "receipt": micropay::protocol::ReceiptJson::from(&sent.receipt), "receipt_verified": true, "balance": sent.balance})
                 );
             } else {
-                println!("paid {} {} at {}{}", r.payee, r.amount_minor, sent.payee_address,
-                    if memo.is_empty() { String::new() } else { format!(" (memo: {memo})") });
+                println!(
+                    "paid {} {} at {}{}",
+                    r.payee,
+                    r.amount_minor,
+                    sent.payee_address,
+                    if memo.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (memo: {memo})")
+                    }
+                );
                 println!("receipt: payment {} settled as ledger seq {} at {} ms; server signature verified", r.payment_id, r.seq, r.settled_at_ms);
                 println!("balance: {}", sent.balance);
             }
@@ -359,7 +411,8 @@ async fn run(args: &Args) -> Result<(), Failure> {
                     print_event(&event, json_mode);
                 }
             });
-            let result = peer::serve(person, options, tx, micropay::signal::shutdown_signal()).await;
+            let result =
+                peer::serve(person, options, tx, micropay::signal::shutdown_signal()).await;
             let _ = printer.await;
             result?;
         }
@@ -378,11 +431,25 @@ fn print_event(event: &ServeEvent, json_mode: bool) {
             ServeEvent::Online { listen, address } => println!(
                 "online as {address} (listening on {listen}); waiting for payments, Ctrl-C to stop"
             ),
-            ServeEvent::Received { payment_id, payer, amount, memo, seq } => println!(
+            ServeEvent::Received {
+                payment_id,
+                payer,
+                amount,
+                memo,
+                seq,
+            } => println!(
                 "received {amount} from {payer}{} (seq {seq}, payment {payment_id})",
-                if memo.is_empty() { String::new() } else { format!(" memo: {memo}") }
+                if memo.is_empty() {
+                    String::new()
+                } else {
+                    format!(" memo: {memo}")
+                }
             ),
-            ServeEvent::Refused { payer, code, message } => {
+            ServeEvent::Refused {
+                payer,
+                code,
+                message,
+            } => {
                 println!("refused a payment from {payer}: {code}: {message}")
             }
             ServeEvent::Offline {} => println!("offline"),

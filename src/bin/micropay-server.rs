@@ -91,7 +91,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_audit(db: &PathBuf) -> Result<ExitCode> {
+fn run_audit(db: &std::path::Path) -> Result<ExitCode> {
     anyhow::ensure!(db.exists(), "no ledger at {}", db.display());
     let report = audit(db).with_context(|| format!("auditing {}", db.display()))?;
     println!("ledger      {}", db.display());
@@ -107,7 +107,10 @@ fn run_audit(db: &PathBuf) -> Result<ExitCode> {
         for v in &report.violations {
             println!("VIOLATION   {v}");
         }
-        println!("audit: FAILED with {} violation(s)", report.violations.len());
+        println!(
+            "audit: FAILED with {} violation(s)",
+            report.violations.len()
+        );
         Ok(ExitCode::from(1))
     }
 }
@@ -117,12 +120,20 @@ fn serve(args: &Args) -> Result<ExitCode> {
         args.initial_balance <= INITIAL_BALANCE_MAX,
         "--initial-balance may be at most {INITIAL_BALANCE_MAX}"
     );
-    anyhow::ensure!(args.connections_max >= 1, "--connections-max must be at least 1");
-    anyhow::ensure!(args.in_flight_max >= 1, "--in-flight-max must be at least 1");
-    anyhow::ensure!(args.frame_bytes_max >= 256, "--frame-bytes-max must be at least 256");
-    let material = Material::from_files(&args.ca, &args.cert, &args.key).context(
-        "loading the server's certificates (make them with scripts/gen-certs.sh)",
-    )?;
+    anyhow::ensure!(
+        args.connections_max >= 1,
+        "--connections-max must be at least 1"
+    );
+    anyhow::ensure!(
+        args.in_flight_max >= 1,
+        "--in-flight-max must be at least 1"
+    );
+    anyhow::ensure!(
+        args.frame_bytes_max >= 256,
+        "--frame-bytes-max must be at least 256"
+    );
+    let material = Material::from_files(&args.ca, &args.cert, &args.key)
+        .context("loading the server's certificates (make them with scripts/gen-certs.sh)")?;
     let options = ServerOptions {
         tls: tls::server_config(&material)?,
         signing_key: material.signing_key()?,

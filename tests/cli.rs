@@ -1,0 +1,702 @@
+//! End-to-end tests of the real binaries: certificates from
+//! `micropay-certs`, a `micropay-server` child process on a free loopback
+//! port, and people as `micropay-client` child processes, exactly as a
+//! person would run them (issue 4).
+//!
+//! Every wait is bounded (`cli_support::WAIT`) and every child process is
+//! killed when its guard drops, so a failing test leaves nothing running.
+
+mod cli_support;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use cli_support::{client, dead_port, make_certs, run, Out, World, WAIT};
+use serde_json::Value;
+
+/// The payment id in `receipt: payment ID settled as ...` of a human `send`.
+#[track_caller]
+fn payment_id_of(sent: &Out) -> String {
+    let id = sent
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("receipt: payment "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no receipt line:\n{sent}"))
+        .to_owned();
+    assert!(is_payment_id(&id), "not a payment id: {id:?}");
+    id
+}
+
+fn is_payment_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Whitespace-separated fields of each line of `text`.
+fn rows(text: &str) -> Vec<Vec<&str>> {
+    text.lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect()
+}
+
+#[track_caller]
+fn assert_balances(world: &World, expected: &[(&str, u64)]) {
+    for (who, balance) in expected {
+        assert_eq!(world.balance(who), *balance, "{who}'s balance");
+    }
+}
+
+#[test]
+fn the_whole_story_from_register_to_audit() {
+    let mut world = World::start();
+    world.register(&["alice", "bob"]);
+
+    let mut bob = world.serve("bob", &[], false);
+    let (bob_addr, bob_listen) = bob.online();
+    assert_eq!(
+        bob_addr, bob_listen,
+        "on loopback the server sees the listen address"
+    );
+
+    let list = world.run("alice", &["list"]);
+    list.expect(0)
+        .stdout_has("alice's balance: 10000")
+        .stdout_has("online:       1");
+    assert!(
+        rows(&list.stdout).contains(&vec!["bob", bob_addr.as_str()]),
+        "bob is not listed online at {bob_addr}:\n{list}"
+    );
+
+    let sent = world.run(
+        "alice",
+        &["send", "bob", "250", "--memo", "coffee and cake"],
+    );
+    sent.expect(0)
+        .stdout_has(&format!(
+            "paid bob 250 at {bob_addr} (memo: coffee and cake)"
+        ))
+        .stdout_has("server signature verified")
+        .stdout_has("balance: 9750");
+    let id = payment_id_of(&sent);
+
+    let received = bob.line_where("bob's `received` line", |l| l.starts_with("received"));
+    assert!(
+        received.starts_with("received 250 from alice memo: coffee and cake (seq ")
+            && received.ends_with(&format!("payment {id})")),
+        "bob's line: {received:?}"
+    );
+
+    assert_balances(&world, &[("alice", 9750), ("bob", 10250)]);
+
+    let alice_history = world.run("alice", &["history"]);
+    alice_history.expect(0);
+    let row = rows(&alice_history.stdout);
+    assert!(
+        row.iter().any(|r| r.get(1..)
+            == Some(&["out", "bob", "-250", id.as_str(), "coffee", "and", "cake"][..])),
+        "alice's history lacks the payment:\n{alice_history}"
+    );
+    let bob_history = world.run("bob", &["history"]);
+    bob_history.expect(0);
+    let row = rows(&bob_history.stdout);
+    assert!(
+        row.iter().any(|r| r.get(1..)
+            == Some(&["in", "alice", "+250", id.as_str(), "coffee", "and", "cake"][..])),
+        "bob's history lacks the payment:\n{bob_history}"
+    );
+
+    world
+        .run("alice", &["status", &id])
+        .expect(0)
+        .stdout_has("settled: alice paid bob 250");
+
+    let (status, rest) = bob.interrupt();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "serve after SIGINT: {status}; {rest:?}"
+    );
+    assert_eq!(rest.last().map(String::as_str), Some("offline"), "{rest:?}");
+
+    let status = world.stop_server();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the server after SIGTERM: {status}\n{}",
+        world.server_log()
+    );
+
+    world
+        .audit()
+        .expect(0)
+        .stdout_has("accounts    2")
+        .stdout_has("payments    1")
+        .stdout_has("audit: OK");
+}
+
+#[test]
+fn send_to_someone_offline_or_unregistered_is_refused_and_pays_nothing() {
+    let world = World::start();
+    world.register(&["alice", "bob"]);
+
+    // Registered, never online.
+    world
+        .run("alice", &["send", "bob", "10"])
+        .expect(1)
+        .stderr_has("payee_offline")
+        .stderr_has("bob is not online");
+    // No account at all, with or without a certificate.
+    for nobody in ["dave", "carol"] {
+        world
+            .run("alice", &["send", nobody, "10"])
+            .expect(1)
+            .stderr_has("unknown_payee")
+            .stderr_has(&format!("{nobody} has no account"));
+    }
+    // The same in JSON: the code is machine-readable.
+    let out = world.run("alice", &["--json", "send", "bob", "10"]);
+    let v = out.expect(1).json();
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["error"]["code"], "payee_offline", "{v}");
+    assert_eq!(v["exit_code"], 1, "{v}");
+
+    // Registering twice is refused too, and changes nothing.
+    world
+        .run("bob", &["register"])
+        .expect(1)
+        .stderr_has("already_registered");
+
+    assert_balances(&world, &[("alice", 10000), ("bob", 10000)]);
+    world
+        .run("alice", &["history"])
+        .expect(0)
+        .stdout_has("no payments yet");
+}
+
+#[test]
+fn send_to_a_listener_with_someone_elses_certificate_is_refused() {
+    let world = World::start();
+    world.register(&["alice", "bob", "carol"]);
+
+    // carol listens; bob goes online announcing carol's listener as his,
+    // so the server sends alice, who wants to pay bob, to carol.
+    let mut carol = world.serve("carol", &[], true);
+    let (_, carol_listen) = carol.online();
+    let mut bob = world.serve("bob", &["--advertise", &carol_listen], true);
+    let (bob_addr, _) = bob.online();
+    assert_eq!(bob_addr, carol_listen);
+
+    let out = world.run("alice", &["send", "bob", "100", "--memo", "for bob only"]);
+    out.expect(3)
+        .stderr_has(&format!("cannot connect to {carol_listen}"))
+        .stderr_has("not valid for name \"bob\"");
+
+    let out = world.run("alice", &["--json", "send", "bob", "100"]);
+    let v = out.expect(3).json();
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["exit_code"], 3, "{v}");
+
+    assert_balances(
+        &world,
+        &[("alice", 10000), ("bob", 10000), ("carol", 10000)],
+    );
+    world
+        .run("alice", &["history"])
+        .expect(0)
+        .stdout_has("no payments yet");
+
+    // Neither listener took (or even saw) a payment.
+    for serve in [carol, bob] {
+        let (status, rest) = serve.interrupt();
+        assert_eq!(status.code(), Some(0), "{status}");
+        let events: Vec<Value> = rest
+            .iter()
+            .map(|l| serde_json::from_str(l).expect("JSON event"))
+            .collect();
+        assert_eq!(events, vec![serde_json::json!({"event": "offline"})]);
+    }
+}
+
+#[test]
+fn send_more_than_the_balance_is_refused_and_moves_nothing() {
+    let world = World::start();
+    world.register(&["alice", "bob"]);
+    let mut bob = world.serve("bob", &[], false);
+    bob.online();
+
+    world
+        .run("alice", &["send", "bob", "10001"])
+        .expect(1)
+        .stderr_has("insufficient_funds")
+        .stderr_has("alice has 10000 and cannot pay 10001");
+    let refused = bob.line_where("bob's `refused` line", |l| l.starts_with("refused"));
+    assert!(
+        refused.starts_with("refused a payment from alice: insufficient_funds"),
+        "{refused:?}"
+    );
+    assert_balances(&world, &[("alice", 10000), ("bob", 10000)]);
+    for who in ["alice", "bob"] {
+        world
+            .run(who, &["history"])
+            .expect(0)
+            .stdout_has("no payments yet");
+    }
+
+    // Exactly everything is fine; after that, not even 1.
+    world
+        .run("alice", &["send", "bob", "10000"])
+        .expect(0)
+        .stdout_has("balance: 0");
+    world
+        .run("alice", &["send", "bob", "1"])
+        .expect(1)
+        .stderr_has("insufficient_funds");
+    assert_balances(&world, &[("alice", 0), ("bob", 20000)]);
+}
+
+#[test]
+fn two_payers_pay_one_payee_at_the_same_time() {
+    let mut world = World::start();
+    world.register(&["alice", "bob", "carol"]);
+    let mut bob = world.serve("bob", &[], true);
+    bob.online();
+
+    // Three payments from each payer, all six in flight at once.
+    let mut pending = Vec::new();
+    for round in 0..3 {
+        let memo_a = format!("alice {round}");
+        let memo_c = format!("carol {round}");
+        pending.push((
+            "alice",
+            300,
+            world.spawn(
+                "alice",
+                &["--json", "send", "bob", "300", "--memo", &memo_a],
+            ),
+        ));
+        pending.push((
+            "carol",
+            200,
+            world.spawn(
+                "carol",
+                &["--json", "send", "bob", "200", "--memo", &memo_c],
+            ),
+        ));
+    }
+    let mut ids = Vec::new();
+    for (payer, amount, p) in pending {
+        let out = p.finish();
+        let v = out.expect(0).json();
+        assert_eq!(v["ok"], true, "{v}");
+        assert_eq!(v["amount"], amount, "{v}");
+        assert_eq!(v["receipt"]["payer"], payer, "{v}");
+        assert_eq!(v["receipt_verified"], true, "{v}");
+        ids.push(v["payment_id"].as_str().expect("payment_id").to_owned());
+    }
+
+    let mut received = Vec::new();
+    while received.len() < ids.len() {
+        let event = bob.next_event();
+        assert_eq!(event["event"], "received", "{event}");
+        received.push(event["payment_id"].as_str().expect("payment_id").to_owned());
+    }
+    ids.sort();
+    received.sort();
+    assert_eq!(ids, received, "bob received exactly the six payments");
+
+    assert_balances(
+        &world,
+        &[
+            ("alice", 10000 - 900),
+            ("carol", 10000 - 600),
+            ("bob", 10000 + 1500),
+        ],
+    );
+
+    let (status, _) = bob.interrupt();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(
+        world.stop_server().code(),
+        Some(0),
+        "{}",
+        world.server_log()
+    );
+    world
+        .audit()
+        .expect(0)
+        .stdout_has("payments    6")
+        .stdout_has("audit: OK");
+}
+
+#[test]
+fn json_output_of_every_command_parses() {
+    let world = World::start();
+
+    let v = world.run("alice", &["--json", "register"]).expect(0).json();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["name"], "alice");
+    assert_eq!(v["balance"], 10000);
+    assert_eq!(v["key_fingerprint"].as_str().map(str::len), Some(64), "{v}");
+    world.register(&["bob"]);
+
+    let mut bob = world.serve("bob", &[], true);
+    let (bob_addr, _) = bob.online();
+
+    let list = world.run("alice", &["--json", "list"]).expect(0).json();
+    assert_eq!(list["ok"], true);
+    assert_eq!(list["name"], "alice");
+    assert_eq!(list["balance"], 10000);
+    assert_eq!(list["online_count"], 1);
+    assert_eq!(
+        list["online"],
+        serde_json::json!([{"name": "bob", "address": bob_addr}])
+    );
+    assert!(list["server_key_fingerprint"].is_string(), "{list}");
+
+    let sent = world
+        .run(
+            "alice",
+            &["--json", "send", "bob", "250", "--memo", "lunch"],
+        )
+        .expect(0)
+        .json();
+    assert_eq!(sent["ok"], true, "{sent}");
+    assert_eq!(sent["receipt_verified"], true, "{sent}");
+    assert_eq!(sent["payee"], "bob");
+    assert_eq!(sent["amount"], 250);
+    assert_eq!(sent["balance"], 9750);
+    let id = sent["payment_id"].as_str().expect("payment_id").to_owned();
+    assert!(is_payment_id(&id), "{sent}");
+    let receipt = &sent["receipt"];
+    assert_eq!(receipt["payment_id"], id.as_str(), "{sent}");
+    assert_eq!(receipt["payer"], "alice");
+    assert_eq!(receipt["payee"], "bob");
+    assert_eq!(receipt["amount"], 250);
+    let seq = receipt["seq"].as_u64().expect("seq");
+    assert!(
+        receipt["settled_at_ms"].as_u64().is_some_and(|ms| ms > 0),
+        "{sent}"
+    );
+    assert!(
+        receipt["signature"].as_str().is_some_and(|s| !s.is_empty()),
+        "{sent}"
+    );
+    assert!(
+        receipt["payment_hash"]
+            .as_str()
+            .is_some_and(|s| s.len() == 64),
+        "{sent}"
+    );
+
+    let event = bob.next_event();
+    assert_eq!(
+        event,
+        serde_json::json!({"event": "received", "payment_id": id, "payer": "alice",
+                           "amount": 250, "memo": "lunch", "seq": seq})
+    );
+
+    let balance = world.run("bob", &["--json", "balance"]).expect(0).json();
+    assert_eq!(
+        balance,
+        serde_json::json!({"ok": true, "name": "bob", "balance": 10250})
+    );
+
+    for who in ["alice", "bob"] {
+        let history = world.run(who, &["--json", "history"]).expect(0).json();
+        assert_eq!(history["ok"], true, "{history}");
+        let entries = history["entries"].as_array().expect("entries");
+        assert_eq!(entries.len(), 1, "{history}");
+        let e = &entries[0];
+        assert_eq!(e["payment_id"], id.as_str(), "{history}");
+        assert_eq!(e["payer"], "alice");
+        assert_eq!(e["payee"], "bob");
+        assert_eq!(e["amount"], 250);
+        assert_eq!(e["memo"], "lunch");
+        assert_eq!(e["seq"], seq);
+
+        // Payer and payee can both ask for the payment's status.
+        let status = world.run(who, &["--json", "status", &id]).expect(0).json();
+        assert_eq!(status["ok"], true, "{status}");
+        assert_eq!(status["status"]["state"], "settled", "{status}");
+        assert_eq!(status["status"]["receipt"], *receipt, "{status}");
+    }
+
+    // A refusal: one JSON object on stdout, and one event at bob's.
+    let refused = world
+        .run("alice", &["--json", "send", "bob", "100000"])
+        .expect(1)
+        .json();
+    assert_eq!(refused["ok"], false);
+    assert_eq!(refused["error"]["code"], "insufficient_funds", "{refused}");
+    assert_eq!(refused["exit_code"], 1);
+    let event = bob.next_event();
+    assert_eq!(event["event"], "refused", "{event}");
+    assert_eq!(event["payer"], "alice", "{event}");
+    assert_eq!(event["code"], "insufficient_funds", "{event}");
+
+    let (status, rest) = bob.interrupt();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(rest, vec![r#"{"event":"offline"}"#.to_owned()]);
+}
+
+#[test]
+fn serve_stops_on_sigint_and_leaves_the_list() {
+    let world = World::start();
+    world.register(&["alice", "bob"]);
+
+    let mut bob = world.serve("bob", &[], false);
+    let (first, _) = bob.online();
+    let listed = world.run("alice", &["--json", "list"]).expect(0).json();
+    assert_eq!(
+        listed["online"],
+        serde_json::json!([{"name": "bob", "address": first}])
+    );
+
+    let (status, rest) = bob.interrupt();
+    assert_eq!(status.code(), Some(0), "serve after SIGINT: {status}");
+    assert_eq!(rest, vec!["offline".to_owned()]);
+
+    let listed = world.run("alice", &["--json", "list"]).expect(0).json();
+    assert_eq!(listed["online_count"], 0, "{listed}");
+    assert_eq!(listed["online"], serde_json::json!([]), "{listed}");
+    world
+        .run("alice", &["list"])
+        .expect(0)
+        .stdout_has("online:       0");
+    world
+        .run("alice", &["send", "bob", "5"])
+        .expect(1)
+        .stderr_has("payee_offline");
+
+    // Back online, at a new address, and payable again.
+    let mut bob = world.serve("bob", &[], false);
+    let (second, _) = bob.online();
+    let listed = world.run("alice", &["--json", "list"]).expect(0).json();
+    assert_eq!(
+        listed["online"],
+        serde_json::json!([{"name": "bob", "address": second}])
+    );
+    world.run("alice", &["send", "bob", "5"]).expect(0);
+    assert_balances(&world, &[("alice", 9995), ("bob", 10005)]);
+    let (status, _) = bob.interrupt();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn usage_errors_exit_2_before_connecting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs");
+    make_certs(&certs, &["alice"]);
+    // Nothing listens here: exit 2 (not 3) proves nothing was dialled.
+    let server = format!("127.0.0.1:{}", dead_port());
+    let usage = |who: &str, certs: &std::path::Path, args: &[&str]| {
+        let out = run(
+            &mut client(who, certs, &server, args),
+            format!("{who} {args:?}"),
+        );
+        out.expect(2);
+        out
+    };
+
+    // A missing certificate: the message names the file and what to run.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    let out = usage("alice", &empty, &["balance"]);
+    let missing = empty.join("alice.pem");
+    out.stderr_has(&format!("no file at {}", missing.display()))
+        .stderr_has("gen-certs")
+        .stderr_has("alice");
+    let out = usage("bob", &certs, &["list"]);
+    out.stderr_has(&certs.join("bob.pem").display().to_string())
+        .stderr_has("gen-certs");
+
+    for amount in ["abc", "0", "1.5", "18446744073709551616", "", "-5"] {
+        let out = usage("alice", &certs, &["send", "bob", amount]);
+        assert!(out.stderr.contains("amount") || amount == "-5", "{out}");
+    }
+    usage("alice", &certs, &["send", "bob", "0"]).stderr_has("at least 1");
+    usage("alice", &certs, &["send", "Bob!", "5"]).stderr_has("payee");
+    let long_memo = "x".repeat(141);
+    usage("alice", &certs, &["send", "bob", "5", "--memo", &long_memo]).stderr_has("memo");
+    usage("alice", &certs, &["send", "bob"]);
+    usage("alice", &certs, &["frobnicate"]);
+    usage("Alice", &certs, &["balance"]).stderr_has("--as");
+
+    // In JSON too, with the exit code in the object.
+    let out = usage("alice", &certs, &["--json", "send", "bob", "abc"]);
+    let v = out.json();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["exit_code"], 2);
+}
+
+#[test]
+fn nothing_listening_exits_3() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs");
+    make_certs(&certs, &["alice"]);
+    let server = format!("127.0.0.1:{}", dead_port());
+    for args in [
+        &["balance"][..],
+        &["list"],
+        &["register"],
+        &["send", "bob", "5"],
+        &["serve"],
+    ] {
+        let started = Instant::now();
+        let out = run(
+            &mut client("alice", &certs, &server, args),
+            format!("alice {args:?}"),
+        );
+        out.expect(3)
+            .stderr_has(&format!("cannot connect to {server}"));
+        assert!(started.elapsed() < WAIT, "{out}");
+    }
+}
+
+/// A payee who takes the payment and never answers: `send --timeout 1`
+/// gives up with exit 3, names the payment id, and `status` finds it was
+/// never settled; nothing moved.
+#[test]
+fn a_payee_who_vanishes_after_taking_the_payment() {
+    use micropay::tls::{self, Material};
+
+    let world = World::start();
+    world.register(&["alice", "bob"]);
+
+    // A listener with bob's real certificate that completes the handshake,
+    // reads the payment and says nothing.
+    let material = Material::from_files(
+        &world.certs.join("ca.pem"),
+        &world.certs.join("bob.pem"),
+        &world.certs.join("bob.key"),
+    )
+    .expect("bob's material");
+    let config = tls::peer_listener_config(&material).expect("listener config");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent = listener.local_addr().expect("addr").to_string();
+    let took = thread::spawn(move || {
+        let (tcp, _) = listener.accept().expect("accept");
+        tcp.set_read_timeout(Some(WAIT)).expect("read timeout");
+        let conn = rustls::ServerConnection::new(config).expect("server connection");
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Until alice gives up and closes (or WAIT passes).
+        while let Ok(n) = tls.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    });
+
+    let mut bob = world.serve("bob", &["--advertise", &silent], false);
+    bob.online();
+
+    let started = Instant::now();
+    let out = world.run("alice", &["send", "bob", "40", "--timeout", "1"]);
+    out.expect(3)
+        .stderr_has("bob took payment")
+        .stderr_has("status");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "--timeout 1 took {:?}",
+        started.elapsed()
+    );
+    let id = out
+        .stderr
+        .split("took payment ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("payment id in the message")
+        .to_owned();
+    assert!(is_payment_id(&id), "{out}");
+
+    let took = took.join().expect("silent listener");
+    assert!(
+        took.contains(&id),
+        "the silent payee got the payment: {took:?}"
+    );
+
+    world
+        .run("alice", &["status", &id])
+        .expect(1)
+        .stderr_has("not_found");
+    assert_balances(&world, &[("alice", 10000), ("bob", 10000)]);
+    let (status, _) = bob.interrupt();
+    assert_eq!(status.code(), Some(0));
+}
+
+/// bob goes online twice (say, laptop then phone): the second announcement
+/// wins, and stopping the first must not take the second offline.
+#[test]
+fn stopping_an_older_serve_keeps_the_newer_one_online() {
+    let world = World::start();
+    world.register(&["alice", "bob"]);
+
+    let mut first = world.serve("bob", &[], false);
+    first.online();
+    let mut second = world.serve("bob", &[], false);
+    let (newer, _) = second.online();
+    let listed = world.run("alice", &["--json", "list"]).expect(0).json();
+    assert_eq!(
+        listed["online"],
+        serde_json::json!([{"name": "bob", "address": newer}])
+    );
+
+    let (status, _) = first.interrupt();
+    assert_eq!(status.code(), Some(0));
+    let listed = world.run("alice", &["--json", "list"]).expect(0).json();
+    assert_eq!(
+        listed["online"],
+        serde_json::json!([{"name": "bob", "address": newer}]),
+        "the older serve's offline took the newer one's presence away"
+    );
+    world.run("alice", &["send", "bob", "7"]).expect(0);
+    second.line_where("the newer serve's `received` line", |l| {
+        l.starts_with("received 7 from alice")
+    });
+
+    let (status, _) = second.interrupt();
+    assert_eq!(status.code(), Some(0));
+    let listed = world.run("alice", &["--json", "list"]).expect(0).json();
+    assert_eq!(listed["online_count"], 0, "{listed}");
+}
+
+/// The server stopping under a running `serve`: serve says so, goes
+/// offline and exits 3 (connection lost), not 0 and not hanging.
+#[test]
+fn serve_exits_3_when_the_server_stops() {
+    let mut world = World::start();
+    world.register(&["bob"]);
+    let mut bob = world.serve("bob", &[], true);
+    bob.online();
+
+    assert_eq!(
+        world.stop_server().code(),
+        Some(0),
+        "{}",
+        world.server_log()
+    );
+    let (status, rest, stderr) = bob.finish();
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "serve: {status}; {rest:?}; {stderr}"
+    );
+    // The offline event, then the error as the command's JSON object.
+    assert_eq!(rest.len(), 2, "{rest:?} {stderr}");
+    assert_eq!(rest[0], r#"{"event":"offline"}"#);
+    let error: Value = serde_json::from_str(&rest[1]).expect("JSON error");
+    assert_eq!(error["ok"], false, "{error}");
+    assert_eq!(error["exit_code"], 3, "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("server closed")),
+        "{error}"
+    );
+}
