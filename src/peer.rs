@@ -59,6 +59,16 @@ pub enum PeerError {
         /// What happened.
         reason: String,
     },
+    /// The listener at the payee's address is not the payee.
+    #[error("the listener at {address} is not {payee}'s ({reason}); nothing was paid")]
+    WrongListener {
+        /// Who was expected.
+        payee: Name,
+        /// Where.
+        address: String,
+        /// The TLS error.
+        reason: String,
+    },
     /// The receipt did not verify against the server's key.
     #[error("the receipt for {0} does not carry a valid server signature for this payment")]
     BadReceipt(PaymentId),
@@ -423,9 +433,20 @@ pub async fn send(person: &Person, options: &SendOptions) -> Result<Sent, PeerEr
         &located.address,
         options.payee.as_str(),
         person.client.clone(),
-        CONNECT_TIMEOUT_MS_DEFAULT,
+        options.timeout_ms.min(CONNECT_TIMEOUT_MS_DEFAULT),
     )
-    .await?;
+    .await
+    .map_err(|e| match e {
+        // A certificate for another name: someone else answers there.
+        CallError::Connect { reason, .. } if reason.contains("not valid for name") => {
+            PeerError::WrongListener {
+                payee: options.payee.clone(),
+                address: located.address.clone(),
+                reason,
+            }
+        }
+        other => other.into(),
+    })?;
     peer.set_request_timeout_ms(options.timeout_ms);
     let settled: Settled = match peer
         .call(&Request::Pay {

@@ -190,13 +190,15 @@ fn send_to_a_listener_with_someone_elses_certificate_is_refused() {
 
     let out = world.run("alice", &["send", "bob", "100", "--memo", "for bob only"]);
     out.expect(3)
-        .stderr_has(&format!("cannot connect to {carol_listen}"))
-        .stderr_has("not valid for name \"bob\"");
+        .stderr_has(&format!("the listener at {carol_listen} is not bob's"))
+        .stderr_has("not valid for name \"bob\"")
+        .stderr_has("nothing was paid");
 
     let out = world.run("alice", &["--json", "send", "bob", "100"]);
     let v = out.expect(3).json();
     assert_eq!(v["ok"], false, "{v}");
     assert_eq!(v["exit_code"], 3, "{v}");
+    assert_eq!(v["error"]["code"], "wrong_listener", "{v}");
 
     assert_balances(
         &world,

@@ -108,34 +108,52 @@ enum Command {
 
 /// A failure with its exit code.
 struct Failure {
+    /// Process exit code.
     code: u8,
+    /// Stable machine-readable code: a server/peer error code, or one of
+    /// `usage`, `connect_failed`, `timeout`, `connection_closed`,
+    /// `wrong_listener`, `payee_vanished`, `server_gone`, `bad_receipt`.
+    error_code: String,
+    /// What happened, for people.
     message: String,
-    error_code: Option<String>,
 }
 
 impl Failure {
-    fn usage(message: impl Into<String>) -> Failure {
+    fn new(code: u8, error_code: &str, message: impl Into<String>) -> Failure {
         Failure {
-            code: 2,
+            code,
+            error_code: error_code.to_owned(),
             message: message.into(),
-            error_code: None,
         }
+    }
+
+    fn usage(message: impl Into<String>) -> Failure {
+        Failure::new(2, "usage", message)
+    }
+
+    /// Prints the failure: one JSON object on stdout, or a line on stderr.
+    fn report(&self, json_mode: bool) -> ExitCode {
+        if json_mode {
+            println!(
+                "{}",
+                json!({"ok": false, "error": {"code": self.error_code, "message": self.message}, "exit_code": self.code})
+            );
+        } else if self.code == 1 {
+            eprintln!("micropay-client: {}: {}", self.error_code, self.message);
+        } else {
+            eprintln!("micropay-client: {}", self.message);
+        }
+        ExitCode::from(self.code)
     }
 }
 
 impl From<CallError> for Failure {
     fn from(e: CallError) -> Failure {
         match e {
-            CallError::Refused(w) => Failure {
-                code: 1,
-                message: w.to_string(),
-                error_code: Some(w.code.to_string()),
-            },
-            other => Failure {
-                code: 3,
-                message: other.to_string(),
-                error_code: None,
-            },
+            CallError::Refused(w) => Failure::new(1, w.code.as_str(), w.message),
+            CallError::Connect { .. } => Failure::new(3, "connect_failed", e.to_string()),
+            CallError::Timeout(_) => Failure::new(3, "timeout", e.to_string()),
+            CallError::Closed => Failure::new(3, "connection_closed", e.to_string()),
         }
     }
 }
@@ -147,22 +165,34 @@ impl From<PeerError> for Failure {
             PeerError::Tls(_) | PeerError::Identity(_) | PeerError::Listen { .. } => {
                 Failure::usage(e.to_string())
             }
-            PeerError::BadReceipt(_) => Failure {
-                code: 1,
-                message: e.to_string(),
-                error_code: Some("bad_receipt".into()),
-            },
-            PeerError::Vanished { .. } | PeerError::ServerGone => Failure {
-                code: 3,
-                message: e.to_string(),
-                error_code: None,
-            },
+            PeerError::BadReceipt(_) => Failure::new(1, "bad_receipt", e.to_string()),
+            PeerError::WrongListener { .. } => Failure::new(3, "wrong_listener", e.to_string()),
+            PeerError::Vanished { .. } => Failure::new(3, "payee_vanished", e.to_string()),
+            PeerError::ServerGone => Failure::new(3, "server_gone", e.to_string()),
         }
     }
 }
 
+/// Whether the command line asks for JSON, read before clap has parsed it
+/// (so that even a usage error comes out as one JSON object).
+fn json_requested() -> bool {
+    std::env::args().any(|a| a == "--json")
+        || std::env::var("MICROPAY_JSON").is_ok_and(|v| v == "true" || v == "1")
+}
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+                || !json_requested()
+            {
+                e.exit();
+            }
+            return Failure::usage(e.to_string().trim().to_owned()).report(true);
+        }
+    };
     micropay::logging::init(args.verbose as i8 - args.quiet as i8, "warn");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -170,23 +200,13 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("micropay-client: cannot start the runtime: {e}");
-            return ExitCode::from(3);
+            return Failure::new(3, "runtime", format!("cannot start the runtime: {e}"))
+                .report(args.json);
         }
     };
     match runtime.block_on(run(&args)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(f) => {
-            if args.json {
-                println!(
-                    "{}",
-                    json!({"ok": false, "error": {"code": f.error_code, "message": f.message}, "exit_code": f.code})
-                );
-            } else {
-                eprintln!("micropay-client: {}", f.message);
-            }
-            ExitCode::from(f.code)
-        }
+        Err(f) => f.report(args.json),
     }
 }
 
@@ -321,6 +341,11 @@ async fn run(args: &Args) -> Result<(), Failure> {
             }
         }
         Command::Status { payment_id } => {
+            if micropay::payment::PaymentId::from_hex(payment_id).is_none() {
+                return Err(Failure::usage(format!(
+                    "{payment_id:?} is not a payment id (32 hex digits, as `send` prints)"
+                )));
+            }
             let link = person.connect_server(&args.server).await?;
             let s: PaymentStatus = link
                 .call(&Request::Status {
@@ -353,6 +378,9 @@ async fn run(args: &Args) -> Result<(), Failure> {
         } => {
             let payee =
                 Name::parse(payee).map_err(|e| Failure::usage(format!("payee {payee:?}: {e}")))?;
+            if payee == person.name {
+                return Err(Failure::usage("you cannot pay yourself"));
+            }
             let amount: u64 = amount.parse().map_err(|_| {
                 Failure::usage(format!(
                     "amount {amount:?} must be a whole number of minor units between 1 and {}",
