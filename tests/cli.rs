@@ -525,6 +525,12 @@ fn usage_errors_exit_2_before_connecting() {
     usage("alice", &certs, &["send", "bob"]);
     usage("alice", &certs, &["frobnicate"]);
     usage("Alice", &certs, &["balance"]).stderr_has("--as");
+    usage("alice", &certs, &["send", "alice", "5"]).stderr_has("cannot pay yourself");
+    usage("alice", &certs, &["status", "xyz"]).stderr_has("not a payment id");
+    // Even a parse error comes out as one JSON object when --json is given.
+    let out = usage("alice", &certs, &["--json", "send", "bob"]);
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("one JSON object");
+    assert_eq!(v["error"]["code"], "usage", "{v}");
 
     // In JSON too, with the exit code in the object.
     let out = usage("alice", &certs, &["--json", "send", "bob", "abc"]);
