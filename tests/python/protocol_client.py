@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""A micropay client written from docs/PROTOCOL.md alone: Python's ssl module
+and an Ed25519 library (cryptography). It registers two people, submits a
+payment directly as its payer, checks the server's receipt signature, and
+prints one JSON summary line.
+
+usage: protocol_client.py CERT_DIR HOST PORT
+"""
+import json
+import os
+import socket
+import ssl
+import struct
+import sys
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+
+def connect(cert_dir, name, host, port):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.load_verify_locations(os.path.join(cert_dir, "ca.pem"))
+    ctx.load_cert_chain(os.path.join(cert_dir, name + ".pem"), os.path.join(cert_dir, name + ".key"))
+    sock = ctx.wrap_socket(socket.create_connection((host, port), timeout=10), server_hostname=host)
+    return sock, sock.makefile("rwb")
+
+
+def call(f, request_id, op, **fields):
+    request = {"id": request_id, "op": op, **fields}
+    f.write((json.dumps(request) + "\n").encode())
+    f.flush()
+    reply = json.loads(f.readline())
+    assert reply["id"] == request_id, reply
+    return reply
+
+
+def short(b):
+    return bytes([len(b)]) + b
+
+
+def payment_bytes(pid, payer, payee, amount, expires_at, memo):
+    m = memo.encode()
+    return (short(b"micropay/payment/v1") + bytes.fromhex(pid) + short(payer.encode())
+            + short(payee.encode()) + struct.pack(">QQH", amount, expires_at, len(m)) + m)
+
+
+def receipt_bytes(r):
+    return (short(b"micropay/receipt/v1") + bytes.fromhex(r["payment_id"])
+            + short(r["payer"].encode()) + short(r["payee"].encode())
+            + struct.pack(">QQQ", r["amount"], r["seq"], r["settled_at_ms"])
+            + bytes.fromhex(r["payment_hash"]))
+
+
+def main():
+    cert_dir, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    # Vector from docs/PROTOCOL.md section 4.3.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    vector_key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    vector = payment_bytes("00112233445566778899aabbccddeeff", "alice", "bob", 250, 1800000000, "lunch")
+    assert vector_key.sign(vector).hex().startswith("6d7285abe2f8feb4"), "test vector"
+
+    alice_sock, alice = connect(cert_dir, "alice", host, port)
+    bob_sock, bob = connect(cert_dir, "bob", host, port)
+    assert call(alice, 1, "register")["ok"]
+    assert call(bob, 1, "register")["ok"]
+
+    with open(os.path.join(cert_dir, "alice.key"), "rb") as fh:
+        alice_key = serialization.load_pem_private_key(fh.read(), password=None)
+    import time
+    pid = os.urandom(16).hex()
+    expires_at = int(time.time()) + 60
+    sig = alice_key.sign(payment_bytes(pid, "alice", "bob", 250, expires_at, "from python"))
+    payment = {"id": pid, "payer": "alice", "payee": "bob", "amount": 250,
+               "expires_at": expires_at, "memo": "from python", "signature": sig.hex()}
+    reply = call(alice, 2, "settle", payment=payment)
+    assert reply["ok"], reply
+    receipt = reply["result"]["receipt"]
+
+    # The receipt is signed by the key of the server's certificate.
+    server_cert = x509.load_der_x509_certificate(alice_sock.getpeercert(binary_form=True))
+    server_cert.public_key().verify(bytes.fromhex(receipt["signature"]), receipt_bytes(receipt))
+
+    # A tampered amount is refused.
+    bad = dict(payment, id=os.urandom(16).hex(), amount=9999)
+    tampered = call(alice, 3, "settle", payment=bad)
+    assert not tampered["ok"] and tampered["error"]["code"] == "bad_signature", tampered
+
+    balances = (call(alice, 4, "balance")["result"]["balance"],
+                call(bob, 2, "balance")["result"]["balance"])
+    print(json.dumps({"seq": receipt["seq"], "balances": balances, "receipt_verified": True}))
+
+
+if __name__ == "__main__":
+    main()
