@@ -1,8 +1,10 @@
 //! Person names: the identity a certificate carries.
 //!
-//! A name is lowercase `[a-z0-9][a-z0-9-]{0,31}`: it is both the
+//! A name is lowercase `[a-z0-9][a-z0-9-]{0,31}`. It is both the
 //! certificate's DNS subjectAltName and the TLS server name a payer dials,
-//! so it must be a valid DNS label.
+//! so it must also be a name TLS accepts as a DNS name: it may not end in
+//! `-` (no DNS label does) and may not look like a number (`42`, `0x1f`),
+//! which TLS stacks refuse as server names.
 
 use std::fmt;
 
@@ -23,6 +25,9 @@ pub enum NameError {
     /// A character outside `[a-z0-9-]`.
     #[error("a name may contain only lowercase letters, digits and '-', not {0:?}")]
     BadChar(char),
+    /// Grammatical, but not usable as a TLS server name.
+    #[error("a name may not end in '-' or look like a number (it is dialled as a DNS name)")]
+    NotDnsName,
 }
 
 /// A validated person name.
@@ -57,7 +62,12 @@ pub fn validate(s: &str) -> Result<(), NameError> {
             return Err(NameError::BadChar(c));
         }
     }
-    Ok(())
+    // Payers dial a payee by name, so the name must be a DNS name that
+    // rustls accepts as a server name (not an IP address either).
+    match rustls::pki_types::ServerName::try_from(s) {
+        Ok(rustls::pki_types::ServerName::DnsName(_)) if !s.ends_with('-') => Ok(()),
+        _ => Err(NameError::NotDnsName),
+    }
 }
 
 impl fmt::Display for Name {
@@ -78,7 +88,16 @@ mod tests {
 
     #[test]
     fn accepts_the_grammar() {
-        for ok in ["a", "alice", "0", "bob-2", "a-", &"x".repeat(32)] {
+        for ok in [
+            "a",
+            "alice",
+            "0a",
+            "a0",
+            "bob-2",
+            "a-b",
+            "x0x1f",
+            &"x".repeat(32),
+        ] {
             assert!(validate(ok).is_ok(), "{ok}");
         }
     }
@@ -96,5 +115,8 @@ mod tests {
             Err(NameError::TooLong(33))
         ));
         assert!(validate("../etc").is_err());
+        for not_dns in ["a-", "0", "42", "0x1f"] {
+            assert_eq!(validate(not_dns), Err(NameError::NotDnsName), "{not_dns}");
+        }
     }
 }

@@ -45,7 +45,10 @@ async fn p2p_mode_counts_exactly_what_the_ledger_holds() {
         .await
         .expect("p2p run");
     assert_eq!(report.failed, 0);
-    assert_eq!(report.ok_total, 300, "every payment comes back with a valid receipt");
+    assert_eq!(
+        report.ok_total, 300,
+        "every payment comes back with a valid receipt"
+    );
     server.stop_and_audit(&mut report).expect("stop and audit");
     assert!(report.audit_clean, "{:?}", report.audit_violations);
     assert_eq!(report.ledger_payments, report.ok_total);
@@ -82,7 +85,16 @@ fn the_bench_binary_runs_and_writes_json() {
     let dir = tempfile::tempdir().expect("tempdir");
     let json = dir.path().join("out.json");
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_micropay-bench"))
-        .args(["settle", "--count", "200", "--duration", "3", "--warmup", "0", "-q"])
+        .args([
+            "settle",
+            "--count",
+            "200",
+            "--duration",
+            "3",
+            "--warmup",
+            "0",
+            "-q",
+        ])
         .arg("--server-bin")
         .arg(server_bin())
         .arg("--json")
@@ -92,10 +104,16 @@ fn the_bench_binary_runs_and_writes_json() {
         .expect("bench runs");
     assert!(status.success());
     let figures: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).expect("json written")).expect("valid JSON");
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json written"))
+            .expect("valid JSON");
     assert_eq!(figures["mode"], "settle");
     assert_eq!(figures["ok_total"], 200);
     assert_eq!(figures["ledger_payments"], 200);
     assert_eq!(figures["audit_clean"], true);
-    assert!(figures["floor"]["settle_floor_per_s"].as_f64().unwrap_or(0.0) > 0.0);
+    assert!(
+        figures["floor"]["settle_floor_per_s"]
+            .as_f64()
+            .unwrap_or(0.0)
+            > 0.0
+    );
 }

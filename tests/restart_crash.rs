@@ -561,7 +561,13 @@ async fn connect_all(people: &[Arc<Person>], addr: &str) -> Vec<(Arc<Person>, Ar
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_settlements_survive_sigkill() {
-    const ROUNDS: usize = 3;
+    // scripts/crash-test.sh sets MICROPAY_CRASH_ROUNDS for longer runs;
+    // the default keeps the test suite quick.
+    let rounds: usize = std::env::var("MICROPAY_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .clamp(1, 1000);
     const PER_STREAM_MAX: usize = 20_000;
     let test_started = Instant::now();
     let pki = pki();
@@ -583,7 +589,7 @@ async fn acknowledged_settlements_survive_sigkill() {
         .collect();
     let mut book = Book::default();
 
-    for round in 0..=ROUNDS {
+    for round in 0..=rounds {
         let mut server = start_binary(&files).await;
         let links = connect_all(&people, &server.addr).await;
         let server_key = links[0].1.peer_key().expect("server key");
@@ -597,7 +603,7 @@ async fn acknowledged_settlements_survive_sigkill() {
             replay_some(&book, &links).await;
             verify_balances(&book, &links).await;
         }
-        if round == ROUNDS {
+        if round == rounds {
             // Final round: stop gracefully with SIGTERM instead.
             let status = Command::new("kill")
                 .arg("-TERM")
@@ -677,7 +683,7 @@ async fn acknowledged_settlements_survive_sigkill() {
     );
     assert!(stdout.contains("audit: OK"), "{stdout}");
     eprintln!(
-        "{settled} settled payments across {ROUNDS} crashes, {} refusals; {:.1?}",
+        "{settled} settled payments across {rounds} crashes, {} refusals; {:.1?}",
         report.rejections,
         test_started.elapsed()
     );

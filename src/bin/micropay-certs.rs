@@ -39,7 +39,8 @@ struct Args {
     /// Replace existing certificates.
     #[arg(long)]
     force: bool,
-    /// People to make certificates for: lowercase [a-z0-9][a-z0-9-]{0,31}.
+    /// People to make certificates for: lowercase [a-z0-9][a-z0-9-]{0,31},
+    /// not ending in '-' and not number-like (a name is dialled as a DNS name).
     #[arg(value_parser = parse_name)]
     names: Vec<Name>,
 }
