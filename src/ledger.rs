@@ -115,6 +115,9 @@ pub struct Settlement {
     pub settled_at_ms: u64,
     /// Whether this was a replay of an earlier settlement (nothing moved).
     pub replay: bool,
+    /// SHA-256 of the payment's canonical bytes, computed once by the
+    /// writer.
+    pub payment_hash: [u8; 32],
 }
 
 impl Settlement {
@@ -127,7 +130,7 @@ impl Settlement {
             amount_minor: payment.payment.amount_minor,
             seq: self.seq,
             settled_at_ms: self.settled_at_ms,
-            payment_hash: payment.content_hash(),
+            payment_hash: self.payment_hash,
         }
     }
 }
@@ -164,7 +167,7 @@ pub enum Outcome {
 
 /// Registered keys, shared by the writer (which adds to it after each
 /// durable registration) and the connections (which verify with it).
-pub type KeyRegistry = Arc<RwLock<HashMap<Name, VerifyingKey>>>;
+pub type KeyRegistry = Arc<RwLock<HashMap<Name, Arc<VerifyingKey>>>>;
 
 /// Handle to the ledger: queue to the writer plus a reader connection.
 pub struct Ledger {
@@ -203,7 +206,7 @@ impl Ledger {
     }
 
     /// The registered key of `name`, if any.
-    pub fn key_of(&self, name: &Name) -> Option<VerifyingKey> {
+    pub fn key_of(&self, name: &Name) -> Option<Arc<VerifyingKey>> {
         self.keys.read().ok()?.get(name).cloned()
     }
 
@@ -387,12 +390,14 @@ fn query_outcome(c: &Connection, id: &PaymentId) -> Result<Option<Outcome>, rusq
             },
             signature,
         };
+        let payment_hash = payment.content_hash();
         return Ok(Some(Outcome::Settled(
             Box::new(payment),
             Settlement {
                 seq,
                 settled_at_ms,
                 replay: true,
+                payment_hash,
             },
         )));
     }
@@ -461,7 +466,7 @@ impl WriterState {
         })
     }
 
-    fn load_keys(&self) -> Result<HashMap<Name, VerifyingKey>, LedgerError> {
+    fn load_keys(&self) -> Result<HashMap<Name, Arc<VerifyingKey>>, LedgerError> {
         let mut keys = HashMap::new();
         let mut stmt = self.conn.prepare("SELECT name, public_key FROM accounts")?;
         let mut rows = stmt.query([])?;
@@ -476,7 +481,7 @@ impl WriterState {
                     "account {name:?} has a bad key"
                 )));
             };
-            keys.insert(name, key);
+            keys.insert(name, Arc::new(key));
         }
         Ok(keys)
     }
@@ -537,7 +542,7 @@ impl WriterState {
                 if let Ok(mut registry) = keys.write() {
                     for p in &pending {
                         if let Pending::Register(_, Ok(account), Some(key)) = p {
-                            registry.insert(account.name.clone(), key.clone());
+                            registry.insert(account.name.clone(), Arc::new(key.clone()));
                         }
                     }
                 }
@@ -656,6 +661,7 @@ impl WriterState {
                 seq: seq as u64,
                 settled_at_ms: settled_at_ms as u64,
                 replay: true,
+                payment_hash: hash,
             }));
         }
         let refused = self
@@ -733,6 +739,7 @@ impl WriterState {
                     seq,
                     settled_at_ms: now_ms,
                     replay: false,
+                    payment_hash: hash,
                 }))
             }
         }

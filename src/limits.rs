@@ -3,7 +3,7 @@
 //! Limits that an operator may want to change are also flags of the
 //! programs; the constants here are their defaults or hard ceilings.
 
-/// Largest request or response line, newline included. A line longer than
+/// Largest request or response line, newline excluded. A line longer than
 /// this is answered with `too_large` and the connection is closed, because
 /// the reader cannot know where the next message starts.
 pub const FRAME_BYTES_MAX: usize = 16 * 1024;

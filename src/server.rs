@@ -250,7 +250,7 @@ fn gate(shared: &Shared, ctx: &ConnCtx, must_be_registered: bool) -> Result<(), 
         ));
     }
     match shared.ledger.key_of(&ctx.identity.name) {
-        Some(key) if key != ctx.identity.key => Err(WireError::new(
+        Some(key) if *key != ctx.identity.key => Err(WireError::new(
             ErrorCode::KeyMismatch,
             format!(
                 "{} is registered with key {}, but this certificate has key {}",
