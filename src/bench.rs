@@ -29,7 +29,9 @@ use crate::keys::{SigningKey, VerifyingKey};
 use crate::ledger::audit;
 use crate::payment::{Payment, PaymentId, SignedPayment, SignedReceipt};
 use crate::peer::{Person, ServeOptions};
-use crate::protocol::{encode_body, Balance, PaymentJson, Registered, Request, Settled, WireError};
+use crate::protocol::{
+    encode_body, Balance, PaymentJson, Registered, Reply, Request, Settled, WireError,
+};
 use crate::session::SessionLimits;
 use crate::tls::Material;
 
@@ -466,7 +468,19 @@ pub async fn run_settle(
     let links: Vec<Arc<Link>> = links.into_iter().take(connections).map(Arc::new).collect();
     let bar = progress((per_conn * connections) as u64, show_progress);
     let cpu_before = server.cpu_us();
-    let (samples, measure_from) = drive(links, work, options, &bar).await;
+    let sources = links
+        .into_iter()
+        .zip(work)
+        .map(|(link, bodies)| {
+            let mut bodies = bodies.into_iter();
+            let source = move || {
+                let judge: Box<dyn FnOnce(Reply) -> bool + Send> = Box::new(|r: Reply| r.ok);
+                bodies.next().map(|body| (body, judge))
+            };
+            (link, source)
+        })
+        .collect();
+    let (samples, measure_from) = drive(sources, options, &bar).await;
     let cpu_after = server.cpu_us();
     bar.finish_and_clear();
     let mut report = Report {
@@ -523,36 +537,41 @@ fn cpu_per_op(cpu_us: u64, ops: u64) -> f64 {
     }
 }
 
-/// Sends each link's requests with `window` in flight, until done or the
-/// time is up. Returns the samples and when measuring began.
-async fn drive(
-    links: Vec<Arc<Link>>,
-    work: Vec<Vec<Vec<u8>>>,
+/// One request of a run: its encoded body and the judge of its reply.
+type Job = (Vec<u8>, Box<dyn FnOnce(Reply) -> bool + Send>);
+
+/// Sends jobs on each link with `window` in flight, until each source is
+/// empty or the time is up. Returns the samples and when measuring began.
+async fn drive<S>(
+    sources: Vec<(Arc<Link>, S)>,
     options: &BenchOptions,
     bar: &indicatif::ProgressBar,
-) -> (Vec<Sample>, Instant) {
+) -> (Vec<Sample>, Instant)
+where
+    S: FnMut() -> Option<Job> + Send + 'static,
+{
     let start = Instant::now();
     let measure_from = start + Duration::from_millis(options.warmup_ms);
     let deadline = measure_from + Duration::from_millis(options.duration_ms);
     let (tx, mut rx) = mpsc::unbounded_channel::<Sample>();
-    for (link, requests) in links.into_iter().zip(work) {
+    for (link, mut next_job) in sources {
         let tx = tx.clone();
         let window = Arc::new(Semaphore::new(options.window.max(1)));
         tokio::spawn(async move {
-            for body in requests {
-                if Instant::now() > deadline {
-                    break;
-                }
+            while Instant::now() <= deadline {
                 let Ok(permit) = window.clone().acquire_owned().await else {
                     break;
                 };
                 let sent = Instant::now();
+                let Some((body, judge)) = next_job() else {
+                    break;
+                };
                 let Ok(reply) = link.send_body(&body).await else {
                     break;
                 };
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    let ok = matches!(reply.await, Ok(r) if r.ok);
+                    let ok = reply.await.is_ok_and(judge);
                     let done = Instant::now();
                     let _ = tx.send(Sample {
                         done,
@@ -640,25 +659,16 @@ pub async fn run_p2p(
 
     let per_payer = options.count.div_ceil(payer_count);
     let bar = progress((per_payer * payer_count) as u64, show_progress);
-    let cpu_before = server.cpu_us();
-    let start = Instant::now();
-    let measure_from = start + Duration::from_millis(options.warmup_ms);
-    let deadline = measure_from + Duration::from_millis(options.duration_ms);
-    let (tx, mut rx) = mpsc::unbounded_channel::<Sample>();
     let server_key = Arc::new(server_key);
-    for (link, payer, payee) in links {
-        let tx = tx.clone();
-        let window = Arc::new(Semaphore::new(options.window.max(1)));
-        let server_key = server_key.clone();
-        tokio::spawn(async move {
-            for _ in 0..per_payer {
-                if Instant::now() > deadline {
-                    break;
-                }
-                let Ok(permit) = window.clone().acquire_owned().await else {
-                    break;
-                };
-                let sent = Instant::now();
+    // Each payer signs in the timed path, as a real payer does, and
+    // verifies the server's signature on every receipt it gets back.
+    let sources = links
+        .into_iter()
+        .map(|(link, payer, payee)| {
+            let server_key = server_key.clone();
+            let mut left = per_payer;
+            let source = move || {
+                left = left.checked_sub(1)?;
                 let signed = Payment {
                     id: PaymentId::random(),
                     payer: payer.name.clone(),
@@ -668,35 +678,20 @@ pub async fn run_p2p(
                     memo: String::new(),
                 }
                 .sign(&payer.key);
-                let request = Request::Pay {
+                let body = encode_body(&Request::Pay {
                     payment: PaymentJson::from(&signed),
-                };
-                let Ok(reply) = link.send(&request).await else {
-                    break;
-                };
-                let (tx, server_key) = (tx.clone(), server_key.clone());
-                tokio::spawn(async move {
-                    let ok = match reply.await {
-                        Ok(r) => receipt_ok(r.into_result::<Settled>(), &signed, &server_key),
-                        Err(_) => false,
-                    };
-                    let done = Instant::now();
-                    let _ = tx.send(Sample {
-                        done,
-                        latency_us: done.duration_since(sent).as_micros() as u64,
-                        ok,
-                    });
-                    drop(permit);
                 });
-            }
-        });
-    }
-    drop(tx);
-    let mut samples = Vec::new();
-    while let Some(sample) = rx.recv().await {
-        samples.push(sample);
-        bar.inc(1);
-    }
+                let server_key = server_key.clone();
+                let judge: Box<dyn FnOnce(Reply) -> bool + Send> = Box::new(move |r: Reply| {
+                    receipt_ok(r.into_result::<Settled>(), &signed, &server_key)
+                });
+                Some((body, judge))
+            };
+            (link, source)
+        })
+        .collect();
+    let cpu_before = server.cpu_us();
+    let (samples, measure_from) = drive(sources, options, &bar).await;
     bar.finish_and_clear();
     let cpu_after = server.cpu_us();
     let _ = stop_tx.send(true);
