@@ -78,6 +78,9 @@ pub struct BenchOptions {
     pub accounts: usize,
     /// Handshake mode: allow TLS session resumption.
     pub resumption: bool,
+    /// Offered load, operations per second over all connections; `None`
+    /// sends as fast as the window allows (a closed loop).
+    pub rate_per_s: Option<f64>,
 }
 
 impl Default for BenchOptions {
@@ -90,6 +93,7 @@ impl Default for BenchOptions {
             window: 128,
             accounts: 64,
             resumption: true,
+            rate_per_s: None,
         }
     }
 }
@@ -554,11 +558,23 @@ where
     let measure_from = start + Duration::from_millis(options.warmup_ms);
     let deadline = measure_from + Duration::from_millis(options.duration_ms);
     let (tx, mut rx) = mpsc::unbounded_channel::<Sample>();
+    // With an offered rate, each connection sends on a fixed schedule (an
+    // open loop), so latency is measured at that load, not at saturation.
+    let link_count = sources.len().max(1) as f64;
+    let interval = options
+        .rate_per_s
+        .filter(|r| *r > 0.0)
+        .map(|r| Duration::from_secs_f64(link_count / r));
     for (link, mut next_job) in sources {
         let tx = tx.clone();
         let window = Arc::new(Semaphore::new(options.window.max(1)));
         tokio::spawn(async move {
+            let mut next_send = tokio::time::Instant::now();
             while Instant::now() <= deadline {
+                if let Some(interval) = interval {
+                    next_send += interval;
+                    tokio::time::sleep_until(next_send).await;
+                }
                 let Ok(permit) = window.clone().acquire_owned().await else {
                     break;
                 };

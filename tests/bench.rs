@@ -19,6 +19,7 @@ fn small(count: usize) -> BenchOptions {
         window: 16,
         accounts: 6,
         resumption: true,
+        rate_per_s: None,
     }
 }
 

@@ -29,6 +29,10 @@ struct Args {
     /// Requests in flight per connection.
     #[arg(long, global = true)]
     window: Option<usize>,
+    /// Offered load in operations per second (default: as fast as the
+    /// window allows).
+    #[arg(long, global = true)]
+    rate: Option<f64>,
     /// Accounts (settle: all accounts; p2p: payees).
     #[arg(long, global = true)]
     accounts: Option<usize>,
@@ -91,6 +95,7 @@ fn run(args: &Args) -> Result<()> {
                 no_resumption: true
             }
         ),
+        rate_per_s: args.rate,
     };
     eprintln!("measuring the crypto floor ...");
     let floor = bench::measure_crypto_floor(1000);
