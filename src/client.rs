@@ -19,7 +19,7 @@ use tokio_rustls::TlsConnector;
 use crate::frame::read_frame;
 use crate::identity::{public_key_of_cert, Identity};
 use crate::keys::VerifyingKey;
-use crate::limits::FRAME_BYTES_MAX;
+use crate::limits::REPLY_BYTES_MAX;
 use crate::protocol::{encode_body, encode_request_body, Reply, Request, WireError};
 
 /// Default time allowed to connect and finish the TLS handshake.
@@ -124,7 +124,7 @@ impl Link {
         tokio::spawn(async move {
             let mut reader = BufReader::new(read_half);
             let mut line = Vec::new();
-            while let Ok(true) = read_frame(&mut reader, &mut line, FRAME_BYTES_MAX).await {
+            while let Ok(true) = read_frame(&mut reader, &mut line, REPLY_BYTES_MAX).await {
                 let Ok(reply) = Reply::decode(&line) else {
                     continue;
                 };

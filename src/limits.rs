@@ -8,6 +8,12 @@
 /// the reader cannot know where the next message starts.
 pub const FRAME_BYTES_MAX: usize = 16 * 1024;
 
+/// Largest reply line a client accepts. Replies are bounded by what the
+/// server sends (a `history` page of 500 entries with 140-byte memos, each
+/// character possibly escaped to six bytes, or a `list` of 1000 people),
+/// which stays well below this.
+pub const REPLY_BYTES_MAX: usize = 4 * 1024 * 1024;
+
 /// Longest memo, in bytes of UTF-8.
 pub const MEMO_BYTES_MAX: usize = 140;
 

@@ -966,3 +966,32 @@ async fn malformed_payments_are_bad_requests() {
     let report = finish(server).await;
     assert_eq!(report.payments, 1);
 }
+
+/// A full history page of maximal memos (control characters, which JSON
+/// escapes to six bytes each) is far longer than a request line may be;
+/// the client must still read it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_history_page_of_long_memos_is_readable() {
+    let server = start_server().await;
+    let alice = party(&server, "alice").await;
+    let bob = party(&server, "bob").await;
+    let memo = "\u{1}".repeat(micropay::limits::MEMO_BYTES_MAX);
+    for _ in 0..40 {
+        let mut p = payment("alice", "bob", 1);
+        p.memo = memo.clone();
+        settle(&alice.link, &p.sign(&alice.person.key))
+            .await
+            .expect("settles");
+    }
+    let page: History = bob
+        .link
+        .call(&Request::History {
+            limit: Some(40),
+            before_seq: None,
+        })
+        .await
+        .expect("a long reply is read whole");
+    assert_eq!(page.entries.len(), 40);
+    assert!(page.entries.iter().all(|e| e.memo == memo));
+    finish(server).await;
+}
