@@ -841,6 +841,19 @@ proptest! {
         check_decoded_line(&line)?;
     }
 
+    /// The decoder's fast path (for `{"id":N,...}` lines) gives exactly
+    /// what the general path gives, ids and error codes included.
+    #[test]
+    fn fast_and_general_decoding_agree(line in request_line()) {
+        let general = micropay::protocol::decode_request_general(&line);
+        let decoded = micropay::protocol::decode_request(&line);
+        prop_assert_eq!(general.id, decoded.id);
+        prop_assert_eq!(
+            general.request.map_err(|e| e.code),
+            decoded.request.map_err(|e| e.code)
+        );
+    }
+
     /// Replies: raw bytes and grammar lines never panic `Reply::decode`,
     /// and `into_result` on whatever it accepts never panics.
     #[test]
