@@ -8,7 +8,9 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-run() { printf '$ %s\n' "$*"; "$@"; }
+# Print a command as a person would type it (program name, quoted args).
+run() { printf '$ %s' "$(basename "$1")"; shift_print "${@:2}"; "$@"; }
+shift_print() { for a in "$@"; do printf ' %q' "$a"; done; printf '\n'; }
 
 say "building (release)"
 cargo build --quiet --release --bins
