@@ -32,12 +32,12 @@ pub enum CertError {
     #[error("certificate generation failed: {0}")]
     Rcgen(#[from] rcgen::Error),
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// What went wrong.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A file exists and `force` was not given.
     #[error("{0} already exists; pass --force to replace it")]
@@ -330,9 +330,9 @@ pub fn generate(opts: &GenerateOptions) -> Result<GenerateReport, CertError> {
         (false, true) => return Err(CertError::HalfCa(ca_key_path)),
         _ => {}
     }
-    fs::create_dir_all(dir).map_err(|source| CertError::Io {
+    fs::create_dir_all(dir).map_err(|error| CertError::Io {
         path: dir.clone(),
-        source,
+        error,
     })?;
 
     let ca = if ca_cert_path.exists() {
@@ -395,9 +395,9 @@ fn check_key_matches(ca: &Ca, key_path: &Path) -> Result<(), CertError> {
 }
 
 fn read_to_string(path: &Path) -> Result<String, CertError> {
-    fs::read_to_string(path).map_err(|source| CertError::Io {
+    fs::read_to_string(path).map_err(|error| CertError::Io {
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 
@@ -417,9 +417,9 @@ fn write_pair(
 fn write_file(path: &Path, bytes: &[u8], mode: u32, replace: bool) -> Result<(), CertError> {
     use std::os::unix::fs::OpenOptionsExt;
     use std::os::unix::fs::PermissionsExt;
-    let io = |source| CertError::Io {
+    let io = |error| CertError::Io {
         path: path.to_owned(),
-        source,
+        error,
     };
     if replace && path.exists() {
         fs::remove_file(path).map_err(io)?;
@@ -476,9 +476,9 @@ impl TestPki {
     /// Writes the CA certificate, the server pair and each person's pair
     /// into `dir`, as `micropay-certs` would.
     pub fn write_to(&self, dir: &Path, people: &[(&str, &CertifiedPem)]) -> Result<(), CertError> {
-        fs::create_dir_all(dir).map_err(|source| CertError::Io {
+        fs::create_dir_all(dir).map_err(|error| CertError::Io {
             path: dir.to_owned(),
-            source,
+            error,
         })?;
         write_pair(&self.ca.pem, &dir.join("ca.pem"), &dir.join("ca.key"), true)?;
         write_pair(

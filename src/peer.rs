@@ -42,12 +42,12 @@ pub enum PeerError {
     #[error("{0}")]
     Call(#[from] CallError),
     /// The listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {error}")]
     Listen {
         /// Where.
         addr: String,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The payee took the payment and then went silent or away.
     #[error("{payee} took payment {payment_id} but no receipt came back ({reason}); run `micropay-client status {payment_id}` to find out whether it settled")]
@@ -186,13 +186,13 @@ pub async fn serve(
 ) -> Result<(), PeerError> {
     let listener = TcpListener::bind(options.listen)
         .await
-        .map_err(|source| PeerError::Listen {
+        .map_err(|error| PeerError::Listen {
             addr: options.listen.to_string(),
-            source,
+            error,
         })?;
-    let local = listener.local_addr().map_err(|source| PeerError::Listen {
+    let local = listener.local_addr().map_err(|error| PeerError::Listen {
         addr: options.listen.to_string(),
-        source,
+        error,
     })?;
     let server = Arc::new(person.connect_server(&options.server).await?);
     let (host, port) = match &options.advertise {

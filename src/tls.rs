@@ -27,12 +27,12 @@ pub static PROTOCOL_VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file is missing or unreadable.
-    #[error("{path}: cannot read: {source}")]
+    #[error("{path}: cannot read: {error}")]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A file holds no usable PEM of the expected kind.
     #[error("{path}: {what}")]
@@ -75,9 +75,9 @@ impl Material {
     pub fn from_files(ca: &Path, cert: &Path, key: &Path) -> Result<Material, TlsError> {
         let roots = read_certs(ca)?;
         let chain = read_certs(cert)?;
-        let key_bytes = std::fs::read(key).map_err(|source| TlsError::Read {
+        let key_bytes = std::fs::read(key).map_err(|error| TlsError::Read {
             path: key.to_owned(),
-            source,
+            error,
         })?;
         let key_der = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| TlsError::Pem {
             path: key.to_owned(),
@@ -158,9 +158,9 @@ enum KeyCheck {
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+    let bytes = std::fs::read(path).map_err(|error| TlsError::Read {
         path: path.to_owned(),
-        source,
+        error,
     })?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
