@@ -27,26 +27,7 @@ use tokio::task::JoinSet;
 const GRANT: u64 = 10_000;
 
 /// SplitMix64: small, fast, good enough to pick payers and amounts.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi` (bias is irrelevant here).
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-}
+use common::Rng;
 
 fn seed() -> u64 {
     let seed = match std::env::var("MICROPAY_TEST_SEED") {
@@ -189,22 +170,11 @@ async fn check_balances(people: &[Party], learnt: &Learnt) {
 }
 
 async fn finish(server: TestServer, receipts: usize) {
-    let TestServer {
-        running, db, dir, ..
-    } = server;
-    running.shutdown().await.expect("clean shutdown");
-    let report = micropay::ledger::audit(&db).expect("audit runs");
-    assert!(
-        report.violations.is_empty(),
-        "audit: {:?}",
-        report.violations
-    );
+    let report = common::shutdown_and_audit(server).await;
     assert_eq!(
         report.payments as usize, receipts,
         "ledger payments vs. receipts received"
     );
-    assert_eq!(report.total_balances, report.total_granted);
-    drop(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -144,27 +144,18 @@ async fn settle(link: &Link, payment: PaymentJson) -> Result<Settled, CallError>
 }
 
 /// SplitMix64, for garbage bytes.
-struct Rng(u64);
+use common::Rng;
 
-impl Rng {
-    fn seeded() -> Rng {
-        let bytes = PaymentId::random().0;
-        let seed = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
-        eprintln!("garbage seed {seed}");
-        Rng(seed)
-    }
+/// A generator with a fresh seed, printed so a failure can be replayed.
+fn seeded_rng() -> Rng {
+    let bytes = PaymentId::random().0;
+    let seed = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+    eprintln!("garbage seed {seed}");
+    Rng(seed)
+}
 
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
+fn random_bytes(rng: &mut Rng, n: usize) -> Vec<u8> {
+    (0..n).map(|_| rng.next() as u8).collect()
 }
 
 type Tls = TlsStream<TcpStream>;
@@ -356,7 +347,7 @@ fn vm_rss_kib(pid: u32) -> u64 {
 async fn garbage_before_the_handshake_does_not_stop_the_server() {
     let server = server_with(limits(|l| l.handshake_timeout_ms = 2_000)).await;
     let probe = registered(&server, "probe").await;
-    let mut rng = Rng::seeded();
+    let mut rng = seeded_rng();
 
     // Random bytes, a plain-HTTP request, and a TLS record header that
     // promises more than it sends, all open at once.
@@ -366,7 +357,9 @@ async fn garbage_before_the_handshake_does_not_stop_the_server() {
             .await
             .expect("TCP connect");
         // The server may already have hung up: a failed write is fine.
-        let _ = tcp.write_all(&rng.bytes(1024 << (i % 4))).await;
+        let _ = tcp
+            .write_all(&random_bytes(&mut rng, 1024 << (i % 4)))
+            .await;
         garbage.push(("random bytes", tcp));
     }
     let mut http = within("connect", TcpStream::connect(server.addr()))
@@ -404,7 +397,7 @@ async fn garbage_before_the_handshake_does_not_stop_the_server() {
     let mut abusers = JoinSet::new();
     for i in 0..64u64 {
         let addr = server.addr();
-        let bytes = rng.bytes(64 + (i as usize * 97) % 4096);
+        let bytes = random_bytes(&mut rng, 64 + (i as usize * 97) % 4096);
         abusers.spawn(async move {
             let Ok(mut tcp) = TcpStream::connect(addr).await else {
                 return;
@@ -1177,11 +1170,11 @@ async fn the_peer_listener_has_the_same_protections() {
     )
     .await;
     let listen = bob_serves.listen;
-    let mut rng = Rng::seeded();
+    let mut rng = seeded_rng();
 
     // Garbage before the handshake, and no certificate at all.
     for bytes in [
-        rng.bytes(4096),
+        random_bytes(&mut rng, 4096),
         b"GET / HTTP/1.1\r\nHost: bob\r\n\r\n".to_vec(),
         vec![0x16, 0x03, 0x01, 0x02, 0x00],
     ] {

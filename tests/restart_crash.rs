@@ -49,10 +49,7 @@ async fn settle(link: &Link, signed: &SignedPayment) -> Result<Settled, CallErro
 }
 
 async fn balance(link: &Link) -> u64 {
-    link.call::<Balance>(&Request::Balance {})
-        .await
-        .expect("balance")
-        .balance
+    common::balance(link).await
 }
 
 async fn full_history(link: &Link) -> Vec<HistoryEntry> {

@@ -55,10 +55,7 @@ async fn settle_json(link: &Link, json: PaymentJson) -> Result<Settled, CallErro
 }
 
 async fn balance(link: &Link) -> u64 {
-    link.call::<Balance>(&Request::Balance {})
-        .await
-        .expect("balance")
-        .balance
+    common::balance(link).await
 }
 
 async fn register(link: &Link) -> Registered {
@@ -118,19 +115,7 @@ async fn balances(parties: &[&Party]) -> Vec<u64> {
 
 /// Stops the server and audits its ledger; returns the report.
 async fn finish(server: TestServer) -> micropay::ledger::AuditReport {
-    let TestServer {
-        running, db, dir, ..
-    } = server;
-    running.shutdown().await.expect("clean shutdown");
-    let report = micropay::ledger::audit(&db).expect("audit runs");
-    assert!(
-        report.violations.is_empty(),
-        "audit: {:?}",
-        report.violations
-    );
-    assert_eq!(report.total_balances, report.total_granted);
-    drop(dir);
-    report
+    common::shutdown_and_audit(server).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -95,3 +95,54 @@ pub async fn link(person: &Person, server: &TestServer) -> Link {
         .await
         .expect("connects to the server")
 }
+
+/// The caller's balance on `link`.
+pub async fn balance(link: &Link) -> u64 {
+    link.call::<micropay::protocol::Balance>(&micropay::protocol::Request::Balance {})
+        .await
+        .expect("balance")
+        .balance
+}
+
+/// Stops the server cleanly and audits its ledger, which must be sound:
+/// no violation, balances summing to the grants. Returns the report.
+pub async fn shutdown_and_audit(server: TestServer) -> micropay::ledger::AuditReport {
+    let TestServer {
+        running, db, dir, ..
+    } = server;
+    running.shutdown().await.expect("clean shutdown");
+    let report = micropay::ledger::audit(&db).expect("audit runs");
+    assert!(
+        report.violations.is_empty(),
+        "audit: {:?}",
+        report.violations
+    );
+    assert_eq!(report.total_balances, report.total_granted);
+    drop(dir);
+    report
+}
+
+/// splitmix64: a small, seedable, good-enough generator for test traffic.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 random bits.
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi` (bias is irrelevant here); `lo..=hi` must not
+    /// be the whole u64 range.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+
+    /// True `percent` times in a hundred.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
