@@ -12,11 +12,11 @@ mod cli_support;
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cli_support::{client, run, Guard, Out, Serve, CLIENT, SERVER, WAIT};
+use cli_support::{client, run, Out, Serve, CLIENT, SERVER, WAIT};
 use common::{link, person, person_from, pki, start_server, start_server_with, TestServer};
 use micropay::certs::{CertifiedPem, KeyType, Validity};
 use micropay::client::{CallError, Link};
@@ -838,42 +838,13 @@ fn private_keys_are_never_logged_even_at_trace_level() {
     // The real server, everything logged.
     let ready = dir.path().join("ready");
     let log = dir.path().join("server.log");
-    let log_file = std::fs::File::create(&log).expect("log file");
-    let mut cmd = Command::new(SERVER);
-    cmd.env("RUST_LOG", "trace")
-        .env_remove("MICROPAY_DB")
-        .arg("--cert")
-        .arg(certs.join("server.pem"))
-        .arg("--key")
-        .arg(certs.join("server.key"))
-        .arg("--ca")
-        .arg(certs.join("ca.pem"))
-        .arg("--listen")
-        .arg("127.0.0.1:0")
-        .arg("--db")
-        .arg(dir.path().join("ledger.db"))
-        .arg("--ready-file")
-        .arg(&ready)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log_file.try_clone().expect("log")))
-        .stderr(Stdio::from(log_file));
-    let mut server = Guard::spawn(&mut cmd, "micropay-server");
-    let deadline = Instant::now() + WAIT;
-    let addr = loop {
-        if let Ok(text) = std::fs::read_to_string(&ready) {
-            if text.trim().contains(':') {
-                break text.trim().to_owned();
-            }
-        }
-        if let Some(status) = server.exited() {
-            panic!(
-                "the server exited ({status}):\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        assert!(Instant::now() < deadline, "no ready file after {WAIT:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let (mut server, addr) = cli_support::start_server(
+        &certs,
+        &dir.path().join("ledger.db"),
+        &ready,
+        &log,
+        &[("RUST_LOG", Some("trace")), ("MICROPAY_DB", None)],
+    );
 
     // People at trace level (-vv) too: register, serve, send.
     let mut outputs: Vec<(String, String)> = Vec::new();

@@ -407,6 +407,61 @@ impl Serve {
     }
 }
 
+/// Starts the real `micropay-server` on a free loopback port with the
+/// certificates in `certs`, logging to `log`; `env` sets (`Some`) or
+/// removes (`None`) environment variables. Returns the guarded process
+/// and its address once the ready file names it.
+pub fn start_server(
+    certs: &Path,
+    db: &Path,
+    ready: &Path,
+    log: &Path,
+    env: &[(&str, Option<&str>)],
+) -> (Guard, String) {
+    let log_file = File::create(log).expect("server log");
+    let mut cmd = Command::new(SERVER);
+    for (key, value) in env {
+        match value {
+            Some(value) => cmd.env(key, value),
+            None => cmd.env_remove(key),
+        };
+    }
+    cmd.arg("--cert")
+        .arg(certs.join("server.pem"))
+        .arg("--key")
+        .arg(certs.join("server.key"))
+        .arg("--ca")
+        .arg(certs.join("ca.pem"))
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--db")
+        .arg(db)
+        .arg("--ready-file")
+        .arg(ready)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log_file.try_clone().expect("log")))
+        .stderr(Stdio::from(log_file));
+    let mut server = Guard::spawn(&mut cmd, "micropay-server");
+    let deadline = Instant::now() + WAIT;
+    let addr = loop {
+        if let Ok(text) = std::fs::read_to_string(ready) {
+            let text = text.trim();
+            if text.contains(':') {
+                break text.to_owned();
+            }
+        }
+        if let Some(status) = server.exited() {
+            panic!(
+                "the server exited ({status}) before it was ready:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(Instant::now() < deadline, "no ready file after {WAIT:?}");
+        thread::sleep(Duration::from_millis(10));
+    };
+    (server, addr)
+}
+
 /// A temporary directory with certificates for alice, bob and carol and
 /// a real `micropay-server` on a free loopback port.
 pub struct World {
@@ -426,42 +481,7 @@ impl World {
         let db = dir.path().join("ledger.db");
         let ready = dir.path().join("addr");
         let log = dir.path().join("server.log");
-        let log_file = File::create(&log).expect("server log");
-        let mut cmd = Command::new(SERVER);
-        cmd.env_remove("RUST_LOG")
-            .arg("--cert")
-            .arg(certs.join("server.pem"))
-            .arg("--key")
-            .arg(certs.join("server.key"))
-            .arg("--ca")
-            .arg(certs.join("ca.pem"))
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--db")
-            .arg(&db)
-            .arg("--ready-file")
-            .arg(&ready)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log_file.try_clone().expect("log")))
-            .stderr(Stdio::from(log_file));
-        let mut server = Guard::spawn(&mut cmd, "micropay-server");
-        let deadline = Instant::now() + WAIT;
-        let addr = loop {
-            if let Ok(text) = std::fs::read_to_string(&ready) {
-                let text = text.trim();
-                if text.contains(':') {
-                    break text.to_owned();
-                }
-            }
-            if let Some(status) = server.exited() {
-                panic!(
-                    "the server exited ({status}) before it was ready:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            assert!(Instant::now() < deadline, "no ready file after {WAIT:?}");
-            thread::sleep(Duration::from_millis(10));
-        };
+        let (server, addr) = start_server(&certs, &db, &ready, &log, &[("RUST_LOG", None)]);
         World {
             dir,
             certs,
