@@ -128,15 +128,7 @@ fn reply_code(reply: &Reply) -> ErrorCode {
 /// A payment from `payer` to `payee`, valid for two minutes, signed by
 /// `payer`'s key.
 fn signed(payer: &Person, payee: &str, amount: u64, memo: &str) -> SignedPayment {
-    Payment {
-        id: PaymentId::random(),
-        payer: payer.name.clone(),
-        payee: name(payee),
-        amount_minor: amount,
-        expires_at_s: now_s() + 120,
-        memo: memo.to_owned(),
-    }
-    .sign(&payer.key)
+    common::signed_payment(payer, payee, amount, memo)
 }
 
 async fn settle(link: &Link, payment: PaymentJson) -> Result<Settled, CallError> {

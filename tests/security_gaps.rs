@@ -25,7 +25,7 @@ use micropay::frame::read_frame;
 use micropay::keys::SigningKey;
 use micropay::limits::FRAME_BYTES_MAX;
 use micropay::name::Name;
-use micropay::payment::{Payment, PaymentId, Receipt, SignedPayment, SignedReceipt};
+use micropay::payment::{PaymentId, Receipt, SignedPayment, SignedReceipt};
 use micropay::peer::{self, PeerError, Person, SendOptions};
 use micropay::protocol::{
     decode_request, Balance, ErrorCode, PaymentJson, PaymentStatus, ReceiptJson, Registered, Reply,
@@ -50,15 +50,7 @@ fn name(s: &str) -> Name {
 
 /// A payment from `payer` to `payee`, valid for two minutes, signed.
 fn pay(payer: &Person, payee: &str, amount: u64) -> SignedPayment {
-    Payment {
-        id: PaymentId::random(),
-        payer: payer.name.clone(),
-        payee: name(payee),
-        amount_minor: amount,
-        expires_at_s: now_s() + 120,
-        memo: "tea".into(),
-    }
-    .sign(&payer.key)
+    common::signed_payment(payer, payee, amount, "tea")
 }
 
 async fn call<T: serde::de::DeserializeOwned>(

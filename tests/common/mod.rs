@@ -146,3 +146,22 @@ impl Rng {
         self.next() % 100 < percent
     }
 }
+
+/// A payment from `payer` to `payee` (a valid name), valid for two
+/// minutes, signed with the payer's key.
+pub fn signed_payment(
+    payer: &Person,
+    payee: &str,
+    amount: u64,
+    memo: &str,
+) -> micropay::payment::SignedPayment {
+    micropay::payment::Payment {
+        id: micropay::payment::PaymentId::random(),
+        payer: payer.name.clone(),
+        payee: micropay::name::Name::parse(payee).expect("valid test name"),
+        amount_minor: amount,
+        expires_at_s: micropay::clock::now_s() + 120,
+        memo: memo.to_owned(),
+    }
+    .sign(&payer.key)
+}
