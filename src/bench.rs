@@ -23,17 +23,17 @@ use serde::Serialize;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::certs::TestPki;
-use crate::client::{Link, CONNECT_TIMEOUT_MS_DEFAULT};
-use crate::clock::now_s;
-use crate::keys::{SigningKey, VerifyingKey};
+use crate::core::keys::{SigningKey, VerifyingKey};
+use crate::core::payment::{Payment, PaymentId, SignedPayment, SignedReceipt};
 use crate::ledger::audit;
-use crate::payment::{Payment, PaymentId, SignedPayment, SignedReceipt};
-use crate::peer::{Person, ServeOptions};
-use crate::protocol::{
+use crate::net::link::{Link, CONNECT_TIMEOUT_MS_DEFAULT};
+use crate::net::session::SessionLimits;
+use crate::net::tls::Material;
+use crate::person::{Person, ServeOptions};
+use crate::system::clock::now_s;
+use crate::wire::{
     encode_body, Balance, PaymentJson, Registered, Reply, Request, Settled, WireError,
 };
-use crate::session::SessionLimits;
-use crate::tls::Material;
 
 /// Balance each bench account starts with, so that no payment fails for
 /// lack of funds.
@@ -50,7 +50,7 @@ pub enum BenchError {
     Setup(String),
     /// A call failed in a way that ends the run.
     #[error("{0}")]
-    Call(#[from] crate::client::CallError),
+    Call(#[from] crate::net::link::CallError),
     /// The server refused something during set-up.
     #[error("{0}")]
     Refused(#[from] WireError),
@@ -641,7 +641,7 @@ pub async fn run_p2p(
             server: server.addr.clone(),
             limits: SessionLimits::default(),
         };
-        serving.push(tokio::spawn(crate::peer::serve(
+        serving.push(tokio::spawn(crate::person::serve(
             payee.clone(),
             opts,
             events_tx,
@@ -652,7 +652,7 @@ pub async fn run_p2p(
         // The first event is Online with the listening address; later
         // events are drained so the channel does not grow.
         let address = match tokio::time::timeout(Duration::from_secs(10), events_rx.recv()).await {
-            Ok(Some(crate::peer::ServeEvent::Online { listen, .. })) => listen,
+            Ok(Some(crate::person::ServeEvent::Online { listen, .. })) => listen,
             _ => return Err(BenchError::Setup("a payee did not come online".into())),
         };
         tokio::spawn(async move { while events_rx.recv().await.is_some() {} });
@@ -754,12 +754,12 @@ pub async fn run_handshake(
     let material = Material::from_pem(&server.pki.ca.pem.cert_pem, &pem.cert_pem, &pem.key_pem)
         .map_err(setup("loading a person"))?;
     let mut config =
-        (*crate::tls::client_config(&material).map_err(setup("client config"))?).clone();
+        (*crate::net::tls::client_config(&material).map_err(setup("client config"))?).clone();
     if !options.resumption {
         config.resumption = rustls::client::Resumption::disabled();
     }
     let config = Arc::new(config);
-    let host = crate::client::host_of(&server.addr).to_owned();
+    let host = crate::net::link::host_of(&server.addr).to_owned();
     let first = Link::connect(
         &server.addr,
         &host,
@@ -796,7 +796,7 @@ pub async fn run_handshake(
                         Link::connect(&addr, &host, config.clone(), CONNECT_TIMEOUT_MS_DEFAULT)
                             .await?;
                     let _: Balance = link.call(&Request::Balance {}).await?;
-                    Ok::<bool, crate::client::CallError>(link.resumed())
+                    Ok::<bool, crate::net::link::CallError>(link.resumed())
                 }
                 .await;
                 let done = Instant::now();

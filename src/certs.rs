@@ -16,7 +16,7 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
-use crate::name::Name;
+use crate::core::name::Name;
 
 /// How far in the past a new certificate's validity starts, to absorb
 /// clock skew between machines.
@@ -259,7 +259,7 @@ impl Ca {
 /// A positive 16-byte random serial (RFC 5280 wants at most 20 octets and
 /// no sign bit).
 fn random_serial() -> SerialNumber {
-    let mut bytes = crate::payment::PaymentId::random().0;
+    let mut bytes = crate::core::payment::PaymentId::random().0;
     bytes[0] &= 0x7f;
     bytes[0] |= 0x01;
     SerialNumber::from_slice(&bytes)
@@ -386,7 +386,7 @@ fn check_key_matches(ca: &Ca, key_path: &Path) -> Result<(), CertError> {
     let cert_der = rustls::pki_types::pem::PemObject::from_pem_slice(ca.pem.cert_pem.as_bytes())
         .map(|der: rustls::pki_types::CertificateDer<'static>| der.to_vec())
         .map_err(|_| CertError::CaKeyMismatch(key_path.to_owned()))?;
-    let spki = crate::identity::public_key_of_cert(&cert_der)
+    let spki = crate::net::identity::public_key_of_cert(&cert_der)
         .map_err(|_| CertError::CaKeyMismatch(key_path.to_owned()))?;
     if spki.spki_der() != rcgen::PublicKeyData::subject_public_key_info(&key).as_slice() {
         return Err(CertError::CaKeyMismatch(key_path.to_owned()));

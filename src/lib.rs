@@ -28,19 +28,10 @@
 
 pub mod bench;
 pub mod certs;
-pub mod client;
-pub mod clock;
-pub mod frame;
-pub mod identity;
-pub mod keys;
+pub mod core;
 pub mod ledger;
-pub mod limits;
-pub mod logging;
-pub mod name;
-pub mod payment;
-pub mod peer;
-pub mod protocol;
+pub mod net;
+pub mod person;
 pub mod server;
-pub mod session;
-pub mod signal;
-pub mod tls;
+pub mod system;
+pub mod wire;

@@ -568,7 +568,7 @@ fn nothing_listening_exits_3() {
 /// never settled; nothing moved.
 #[test]
 fn a_payee_who_vanishes_after_taking_the_payment() {
-    use micropay::tls::{self, Material};
+    use micropay::net::tls::{self, Material};
 
     let world = World::start();
     world.register(&["alice", "bob"]);

@@ -14,13 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{link, person, start_server, TestServer};
-use micropay::client::{CallError, Link};
-use micropay::clock::now_s;
-use micropay::payment::{Payment, PaymentId, SignedPayment, SignedReceipt};
-use micropay::peer::Person;
-use micropay::protocol::{
-    Balance, ErrorCode, PaymentJson, ReceiptJson, Registered, Request, Settled,
-};
+use micropay::core::payment::{Payment, PaymentId, SignedPayment, SignedReceipt};
+use micropay::net::link::{CallError, Link};
+use micropay::person::Person;
+use micropay::system::clock::now_s;
+use micropay::wire::{Balance, ErrorCode, PaymentJson, ReceiptJson, Registered, Request, Settled};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -98,7 +96,10 @@ struct Learnt {
     refused: BTreeMap<PaymentId, ErrorCode>,
 }
 
-fn reconcile(submissions: &[Submission], server_key: &micropay::keys::VerifyingKey) -> Learnt {
+fn reconcile(
+    submissions: &[Submission],
+    server_key: &micropay::core::keys::VerifyingKey,
+) -> Learnt {
     let mut receipts: BTreeMap<PaymentId, (SignedPayment, SignedReceipt)> = BTreeMap::new();
     let mut refused: BTreeMap<PaymentId, ErrorCode> = BTreeMap::new();
     for s in submissions {

@@ -15,13 +15,13 @@ use std::process::{Command, Output};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use micropay::core::name::Name;
 use micropay::ledger::{self, LedgerConfig};
-use micropay::name::Name;
-use micropay::peer::{self, Person, SendOptions, ServeEvent, ServeOptions};
-use micropay::protocol::{Balance, Registered, Request};
+use micropay::net::session::SessionLimits;
+use micropay::net::tls::{self, Material};
+use micropay::person::{self, Person, SendOptions, ServeEvent, ServeOptions};
 use micropay::server::{self, RunningServer, ServerLimits, ServerOptions};
-use micropay::session::SessionLimits;
-use micropay::tls::{self, Material};
+use micropay::wire::{Balance, Registered, Request};
 use tokio::sync::{mpsc, oneshot};
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -862,7 +862,7 @@ async fn balance(person: &Person, server: &str) -> u64 {
 /// fires, with the serve task and its events.
 struct Serving {
     stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), peer::PeerError>>,
+    task: tokio::task::JoinHandle<Result<(), person::PeerError>>,
     events: mpsc::UnboundedReceiver<ServeEvent>,
 }
 
@@ -875,7 +875,7 @@ async fn go_online(person: Arc<Person>, server: &str) -> Serving {
         server: server.to_owned(),
         limits: SessionLimits::default(),
     };
-    let task = tokio::spawn(peer::serve(person, options, events_tx, async move {
+    let task = tokio::spawn(person::serve(person, options, events_tx, async move {
         let _ = stop_rx.await;
     }));
     match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
@@ -907,7 +907,7 @@ async fn pay(payer: &Person, payee: &str, amount: u64, server: &str) -> u64 {
     let mut options = SendOptions::new(server, Name::parse(payee).expect("name"), amount);
     options.memo = format!("{} pays {payee}", payer.name);
     options.timeout_ms = 10_000;
-    let sent = peer::send(payer, &options)
+    let sent = person::send(payer, &options)
         .await
         .unwrap_or_else(|e| panic!("{} pays {payee}: {e}", payer.name));
     sent.balance

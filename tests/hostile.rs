@@ -24,17 +24,17 @@ use std::time::{Duration, Instant};
 use common::{link, person, person_from, pki, start_server_with, TestServer};
 use micropay::bench::ServerProcess;
 use micropay::certs::{KeyType, TestPki, Validity};
-use micropay::client::{CallError, Link};
-use micropay::clock::now_s;
-use micropay::limits::FRAME_BYTES_MAX;
-use micropay::name::Name;
-use micropay::payment::{Payment, PaymentId, SignedPayment};
-use micropay::peer::{self, Person, SendOptions, ServeEvent, ServeOptions};
-use micropay::protocol::{
+use micropay::core::limits::FRAME_BYTES_MAX;
+use micropay::core::name::Name;
+use micropay::core::payment::{Payment, PaymentId, SignedPayment};
+use micropay::net::link::{CallError, Link};
+use micropay::net::tls::{self, Material};
+use micropay::person::{self, Person, SendOptions, ServeEvent, ServeOptions};
+use micropay::server::ServerLimits;
+use micropay::system::clock::now_s;
+use micropay::wire::{
     encode_request, Balance, ErrorCode, Listing, PaymentJson, Registered, Reply, Request, Settled,
 };
-use micropay::server::ServerLimits;
-use micropay::tls::{self, Material};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
@@ -1102,7 +1102,7 @@ async fn many_idle_connections_are_held_and_the_server_keeps_answering() {
 
 struct Serving {
     stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), peer::PeerError>>,
+    task: tokio::task::JoinHandle<Result<(), person::PeerError>>,
     listen: SocketAddr,
 }
 
@@ -1115,7 +1115,7 @@ async fn go_online(person: Arc<Person>, server: &TestServer, limits: ServerLimit
         server: server.addr_string(),
         limits,
     };
-    let task = tokio::spawn(peer::serve(person, options, events_tx, async move {
+    let task = tokio::spawn(person::serve(person, options, events_tx, async move {
         let _ = stop_rx.await;
     }));
     let listen = match within("online", events.recv()).await {
@@ -1259,7 +1259,7 @@ async fn the_peer_listener_has_the_same_protections() {
     // The listener still takes a genuine payment.
     let mut options = SendOptions::new(&server.addr_string(), name("bob"), 25);
     options.timeout_ms = 10_000;
-    let sent = within("send", peer::send(&alice, &options))
+    let sent = within("send", person::send(&alice, &options))
         .await
         .expect("a genuine payment goes through");
     assert_eq!(sent.balance, GRANT - 25);

@@ -19,14 +19,14 @@
 
 use std::sync::OnceLock;
 
-use micropay::keys::{SigningKey, SIGNATURE_BYTES_MAX};
-use micropay::limits::MEMO_BYTES_MAX;
-use micropay::name::Name;
-use micropay::payment::{
+use micropay::core::keys::{SigningKey, SIGNATURE_BYTES_MAX};
+use micropay::core::limits::MEMO_BYTES_MAX;
+use micropay::core::name::Name;
+use micropay::core::payment::{
     content_hash, Payment, PaymentId, Receipt, SignedPayment, SignedReceipt, PAYMENT_TAG,
     RECEIPT_TAG,
 };
-use micropay::protocol::{
+use micropay::wire::{
     decode_request, encode_request, Balance, ErrorCode, PaymentJson, ReceiptJson, Reply, Request,
     WireError,
 };
@@ -160,7 +160,7 @@ fn decode_receipt_canonical(bytes: &[u8]) -> Result<Receipt, String> {
 const NAME_REGEX: &str = "[a-z0-9][a-z0-9-]{0,31}";
 
 /// The person-name rule of docs/PROTOCOL.md §1, stated here rather than
-/// borrowed from `micropay::name`: the regex, and a valid TLS server name,
+/// borrowed from `micropay::core::name`: the regex, and a valid TLS server name,
 /// so not ending in `-` and not looking like a number (all digits, or
 /// `0x` and hex digits).
 fn is_person_name(s: &str) -> bool {
@@ -809,7 +809,7 @@ fn check_payment_json(j: &PaymentJson) -> Result<(), TestCaseError> {
 fn json_is_valid(j: &PaymentJson) -> bool {
     let hex_id = j.id.len() == 32 && j.id.bytes().all(|b| b.is_ascii_hexdigit());
     let is_name = is_person_name;
-    let hex_sig = j.signature.len() % 2 == 0
+    let hex_sig = j.signature.len().is_multiple_of(2)
         && j.signature.len() <= 2 * SIGNATURE_BYTES_MAX
         && j.signature.bytes().all(|b| b.is_ascii_hexdigit());
     hex_id
@@ -845,8 +845,8 @@ proptest! {
     /// what the general path gives, ids and error codes included.
     #[test]
     fn fast_and_general_decoding_agree(line in request_line()) {
-        let general = micropay::protocol::decode_request_general(&line);
-        let decoded = micropay::protocol::decode_request(&line);
+        let general = micropay::wire::decode_request_general(&line);
+        let decoded = micropay::wire::decode_request(&line);
         prop_assert_eq!(general.id, decoded.id);
         prop_assert_eq!(
             general.request.map_err(|e| e.code),

@@ -15,17 +15,17 @@ use std::time::{Duration, Instant};
 
 use common::{person_from, pki, server_options, start_server_with, TestServer};
 use micropay::certs::CertifiedPem;
-use micropay::client::{CallError, Link};
-use micropay::clock::now_s;
-use micropay::keys::VerifyingKey;
-use micropay::name::Name;
-use micropay::payment::{Payment, PaymentId, SignedPayment, SignedReceipt};
-use micropay::peer::Person;
-use micropay::protocol::{
+use micropay::core::keys::VerifyingKey;
+use micropay::core::name::Name;
+use micropay::core::payment::{Payment, PaymentId, SignedPayment, SignedReceipt};
+use micropay::net::link::{CallError, Link};
+use micropay::person::Person;
+use micropay::server::ServerLimits;
+use micropay::system::clock::now_s;
+use micropay::wire::{
     Balance, ErrorCode, History, HistoryEntry, PaymentJson, PaymentStatus, ReceiptJson, Registered,
     Request, Settled,
 };
-use micropay::server::ServerLimits;
 
 const GRANT: u64 = 10_000;
 

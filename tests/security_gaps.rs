@@ -19,20 +19,20 @@ use std::time::{Duration, Instant};
 use cli_support::{client, run, Out, Serve, CLIENT, SERVER, WAIT};
 use common::{link, person, person_from, pki, start_server, start_server_with, TestServer};
 use micropay::certs::{CertifiedPem, KeyType, Validity};
-use micropay::client::{CallError, Link};
-use micropay::clock::{now_ms, now_s};
-use micropay::frame::read_frame;
-use micropay::keys::SigningKey;
-use micropay::limits::FRAME_BYTES_MAX;
-use micropay::name::Name;
-use micropay::payment::{PaymentId, Receipt, SignedPayment, SignedReceipt};
-use micropay::peer::{self, PeerError, Person, SendOptions};
-use micropay::protocol::{
+use micropay::core::keys::SigningKey;
+use micropay::core::limits::FRAME_BYTES_MAX;
+use micropay::core::name::Name;
+use micropay::core::payment::{PaymentId, Receipt, SignedPayment, SignedReceipt};
+use micropay::net::link::{CallError, Link};
+use micropay::net::tls::{self, Material};
+use micropay::person::{self, PeerError, Person, SendOptions};
+use micropay::server::{self, ServerLimits, ServerOptions};
+use micropay::system::clock::{now_ms, now_s};
+use micropay::wire::frame::read_frame;
+use micropay::wire::{
     decode_request, Balance, ErrorCode, PaymentJson, PaymentStatus, ReceiptJson, Registered, Reply,
     Request, Settled, WireError,
 };
-use micropay::server::{self, ServerLimits, ServerOptions};
-use micropay::tls::{self, Material};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::PrivateKeyDer;
 use time::OffsetDateTime;
@@ -526,10 +526,10 @@ async fn start_fake_payee(
     (port, task)
 }
 
-async fn send(alice: &Person, server: &TestServer) -> Result<peer::Sent, PeerError> {
+async fn send(alice: &Person, server: &TestServer) -> Result<person::Sent, PeerError> {
     tokio::time::timeout(
         STEP,
-        peer::send(
+        person::send(
             alice,
             &SendOptions::new(&server.addr_string(), name("bob"), 10),
         ),
@@ -564,7 +564,7 @@ async fn a_payer_rejects_a_forged_receipt_from_the_payee() {
     .expect("bob's material");
     let (port, task) = start_fake_payee(bob_material, fake.clone()).await;
     // bob's real connection tells the server he is online at the fake.
-    let online: micropay::protocol::Online = call(
+    let online: micropay::wire::Online = call(
         &fake.server,
         &Request::Online {
             port,

@@ -8,13 +8,13 @@ mod common;
 use std::fmt::Debug;
 
 use common::{link, person, person_from, start_server, TestServer};
-use micropay::client::{CallError, Link};
-use micropay::clock::now_s;
-use micropay::limits::{MEMO_BYTES_MAX, PAYMENT_LIFETIME_MAX_S};
-use micropay::name::Name;
-use micropay::payment::{Payment, PaymentId, SignedPayment, SignedReceipt};
-use micropay::peer::Person;
-use micropay::protocol::{
+use micropay::core::limits::{MEMO_BYTES_MAX, PAYMENT_LIFETIME_MAX_S};
+use micropay::core::name::Name;
+use micropay::core::payment::{Payment, PaymentId, SignedPayment, SignedReceipt};
+use micropay::net::link::{CallError, Link};
+use micropay::person::Person;
+use micropay::system::clock::now_s;
+use micropay::wire::{
     Balance, ErrorCode, History, Listing, PaymentJson, PaymentStatus, ReceiptJson, Registered,
     Request, Settled,
 };
@@ -804,7 +804,7 @@ async fn status_is_for_payer_and_payee_only() {
     finish(server).await;
 }
 
-async fn history_pages(link: &Link, limit: u32) -> Vec<Vec<micropay::protocol::HistoryEntry>> {
+async fn history_pages(link: &Link, limit: u32) -> Vec<Vec<micropay::wire::HistoryEntry>> {
     let mut pages = Vec::new();
     let mut before_seq = None;
     loop {
@@ -960,7 +960,7 @@ async fn a_full_history_page_of_long_memos_is_readable() {
     let server = start_server().await;
     let alice = party(&server, "alice").await;
     let bob = party(&server, "bob").await;
-    let memo = "\u{1}".repeat(micropay::limits::MEMO_BYTES_MAX);
+    let memo = "\u{1}".repeat(micropay::core::limits::MEMO_BYTES_MAX);
     for _ in 0..40 {
         let mut p = payment("alice", "bob", 1);
         p.memo = memo.clone();

@@ -17,11 +17,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use micropay::certs::{Ca, CertifiedPem, KeyType, TestPki, Validity};
-use micropay::identity::Identity;
-use micropay::name::Name;
-use micropay::peer::Person;
-use micropay::protocol::Request;
-use micropay::tls::{self, Material, TlsError};
+use micropay::core::name::Name;
+use micropay::net::identity::Identity;
+use micropay::net::tls::{self, Material, TlsError};
+use micropay::person::Person;
+use micropay::wire::Request;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{CertificateError, ClientConfig, RootCertStore, ServerConfig};

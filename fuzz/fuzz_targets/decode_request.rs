@@ -7,9 +7,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use micropay::limits::{MEMO_BYTES_MAX, NAME_BYTES_MAX};
-use micropay::payment::{SignedPayment, PAYMENT_TAG};
-use micropay::protocol::{
+use micropay::core::limits::{MEMO_BYTES_MAX, NAME_BYTES_MAX};
+use micropay::core::payment::{SignedPayment, PAYMENT_TAG};
+use micropay::wire::{
     decode_request, encode_request, Balance, ErrorCode, PaymentJson, Reply, Request,
 };
 

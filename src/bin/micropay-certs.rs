@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 use micropay::certs::{generate, GenerateOptions, KeyType};
-use micropay::name::Name;
+use micropay::core::name::Name;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum KeyTypeArg {

@@ -12,11 +12,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{ArgAction, Parser, Subcommand};
-use micropay::client::CallError;
-use micropay::name::Name;
-use micropay::peer::{self, PeerError, Person, SendOptions, ServeEvent, ServeOptions};
-use micropay::protocol::{Balance, History, Listing, PaymentStatus, Registered, Request};
-use micropay::session::SessionLimits;
+use micropay::core::name::Name;
+use micropay::net::link::CallError;
+use micropay::net::session::SessionLimits;
+use micropay::person::{self, PeerError, Person, SendOptions, ServeEvent, ServeOptions};
+use micropay::wire::{Balance, History, Listing, PaymentStatus, Registered, Request};
 use serde_json::json;
 
 /// One person's micropay command line.
@@ -193,7 +193,7 @@ fn main() -> ExitCode {
             return Failure::usage(e.to_string().trim().to_owned()).report(true);
         }
     };
-    micropay::logging::init(args.verbose as i8 - args.quiet as i8, "warn");
+    micropay::system::logging::init(args.verbose as i8 - args.quiet as i8, "warn");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -341,7 +341,7 @@ async fn run(args: &Args) -> Result<(), Failure> {
             }
         }
         Command::Status { payment_id } => {
-            if micropay::payment::PaymentId::from_hex(payment_id).is_none() {
+            if micropay::core::payment::PaymentId::from_hex(payment_id).is_none() {
                 return Err(Failure::usage(format!(
                     "{payment_id:?} is not a payment id (32 hex digits, as `send` prints)"
                 )));
@@ -390,23 +390,23 @@ async fn run(args: &Args) -> Result<(), Failure> {
             if amount == 0 {
                 return Err(Failure::usage("amount must be at least 1"));
             }
-            if memo.len() > micropay::limits::MEMO_BYTES_MAX {
+            if memo.len() > micropay::core::limits::MEMO_BYTES_MAX {
                 return Err(Failure::usage(format!(
                     "memo has {} bytes; the limit is {}",
                     memo.len(),
-                    micropay::limits::MEMO_BYTES_MAX
+                    micropay::core::limits::MEMO_BYTES_MAX
                 )));
             }
             let mut options = SendOptions::new(&args.server, payee.clone(), amount);
             options.memo = memo.clone();
             options.timeout_ms = timeout.saturating_mul(1000);
-            let sent = peer::send(&person, &options).await?;
+            let sent = person::send(&person, &options).await?;
             let r = &sent.receipt.receipt;
             if args.json {
                 println!(
                     "{}",
                     json!({"ok": true, "payment_id": r.payment_id.to_hex(), "payee": r.payee.as_str(), "amount": r.amount_minor,
-                           "receipt": micropay::protocol::ReceiptJson::from(&sent.receipt), "receipt_verified": true, "balance": sent.balance})
+                           "receipt": micropay::wire::ReceiptJson::from(&sent.receipt), "receipt_verified": true, "balance": sent.balance})
                 );
             } else {
                 println!(
@@ -439,8 +439,13 @@ async fn run(args: &Args) -> Result<(), Failure> {
                     print_event(&event, json_mode);
                 }
             });
-            let result =
-                peer::serve(person, options, tx, micropay::signal::shutdown_signal()).await;
+            let result = person::serve(
+                person,
+                options,
+                tx,
+                micropay::system::signal::shutdown_signal(),
+            )
+            .await;
             let _ = printer.await;
             result?;
         }

@@ -8,10 +8,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{ArgAction, Parser, Subcommand};
+use micropay::core::limits::*;
 use micropay::ledger::{audit, LedgerConfig};
-use micropay::limits::*;
+use micropay::net::tls::{self, Material};
 use micropay::server::{ServerLimits, ServerOptions};
-use micropay::tls::{self, Material};
 
 /// The micropay server. Every limit is a flag.
 #[derive(Parser, Debug)]
@@ -77,7 +77,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    micropay::logging::init(args.verbose as i8 - args.quiet as i8, "info");
+    micropay::system::logging::init(args.verbose as i8 - args.quiet as i8, "info");
     let result = match &args.command {
         Some(Command::Audit { db }) => run_audit(db),
         None => serve(&args),
@@ -165,7 +165,12 @@ fn serve(args: &Args) -> Result<ExitCode> {
                 .and_then(|()| std::fs::rename(&tmp, path))
                 .with_context(|| format!("writing {}", path.display()))?;
         }
-        micropay::server::run(listener, options, micropay::signal::shutdown_signal()).await?;
+        micropay::server::run(
+            listener,
+            options,
+            micropay::system::signal::shutdown_signal(),
+        )
+        .await?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use micropay::certs::{CertifiedPem, TestPki};
-use micropay::client::Link;
 use micropay::ledger::LedgerConfig;
-use micropay::peer::Person;
+use micropay::net::link::Link;
+use micropay::net::tls::{self, Material};
+use micropay::person::Person;
 use micropay::server::{self, RunningServer, ServerLimits, ServerOptions};
-use micropay::tls::{self, Material};
 
 /// A server running in this process on a temporary ledger.
 pub struct TestServer {
@@ -98,7 +98,7 @@ pub async fn link(person: &Person, server: &TestServer) -> Link {
 
 /// The caller's balance on `link`.
 pub async fn balance(link: &Link) -> u64 {
-    link.call::<micropay::protocol::Balance>(&micropay::protocol::Request::Balance {})
+    link.call::<micropay::wire::Balance>(&micropay::wire::Request::Balance {})
         .await
         .expect("balance")
         .balance
@@ -154,13 +154,13 @@ pub fn signed_payment(
     payee: &str,
     amount: u64,
     memo: &str,
-) -> micropay::payment::SignedPayment {
-    micropay::payment::Payment {
-        id: micropay::payment::PaymentId::random(),
+) -> micropay::core::payment::SignedPayment {
+    micropay::core::payment::Payment {
+        id: micropay::core::payment::PaymentId::random(),
         payer: payer.name.clone(),
-        payee: micropay::name::Name::parse(payee).expect("valid test name"),
+        payee: micropay::core::name::Name::parse(payee).expect("valid test name"),
         amount_minor: amount,
-        expires_at_s: micropay::clock::now_s() + 120,
+        expires_at_s: micropay::system::clock::now_s() + 120,
         memo: memo.to_owned(),
     }
     .sign(&payer.key)

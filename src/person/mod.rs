@@ -18,16 +18,16 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
-use crate::client::{host_of, CallError, Link, CONNECT_TIMEOUT_MS_DEFAULT};
-use crate::clock::now_s;
-use crate::identity::Identity;
-use crate::keys::SigningKey;
-use crate::limits::PAYMENT_LIFETIME_DEFAULT_S;
-use crate::name::Name;
-use crate::payment::{Payment, PaymentId, SignedPayment, SignedReceipt};
-use crate::protocol::{Balance, ErrorCode, OnlinePeer, PaymentJson, Request, Settled, WireError};
-use crate::session::{accept_loop, refuse, run_session, SessionLimits};
-use crate::tls::{self, Material, TlsError};
+use crate::core::keys::SigningKey;
+use crate::core::limits::PAYMENT_LIFETIME_DEFAULT_S;
+use crate::core::name::Name;
+use crate::core::payment::{Payment, PaymentId, SignedPayment, SignedReceipt};
+use crate::net::identity::Identity;
+use crate::net::link::{host_of, CallError, Link, CONNECT_TIMEOUT_MS_DEFAULT};
+use crate::net::session::{accept_loop, refuse, run_session, SessionLimits};
+use crate::net::tls::{self, Material, TlsError};
+use crate::system::clock::now_s;
+use crate::wire::{Balance, ErrorCode, OnlinePeer, PaymentJson, Request, Settled, WireError};
 
 /// Why a person's side could not proceed.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +37,7 @@ pub enum PeerError {
     Tls(#[from] TlsError),
     /// The certificate does not name a person.
     #[error("your certificate is not a person certificate: {0}")]
-    Identity(#[from] crate::identity::IdentityError),
+    Identity(#[from] crate::net::identity::IdentityError),
     /// Talking to the server or a peer failed.
     #[error("{0}")]
     Call(#[from] CallError),
@@ -98,7 +98,7 @@ impl Person {
         let leaf = material
             .chain
             .first()
-            .ok_or(crate::identity::IdentityError::Malformed)?;
+            .ok_or(crate::net::identity::IdentityError::Malformed)?;
         let identity = Identity::from_cert_der(leaf)?;
         Ok(Person {
             name: identity.name,
@@ -208,7 +208,7 @@ pub async fn serve(
             None => (Some(adv.clone()), local.port()),
         },
     };
-    let online: crate::protocol::Online = server
+    let online: crate::wire::Online = server
         .call(&Request::Online {
             port,
             address: host,
@@ -281,7 +281,7 @@ async fn payer_connection(
             match &outcome {
                 Ok((settled, event)) => {
                     let _ = ctx.events.send(event.clone());
-                    crate::protocol::to_result_json(settled)
+                    crate::wire::to_result_json(settled)
                 }
                 Err(e) => {
                     let _ = ctx.events.send(ServeEvent::Refused {

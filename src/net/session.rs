@@ -16,8 +16,8 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, trace, warn};
 
-use crate::frame::{read_frame, FrameError};
-use crate::protocol::{decode_request, ErrorCode, Reply, Request, ResultJson, WireError};
+use crate::wire::frame::{read_frame, FrameError};
+use crate::wire::{decode_request, ErrorCode, Reply, Request, ResultJson, WireError};
 
 /// How long shutdown waits for connections to finish what they started.
 pub const DRAIN_TIMEOUT_MS: u64 = 10_000;
@@ -43,7 +43,7 @@ pub struct SessionLimits {
 
 impl Default for SessionLimits {
     fn default() -> SessionLimits {
-        use crate::limits::*;
+        use crate::core::limits::*;
         SessionLimits {
             connections_max: CONNECTIONS_MAX_DEFAULT,
             in_flight_max: IN_FLIGHT_PER_CONNECTION_DEFAULT,

@@ -17,8 +17,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use crate::identity::{Identity, IdentityError};
-use crate::keys::SigningKey;
+use crate::core::keys::SigningKey;
+use crate::net::identity::{Identity, IdentityError};
 
 /// The only protocol version micropay speaks.
 pub static PROTOCOL_VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
@@ -135,7 +135,7 @@ impl Material {
         let signing = SigningKey::from_pkcs8_der(pkcs8.secret_pkcs8_der())
             .map_err(|e| KeyCheck::Unusable(e.to_string()))?;
         let leaf = self.chain.first().ok_or(KeyCheck::Mismatch)?;
-        let cert_key = crate::identity::public_key_of_cert(leaf)
+        let cert_key = crate::net::identity::public_key_of_cert(leaf)
             .map_err(|e| KeyCheck::Unusable(e.to_string()))?;
         if cert_key.spki_der() != signing.verifying_key().spki_der() {
             return Err(KeyCheck::Mismatch);

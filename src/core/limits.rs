@@ -60,12 +60,27 @@ pub const HISTORY_PAGE_MAX: u32 = 500;
 /// Default page size of `history`.
 pub const HISTORY_PAGE_DEFAULT: u32 = 20;
 
+/// Longest host name a person may advertise for their peer listener.
+pub const ADVERTISED_HOST_BYTES_MAX: usize = 253;
+
 /// Most people a `list` reply names.
 pub const LIST_ENTRIES_MAX: usize = 1000;
 
 /// Depth of the queue in front of the ledger writer. When it is full,
 /// requests get `busy` instead of piling up memory.
 pub const LEDGER_QUEUE_MAX: usize = 65_536;
+
+/// How long a ledger connection waits for a lock held by another
+/// connection of the same file before it reports the database busy.
+pub const LEDGER_BUSY_TIMEOUT_MS: u64 = 5_000;
+
+/// Read connections the SQLite ledger keeps open for reuse; more are
+/// opened when reads overlap and closed afterwards.
+pub const LEDGER_READERS_MAX: usize = 8;
+
+/// Permissions of a new ledger file: owner only, since it holds every
+/// payment and memo.
+pub const LEDGER_FILE_MODE: u32 = 0o600;
 
 // The supply bound: every grant fits, summed, in SQLite's signed integer.
 const _: () = assert!((INITIAL_BALANCE_MAX as u128) * (ACCOUNTS_MAX as u128) < i64::MAX as u128);

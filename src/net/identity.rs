@@ -8,8 +8,8 @@
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::keys::{KeyError, VerifyingKey};
-use crate::name::{Name, NameError};
+use crate::core::keys::{KeyError, VerifyingKey};
+use crate::core::name::{Name, NameError};
 
 /// Why a certificate cannot serve as a person's identity.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

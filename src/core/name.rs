@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use crate::limits::NAME_BYTES_MAX;
+use crate::core::limits::NAME_BYTES_MAX;
 
 /// Why a string is not a valid person name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -8,9 +8,9 @@
 //! replayed as a receipt or the other way round. `docs/PROTOCOL.md` gives
 //! the layout and a test vector that the tests below check.
 
-use crate::keys::{BadSignature, SigningKey, VerifyingKey, SIGNATURE_BYTES_MAX};
-use crate::limits::{MEMO_BYTES_MAX, PAYMENT_LIFETIME_MAX_S};
-use crate::name::Name;
+use crate::core::keys::{BadSignature, SigningKey, VerifyingKey, SIGNATURE_BYTES_MAX};
+use crate::core::limits::{MEMO_BYTES_MAX, PAYMENT_LIFETIME_MAX_S};
+use crate::core::name::Name;
 
 /// Domain-separation tag at the start of a payment's canonical bytes.
 pub const PAYMENT_TAG: &[u8] = b"micropay/payment/v1";

@@ -16,11 +16,11 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_rustls::TlsConnector;
 
-use crate::frame::read_frame;
-use crate::identity::{public_key_of_cert, Identity};
-use crate::keys::VerifyingKey;
-use crate::limits::REPLY_BYTES_MAX;
-use crate::protocol::{encode_body, encode_request_body, Reply, Request, WireError};
+use crate::core::keys::VerifyingKey;
+use crate::core::limits::REPLY_BYTES_MAX;
+use crate::net::identity::{public_key_of_cert, Identity};
+use crate::wire::frame::read_frame;
+use crate::wire::{encode_body, encode_request_body, Reply, Request, WireError};
 
 /// Default time allowed to connect and finish the TLS handshake.
 pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 10_000;

@@ -9,9 +9,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::keys::SIGNATURE_BYTES_MAX;
-use crate::name::Name;
-use crate::payment::{Payment, PaymentError, PaymentId, Receipt, SignedPayment, SignedReceipt};
+use crate::core::keys::SIGNATURE_BYTES_MAX;
+use crate::core::name::Name;
+use crate::core::payment::{
+    Payment, PaymentError, PaymentId, Receipt, SignedPayment, SignedReceipt,
+};
+use crate::core::rules::{Refusal, RefusalKind};
 
 /// Stable, machine-readable error codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -111,6 +114,29 @@ impl WireError {
             code,
             message: message.into(),
         }
+    }
+}
+
+impl From<Refusal> for WireError {
+    /// The one place where the rules' refusals become wire codes.
+    fn from(r: Refusal) -> WireError {
+        let code = match r.kind {
+            RefusalKind::AlreadyRegistered => ErrorCode::AlreadyRegistered,
+            RefusalKind::LedgerFull => ErrorCode::Busy,
+            RefusalKind::Conflict => ErrorCode::Conflict,
+            RefusalKind::Expired => ErrorCode::Expired,
+            RefusalKind::ExpiryTooFar
+            | RefusalKind::ZeroAmount
+            | RefusalKind::MemoTooLong
+            | RefusalKind::SignatureTooLong => ErrorCode::BadRequest,
+            RefusalKind::SelfPayment => ErrorCode::SelfPayment,
+            RefusalKind::UnknownPayer => ErrorCode::UnknownPayer,
+            RefusalKind::UnknownPayee => ErrorCode::UnknownPayee,
+            RefusalKind::InsufficientFunds => ErrorCode::InsufficientFunds,
+            RefusalKind::Overflow => ErrorCode::Internal,
+            RefusalKind::KeyChanged => ErrorCode::KeyMismatch,
+        };
+        WireError::new(code, r.message)
     }
 }
 

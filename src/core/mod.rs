@@ -1,0 +1,11 @@
+//! The pure core: limits, names, keys, payments and the settlement rules.
+//! Nothing here does I/O, reads the clock or knows about tokio or a
+//! database; time is always passed in.
+
+pub mod batch;
+pub mod keys;
+pub mod limits;
+pub mod memory_ledger;
+pub mod name;
+pub mod payment;
+pub mod rules;

@@ -1,0 +1,194 @@
+//! [`Ledger`]: the handle the server holds. Writes go through a bounded
+//! queue to the group-commit writer thread; reads run on blocking tasks
+//! against the store; registered keys are cached in memory so that
+//! connections verify signatures without touching the database.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::core::keys::VerifyingKey;
+use crate::core::limits::{INITIAL_BALANCE_MAX, LEDGER_QUEUE_MAX};
+use crate::core::name::Name;
+use crate::core::payment::PaymentId;
+use crate::core::rules::{Refusal, VerifiedPayment};
+use crate::ledger::group_commit::{run_writer, Queued, WriterMessage};
+use crate::ledger::sqlite::SqliteStore;
+use crate::ledger::{
+    Account, Answer, Command, HistoryRow, LedgerError, LedgerStore, Outcome, Settlement,
+};
+
+/// How the ledger is opened.
+#[derive(Debug, Clone)]
+pub struct LedgerConfig {
+    /// The SQLite file.
+    pub path: PathBuf,
+    /// Balance granted to each new account.
+    pub initial_balance: u64,
+}
+
+/// Registered keys, shared by the writer (which adds to it after each
+/// durable registration) and the connections (which verify with it).
+pub type KeyRegistry = Arc<RwLock<HashMap<Name, Arc<VerifyingKey>>>>;
+
+/// Handle to the ledger: the writer's queue, the store for reads, and the
+/// key cache.
+pub struct Ledger {
+    commands: mpsc::Sender<WriterMessage>,
+    store: Arc<dyn LedgerStore>,
+    keys: KeyRegistry,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Ledger {
+    /// Opens (creating if needed) the ledger and starts its writer.
+    pub fn open(config: &LedgerConfig) -> Result<Ledger, LedgerError> {
+        if config.initial_balance > INITIAL_BALANCE_MAX {
+            return Err(LedgerError::InitialBalance(INITIAL_BALANCE_MAX));
+        }
+        let store = SqliteStore::open(&config.path, config.initial_balance)?;
+        Ledger::start(Arc::new(store))
+    }
+
+    /// Starts the writer over an opened store.
+    pub fn start(store: Arc<dyn LedgerStore>) -> Result<Ledger, LedgerError> {
+        let keys: KeyRegistry = Arc::new(RwLock::new(
+            store
+                .keys()?
+                .into_iter()
+                .map(|(name, key)| (name, Arc::new(key)))
+                .collect(),
+        ));
+        let (tx, rx) = mpsc::channel(LEDGER_QUEUE_MAX);
+        let (writer_store, writer_keys) = (store.clone(), keys.clone());
+        let writer = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || run_writer(writer_store, rx, writer_keys, crate::system::clock::now_ms))
+            .map_err(|e| LedgerError::Database(format!("cannot start the writer: {e}")))?;
+        Ok(Ledger {
+            commands: tx,
+            store,
+            keys,
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    /// The registered key of `name`, if any.
+    pub fn key_of(&self, name: &Name) -> Option<Arc<VerifyingKey>> {
+        self.keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Whether `name` has an account.
+    pub fn is_registered(&self, name: &Name) -> bool {
+        self.key_of(name).is_some()
+    }
+
+    /// Creates an account bound to `key`; answers once durable.
+    pub async fn register(
+        &self,
+        name: Name,
+        key: VerifyingKey,
+    ) -> Result<Result<Account, Refusal>, LedgerError> {
+        match self.submit(Command::Register { name, key }).await? {
+            Answer::Registered(account) => Ok(Ok(account)),
+            Answer::Refused(refusal) => Ok(Err(refusal)),
+            Answer::Settled(_) => Err(LedgerError::Corrupt(
+                "a settlement answered a registration".into(),
+            )),
+        }
+    }
+
+    /// Settles a verified payment; answers once the outcome is durable.
+    pub async fn settle(
+        &self,
+        payment: VerifiedPayment,
+    ) -> Result<Result<Settlement, Refusal>, LedgerError> {
+        match self.submit(Command::Settle(Box::new(payment))).await? {
+            Answer::Settled(settlement) => Ok(Ok(settlement)),
+            Answer::Refused(refusal) => Ok(Err(refusal)),
+            Answer::Registered(_) => Err(LedgerError::Corrupt(
+                "a registration answered a settlement".into(),
+            )),
+        }
+    }
+
+    async fn submit(&self, command: Command) -> Result<Answer, LedgerError> {
+        let (reply, rx) = oneshot::channel();
+        let message = WriterMessage::Command(Queued { command, reply });
+        self.commands.try_send(message).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => LedgerError::Busy,
+            mpsc::error::TrySendError::Closed(_) => LedgerError::Stopped,
+        })?;
+        rx.await.map_err(|_| LedgerError::Stopped)?
+    }
+
+    /// Lets the writer finish everything queued, commit and stop. Later
+    /// requests are refused.
+    pub async fn close(&self) {
+        // A full queue means the writer is still draining; wait for room.
+        let _ = self.commands.send(WriterMessage::Shutdown).await;
+        let handle = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+
+    /// Runs a read on the store off the async runtime.
+    async fn read<T, F>(&self, f: F) -> Result<T, LedgerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn LedgerStore) -> Result<T, LedgerError> + Send + 'static,
+    {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(|e| LedgerError::Database(format!("read task failed: {e}")))?
+    }
+
+    /// The committed balance of `name`.
+    pub async fn balance(&self, name: &Name) -> Result<Option<u64>, LedgerError> {
+        let name = name.clone();
+        self.read(move |s| s.balance(&name)).await
+    }
+
+    /// A page of `name`'s payments, newest first.
+    pub async fn history(
+        &self,
+        name: &Name,
+        limit: u32,
+        before_seq: Option<u64>,
+    ) -> Result<Vec<HistoryRow>, LedgerError> {
+        let name = name.clone();
+        self.read(move |s| s.history(&name, limit, before_seq))
+            .await
+    }
+
+    /// The recorded outcome of payment `id` in which `party` takes part.
+    pub async fn outcome(
+        &self,
+        party: &Name,
+        id: PaymentId,
+    ) -> Result<Option<Outcome>, LedgerError> {
+        let party = party.clone();
+        self.read(move |s| s.outcome(&party, &id)).await
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        // If close() was not called (a test, a panic), let the writer
+        // finish on its own.
+        let handle = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(handle) = handle {
+            let _ = self.commands.try_send(WriterMessage::Shutdown);
+            let _ = handle.join();
+        }
+    }
+}

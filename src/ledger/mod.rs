@@ -1,0 +1,220 @@
+//! The ledger: accounts, grants, settled payments and recorded refusals,
+//! kept durably behind the [`LedgerStore`] trait.
+//!
+//! | file | what lives there |
+//! |---|---|
+//! | `mod.rs` | the trait every database implements, the types it speaks |
+//! | [`handle`] | [`Ledger`]: what the server holds; queues writes to the group-commit writer, runs reads off the async runtime |
+//! | [`group_commit`] | the single writer thread: drains the queue into batches, one commit each, answers after the commit |
+//! | [`audit`] | the checks every backend shares: signatures, replay through the rules, conservation |
+//! | [`sqlite`] | the embedded SQLite backend; the only place that knows SQL for it |
+//!
+//! The settlement rules are not here: a backend gathers what a batch must
+//! read, decides it with [`crate::core::batch::Batch`], writes the effects
+//! in one transaction and commits.
+
+pub mod audit;
+pub mod group_commit;
+pub mod handle;
+pub mod sqlite;
+
+use crate::core::keys::VerifyingKey;
+use crate::core::name::Name;
+use crate::core::payment::{PaymentId, Receipt, SignedPayment};
+use crate::core::rules::{Refusal, VerifiedPayment};
+
+pub use audit::{audit, AuditReport};
+pub use handle::{KeyRegistry, Ledger, LedgerConfig};
+
+/// Why the ledger could not do what was asked (as opposed to a
+/// [`Refusal`], which is the rules saying no).
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The database failed; the message says how.
+    #[error("database: {0}")]
+    Database(String),
+    /// The configured initial balance is out of bounds.
+    #[error("the initial balance must be at most {0}")]
+    InitialBalance(u64),
+    /// The database holds something the ledger cannot interpret.
+    #[error("corrupt ledger: {0}")]
+    Corrupt(String),
+    /// Another process has the ledger open for writing.
+    #[error("{} is in use by another micropay-server; stop that server first or choose another --db", .0.display())]
+    InUse(std::path::PathBuf),
+    /// The writer's queue is full.
+    #[error("the ledger queue is full; retry shortly")]
+    Busy,
+    /// The writer has stopped.
+    #[error("the ledger is shutting down")]
+    Stopped,
+    /// A commit failed; nothing of its batch was applied.
+    #[error("the commit failed; nothing was moved")]
+    CommitFailed,
+}
+
+/// A new account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Name.
+    pub name: Name,
+    /// Opening balance.
+    pub balance: u64,
+}
+
+/// The decision on a settled payment: what its receipt says beyond the
+/// payment itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settlement {
+    /// Ledger position.
+    pub seq: u64,
+    /// Decision time, unix ms.
+    pub settled_at_ms: u64,
+    /// Whether this was a replay of an earlier settlement (nothing moved).
+    pub replay: bool,
+    /// SHA-256 of the payment's canonical bytes.
+    pub payment_hash: [u8; 32],
+}
+
+impl Settlement {
+    /// The receipt for `payment` under this settlement.
+    pub fn receipt(&self, payment: &SignedPayment) -> Receipt {
+        Receipt {
+            payment_id: payment.payment.id,
+            payer: payment.payment.payer.clone(),
+            payee: payment.payment.payee.clone(),
+            amount_minor: payment.payment.amount_minor,
+            seq: self.seq,
+            settled_at_ms: self.settled_at_ms,
+            payment_hash: self.payment_hash,
+        }
+    }
+}
+
+/// A payment's recorded outcome, for `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Settled: the payment and its settlement.
+    Settled(Box<SignedPayment>, Settlement),
+    /// Refused for good.
+    Refused {
+        /// Payer.
+        payer: Name,
+        /// Payee.
+        payee: Name,
+        /// Why.
+        refusal: Refusal,
+    },
+}
+
+/// One settled payment as history shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRow {
+    /// Ledger position.
+    pub seq: u64,
+    /// Payment id.
+    pub payment_id: PaymentId,
+    /// Who paid.
+    pub payer: String,
+    /// Who was paid.
+    pub payee: String,
+    /// Minor units.
+    pub amount_minor: u64,
+    /// Memo.
+    pub memo: String,
+    /// Unix ms.
+    pub settled_at_ms: u64,
+}
+
+/// One command for the writer, decided in arrival order.
+#[derive(Debug)]
+pub enum Command {
+    /// Open an account bound to `key`.
+    Register {
+        /// The account's name.
+        name: Name,
+        /// Its key.
+        key: VerifyingKey,
+    },
+    /// Settle a verified payment.
+    Settle(Box<VerifiedPayment>),
+}
+
+/// The answer to one [`Command`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The account opened.
+    Registered(Account),
+    /// The payment settled (now or before).
+    Settled(Settlement),
+    /// The rules refused.
+    Refused(Refusal),
+}
+
+/// What `audit` reads from a store, row by row, so that a ledger of any
+/// size is audited in bounded memory (beyond one entry per account).
+pub trait AuditVisitor {
+    /// An account as stored.
+    fn account(&mut self, name: &str, key_spki: &[u8], balance: i64);
+    /// A grant.
+    fn grant(&mut self, name: &str, amount: i64);
+    /// A settled payment; called in ascending `seq` order.
+    fn payment(&mut self, row: StoredPayment);
+    /// A recorded refusal.
+    fn refusal(&mut self);
+}
+
+/// A settled payment row as stored, before any interpretation: audit must
+/// be able to report rows that do not parse.
+#[derive(Debug, Clone)]
+pub struct StoredPayment {
+    /// Sequence number.
+    pub seq: i64,
+    /// Payment id bytes.
+    pub id: Vec<u8>,
+    /// Payer name.
+    pub payer: String,
+    /// Payee name.
+    pub payee: String,
+    /// Amount.
+    pub amount: i64,
+    /// Expiry, unix s.
+    pub expires_at: i64,
+    /// Memo.
+    pub memo: String,
+    /// Signature bytes.
+    pub signature: Vec<u8>,
+    /// Stored content hash.
+    pub content_hash: Vec<u8>,
+    /// Settlement time, unix ms.
+    pub settled_at_ms: i64,
+}
+
+/// One database behind the ledger. Every method blocks; [`Ledger`] calls
+/// them from the writer thread or from blocking tasks, never on the async
+/// runtime. Only the group-commit writer calls [`LedgerStore::commit`].
+pub trait LedgerStore: Send + Sync + 'static {
+    /// Every registered key, read once at start.
+    fn keys(&self) -> Result<Vec<(Name, VerifyingKey)>, LedgerError>;
+    /// Decides `batch` at `now_ms` with the rules and commits the effects
+    /// in one durable transaction; answers in the batch's order. On error
+    /// nothing of the batch is applied.
+    fn commit(&self, batch: &[Command], now_ms: u64) -> Result<Vec<Answer>, LedgerError>;
+    /// The committed balance of `name`.
+    fn balance(&self, name: &Name) -> Result<Option<u64>, LedgerError>;
+    /// Up to `limit` of `name`'s payments with `seq < before_seq`, newest
+    /// first.
+    fn history(
+        &self,
+        name: &Name,
+        limit: u32,
+        before_seq: Option<u64>,
+    ) -> Result<Vec<HistoryRow>, LedgerError>;
+    /// The recorded outcome of payment `id` in which `party` is payer or
+    /// payee.
+    fn outcome(&self, party: &Name, id: &PaymentId) -> Result<Option<Outcome>, LedgerError>;
+    /// Feeds every stored row to `visitor`.
+    fn scan(&self, visitor: &mut dyn AuditVisitor) -> Result<(), LedgerError>;
+    /// Called once by the writer when it stops (e.g. to checkpoint).
+    fn close(&self) -> Result<(), LedgerError>;
+}

@@ -1,0 +1,330 @@
+//! The write side: decide a batch with the rules over the cached state
+//! and the stored decisions about its payment ids, write the effects in
+//! one transaction, commit, and only then update the cache.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::core::batch::{Batch, Effect};
+use crate::core::keys::VerifyingKey;
+use crate::core::name::Name;
+use crate::core::payment::PaymentId;
+use crate::core::rules::{key_fingerprint, LedgerView, Prior, PriorOutcome, Refusal, RefusalKind};
+use crate::ledger::{Account, Answer, Command, LedgerError, Settlement};
+
+use super::read;
+use super::schema::db;
+
+/// The write connection and what it caches: always equal to the
+/// committed database.
+pub(super) struct Writer {
+    conn: Connection,
+    initial_balance: u64,
+    balances: HashMap<Name, u64>,
+    keys: HashMap<Name, [u8; 32]>,
+    last_seq: u64,
+}
+
+/// The cache plus the stored decisions about one batch's payment ids.
+struct BaseView<'a> {
+    writer: &'a Writer,
+    priors: HashMap<(Name, PaymentId), Prior>,
+}
+
+impl LedgerView for BaseView<'_> {
+    fn balance_minor(&self, name: &Name) -> Option<u64> {
+        self.writer.balances.get(name).copied()
+    }
+
+    fn key_fingerprint(&self, name: &Name) -> Option<[u8; 32]> {
+        self.writer.keys.get(name).copied()
+    }
+
+    fn accounts(&self) -> u64 {
+        self.writer.balances.len() as u64
+    }
+
+    fn prior(&self, payer: &Name, id: &PaymentId) -> Option<Prior> {
+        self.priors.get(&(payer.clone(), *id)).cloned()
+    }
+}
+
+impl Writer {
+    pub(super) fn load(conn: Connection, initial_balance: u64) -> Result<Writer, LedgerError> {
+        let balances = read::balances(&conn).map_err(db)??;
+        let keys = read::keys(&conn)
+            .map_err(db)??
+            .into_iter()
+            .map(|(name, key)| (name, key_fingerprint(&key)))
+            .collect();
+        let last_seq: i64 = conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM payments", [], |r| {
+                r.get(0)
+            })
+            .map_err(db)?;
+        let last_seq = u64::try_from(last_seq)
+            .map_err(|_| LedgerError::Corrupt(format!("negative payment seq {last_seq}")))?;
+        Ok(Writer {
+            conn,
+            initial_balance,
+            balances,
+            keys,
+            last_seq,
+        })
+    }
+
+    pub(super) fn commit(
+        &mut self,
+        batch: &[Command],
+        now_ms: u64,
+    ) -> Result<Vec<Answer>, LedgerError> {
+        let priors = self.priors(batch)?;
+        let base = BaseView {
+            writer: self,
+            priors,
+        };
+        let mut decided = Batch::new(&base, self.last_seq);
+        let answers: Vec<Answer> = batch
+            .iter()
+            .map(|command| self.decide(&mut decided, command, now_ms))
+            .collect();
+        let (effects, last_seq) = decided.finish();
+        if let Err(e) = self.write(&effects) {
+            // Nothing of the batch may stay: the cache never saw it.
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(e);
+        }
+        self.apply(&effects, last_seq);
+        Ok(answers)
+    }
+
+    fn decide<V: LedgerView>(
+        &self,
+        batch: &mut Batch<'_, V>,
+        command: &Command,
+        now_ms: u64,
+    ) -> Answer {
+        match command {
+            Command::Register { name, key } => {
+                match batch.register(name, key, self.initial_balance, now_ms) {
+                    Ok(()) => Answer::Registered(Account {
+                        name: name.clone(),
+                        balance: self.initial_balance,
+                    }),
+                    Err(refusal) => Answer::Refused(refusal),
+                }
+            }
+            Command::Settle(payment) => match batch.settle(payment, now_ms) {
+                Ok(settled) => Answer::Settled(Settlement {
+                    seq: settled.seq,
+                    settled_at_ms: settled.settled_at_ms,
+                    replay: settled.replay,
+                    payment_hash: payment.content_hash(),
+                }),
+                Err(refusal) => Answer::Refused(refusal),
+            },
+        }
+    }
+
+    /// The stored decisions about the batch's payment ids.
+    fn priors(&self, batch: &[Command]) -> Result<HashMap<(Name, PaymentId), Prior>, LedgerError> {
+        let mut priors = HashMap::new();
+        for command in batch {
+            let Command::Settle(payment) = command else {
+                continue;
+            };
+            let p = &payment.signed().payment;
+            if let Some(prior) = self.prior(&p.payer, &p.id)? {
+                priors.insert((p.payer.clone(), p.id), prior);
+            }
+        }
+        Ok(priors)
+    }
+
+    fn prior(&self, payer: &Name, id: &PaymentId) -> Result<Option<Prior>, LedgerError> {
+        let settled = self
+            .conn
+            .prepare_cached(
+                "SELECT content_hash, seq, settled_at_ms FROM payments WHERE payer = ?1 AND id = ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![payer.as_str(), &id.0[..]], |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                })
+                .optional()
+            })
+            .map_err(db)?;
+        if let Some((hash, seq, settled_at_ms)) = settled {
+            let outcome = PriorOutcome::Settled {
+                seq: read::to_u64(seq, "seq")?,
+                settled_at_ms: read::to_u64(settled_at_ms, "settled_at_ms")?,
+            };
+            return Ok(Some(Prior {
+                content_hash: read::hash32(&hash)?,
+                outcome,
+            }));
+        }
+        let refused = self
+            .conn
+            .prepare_cached(
+                "SELECT content_hash, code, message FROM rejections WHERE payer = ?1 AND id = ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![payer.as_str(), &id.0[..]], |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })
+                .optional()
+            })
+            .map_err(db)?;
+        let Some((hash, code, message)) = refused else {
+            return Ok(None);
+        };
+        Ok(Some(Prior {
+            content_hash: read::hash32(&hash)?,
+            outcome: PriorOutcome::Refused(read::refusal(&code, message)?),
+        }))
+    }
+
+    /// Writes every effect in one transaction and commits.
+    fn write(&self, effects: &[Effect]) -> Result<(), LedgerError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
+        for effect in effects {
+            self.write_effect(effect).map_err(db)?;
+        }
+        self.conn.execute_batch("COMMIT").map_err(db)
+    }
+
+    fn write_effect(&self, effect: &Effect) -> Result<(), rusqlite::Error> {
+        match effect {
+            Effect::Account {
+                name,
+                key,
+                grant_minor,
+                at_ms,
+            } => self.write_account(name, key, *grant_minor, *at_ms),
+            Effect::Payment {
+                seq,
+                payment,
+                transfer,
+                at_ms,
+            } => {
+                let p = &payment.signed().payment;
+                // amount <= payer's balance <= total supply < i64::MAX.
+                assert!(p.amount_minor <= i64::MAX as u64);
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO payments (seq, id, payer, payee, amount, expires_at, memo, signature, content_hash, settled_at_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    )?
+                    .execute(params![
+                        *seq as i64,
+                        &p.id.0[..],
+                        p.payer.as_str(),
+                        p.payee.as_str(),
+                        p.amount_minor as i64,
+                        p.expires_at_s as i64,
+                        p.memo,
+                        payment.signed().signature,
+                        &payment.content_hash()[..],
+                        *at_ms as i64
+                    ])?;
+                let mut update = self
+                    .conn
+                    .prepare_cached("UPDATE accounts SET balance = ?2 WHERE name = ?1")?;
+                update.execute(params![p.payer.as_str(), transfer.payer_after_minor as i64])?;
+                update.execute(params![p.payee.as_str(), transfer.payee_after_minor as i64])?;
+                Ok(())
+            }
+            Effect::Refusal {
+                payment,
+                refusal,
+                at_ms,
+            } => self.write_refusal(payment.signed(), payment.content_hash(), refusal, *at_ms),
+        }
+    }
+
+    fn write_account(
+        &self,
+        name: &Name,
+        key: &VerifyingKey,
+        grant_minor: u64,
+        at_ms: u64,
+    ) -> Result<(), rusqlite::Error> {
+        let grant = grant_minor as i64;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO accounts (name, public_key, balance, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![name.as_str(), key.spki_der(), grant, at_ms as i64])?;
+        self.conn
+            .prepare_cached("INSERT INTO grants (name, amount, granted_at_ms) VALUES (?1, ?2, ?3)")?
+            .execute(params![name.as_str(), grant, at_ms as i64])?;
+        Ok(())
+    }
+
+    fn write_refusal(
+        &self,
+        signed: &crate::core::payment::SignedPayment,
+        content_hash: [u8; 32],
+        refusal: &Refusal,
+        at_ms: u64,
+    ) -> Result<(), rusqlite::Error> {
+        let p = &signed.payment;
+        debug_assert!(refusal.kind != RefusalKind::Conflict);
+        self.conn
+            .prepare_cached(
+                "INSERT INTO rejections (id, payer, payee, content_hash, code, message, decided_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                &p.id.0[..],
+                p.payer.as_str(),
+                p.payee.as_str(),
+                &content_hash[..],
+                refusal.kind.as_str(),
+                refusal.message,
+                at_ms as i64
+            ])?;
+        Ok(())
+    }
+
+    /// Committed: the cache follows.
+    fn apply(&mut self, effects: &[Effect], last_seq: u64) {
+        for effect in effects {
+            match effect {
+                Effect::Account {
+                    name,
+                    key,
+                    grant_minor,
+                    ..
+                } => {
+                    self.balances.insert(name.clone(), *grant_minor);
+                    self.keys.insert(name.clone(), key_fingerprint(key));
+                }
+                Effect::Payment {
+                    payment, transfer, ..
+                } => {
+                    let p = &payment.signed().payment;
+                    self.balances
+                        .insert(p.payer.clone(), transfer.payer_after_minor);
+                    self.balances
+                        .insert(p.payee.clone(), transfer.payee_after_minor);
+                }
+                Effect::Refusal { .. } => {}
+            }
+        }
+        self.last_seq = last_seq;
+    }
+
+    /// Folds the WAL into the main file.
+    pub(super) fn checkpoint(&self) -> Result<(), LedgerError> {
+        self.conn
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .map_err(db)
+    }
+}

@@ -1,0 +1,7 @@
+//! Networking: TLS configurations, certificate identities, the session
+//! loop shared by every listener, and client links.
+
+pub mod identity;
+pub mod link;
+pub mod session;
+pub mod tls;

@@ -1,0 +1,123 @@
+//! One handler per server operation, in the manner of mini-redis's
+//! `cmd/`: each file parses its request's fields, checks its rules and
+//! builds its reply. [`dispatch`] checks that the caller may act at all
+//! and routes the request.
+
+mod balance;
+mod history;
+mod list;
+mod locate;
+mod offline;
+mod online;
+mod register;
+mod settle;
+mod status;
+
+use std::net::IpAddr;
+
+use crate::core::keys::SigningKey;
+use crate::ledger::{Ledger, LedgerError};
+use crate::net::identity::Identity;
+use crate::server::presence::{Presence, PresenceError};
+use crate::system::clock::now_s;
+use crate::wire::{to_result_json, ErrorCode, Request, ResultJson, WireError};
+
+/// What every handler may use: the ledger, presence and the receipt key.
+pub struct Context {
+    /// The ledger.
+    pub ledger: Ledger,
+    /// Who is online.
+    pub presence: Box<dyn Presence>,
+    /// The key that signs receipts.
+    pub signing_key: SigningKey,
+    /// Its fingerprint, as `list` shows it.
+    pub fingerprint: String,
+}
+
+/// What a connection knows about its peer.
+pub struct Caller {
+    /// The verified certificate's identity.
+    pub identity: Identity,
+    /// This connection, for presence.
+    pub conn_id: u64,
+    /// The source address.
+    pub peer_ip: IpAddr,
+}
+
+impl From<LedgerError> for WireError {
+    /// How the ledger's failures (not the rules' refusals) reach callers.
+    fn from(e: LedgerError) -> WireError {
+        match e {
+            LedgerError::Busy | LedgerError::Stopped => {
+                WireError::new(ErrorCode::Busy, e.to_string())
+            }
+            other => WireError::new(ErrorCode::Internal, format!("ledger: {other}")),
+        }
+    }
+}
+
+impl From<PresenceError> for WireError {
+    fn from(e: PresenceError) -> WireError {
+        WireError::new(ErrorCode::Busy, e.to_string())
+    }
+}
+
+/// Serializes a handler's result.
+fn reply<T: serde::Serialize>(v: T) -> Result<ResultJson, WireError> {
+    to_result_json(&v)
+}
+
+/// Checks the caller and runs the request's handler.
+pub async fn dispatch(
+    cx: &Context,
+    caller: &Caller,
+    request: Request,
+) -> Result<ResultJson, WireError> {
+    gate(cx, caller, !matches!(request, Request::Register {}))?;
+    match request {
+        Request::Register {} => register::run(cx, caller).await,
+        Request::Online { port, address } => {
+            online::run(cx, caller, port, address.as_deref()).await
+        }
+        Request::Offline {} => offline::run(cx, caller).await,
+        Request::List {} => list::run(cx, caller).await,
+        Request::Locate { name } => locate::run(cx, &name).await,
+        Request::Balance {} => balance::run(cx, caller).await,
+        Request::History { limit, before_seq } => history::run(cx, caller, limit, before_seq).await,
+        Request::Status { payment_id } => status::run(cx, caller, &payment_id).await,
+        Request::Settle { payment } => settle::run(cx, caller, &payment).await,
+        Request::Pay { .. } => Err(WireError::new(
+            ErrorCode::BadRequest,
+            "pay is sent to a peer; the server takes settle",
+        )),
+    }
+}
+
+/// Checks that the caller may act: certificate still valid, and (when
+/// registered) the same key as the account.
+fn gate(cx: &Context, caller: &Caller, must_be_registered: bool) -> Result<(), WireError> {
+    let identity = &caller.identity;
+    if !identity.valid_at(now_s()) {
+        return Err(WireError::new(
+            ErrorCode::CertificateExpired,
+            "your certificate has expired; get a new one and reconnect",
+        ));
+    }
+    match cx.ledger.key_of(&identity.name) {
+        Some(key) if *key != identity.key => Err(WireError::new(
+            ErrorCode::KeyMismatch,
+            format!(
+                "{} is registered with key {}, but this certificate has key {}",
+                identity.name,
+                key.fingerprint(),
+                identity.key.fingerprint()
+            ),
+        )),
+        Some(_) => Ok(()),
+        None if must_be_registered => Err(WireError::new(
+            ErrorCode::NotRegistered,
+            format!("{} has no account; register first", identity.name),
+        )),
+        None => Ok(()),
+    }
+}

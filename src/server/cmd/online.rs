@@ -1,0 +1,78 @@
+//! `online`: announce where the caller accepts payments.
+
+use std::net::{IpAddr, SocketAddr};
+
+use tracing::info;
+
+use super::{reply, Caller, Context};
+use crate::core::limits::ADVERTISED_HOST_BYTES_MAX;
+use crate::wire::{ErrorCode, Online, ResultJson, WireError};
+
+/// Announces the caller at `address` (default: the connection's source
+/// IP) and `port`.
+pub async fn run(
+    cx: &Context,
+    caller: &Caller,
+    port: u16,
+    address: Option<&str>,
+) -> Result<ResultJson, WireError> {
+    if port == 0 {
+        return Err(WireError::new(
+            ErrorCode::BadRequest,
+            "port must be 1..65535",
+        ));
+    }
+    let me = &caller.identity.name;
+    let address = advertised_address(address, caller.peer_ip, port)?;
+    cx.presence.announce(me, &address, caller.conn_id).await?;
+    info!(name = %me, %address, "online");
+    reply(Online { address })
+}
+
+/// The address others will dial: the given host (validated) or the
+/// connection's source IP, with the port.
+fn advertised_address(host: Option<&str>, peer_ip: IpAddr, port: u16) -> Result<String, WireError> {
+    let Some(host) = host else {
+        return Ok(SocketAddr::new(peer_ip, port).to_string());
+    };
+    if let Ok(ip) = host
+        .trim_matches(|c| c == '[' || c == ']')
+        .parse::<IpAddr>()
+    {
+        return Ok(SocketAddr::new(ip, port).to_string());
+    }
+    let valid = !host.is_empty()
+        && host.len() <= ADVERTISED_HOST_BYTES_MAX
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if !valid {
+        return Err(WireError::new(
+            ErrorCode::BadRequest,
+            "address must be an IP address or a DNS host name",
+        ));
+    }
+    Ok(format!("{host}:{port}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertised_addresses() {
+        let ip: IpAddr = "10.1.2.3".parse().expect("ip");
+        assert_eq!(advertised_address(None, ip, 9).expect("ok"), "10.1.2.3:9");
+        assert_eq!(
+            advertised_address(Some("::1"), ip, 9).expect("ok"),
+            "[::1]:9"
+        );
+        assert_eq!(
+            advertised_address(Some("pay.example"), ip, 9).expect("ok"),
+            "pay.example:9"
+        );
+        assert!(advertised_address(Some("a b"), ip, 9).is_err());
+        assert!(advertised_address(Some(""), ip, 9).is_err());
+        assert!(advertised_address(Some(&"a".repeat(300)), ip, 9).is_err());
+    }
+}

@@ -1,0 +1,6 @@
+//! What the programs take from the operating system: the wall clock,
+//! logging to stderr and termination signals.
+
+pub mod clock;
+pub mod logging;
+pub mod signal;
