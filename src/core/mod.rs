@@ -9,3 +9,6 @@ pub mod memory_ledger;
 pub mod name;
 pub mod payment;
 pub mod rules;
+
+#[cfg(test)]
+mod tests;
