@@ -32,7 +32,8 @@ use crate::net::tls::Material;
 use crate::person::{Person, ServeOptions};
 use crate::system::clock::now_s;
 use crate::wire::{
-    encode_body, Balance, PaymentJson, Registered, Reply, Request, Settled, WireError,
+    encode_body, Balance, PaymentJson, PeerRequest, Registered, Reply, ServerRequest, Settled,
+    WireError,
 };
 
 /// Balance each bench account starts with, so that no payment fails for
@@ -425,7 +426,7 @@ async fn register_all(
     let mut links = Vec::with_capacity(people.len());
     for person in people {
         let link = person.connect_server(&server.addr).await?;
-        let _: Registered = link.call(&Request::Register {}).await?;
+        let _: Registered = link.call(&ServerRequest::Register {}).await?;
         links.push(link);
     }
     Ok(links)
@@ -526,7 +527,7 @@ fn presign(
                 memo: String::new(),
             }
             .sign(&people[payer_index].key);
-            encode_body(&Request::Settle {
+            encode_body(&ServerRequest::Settle {
                 payment: PaymentJson::from(&signed),
             })
         })
@@ -694,7 +695,7 @@ pub async fn run_p2p(
                     memo: String::new(),
                 }
                 .sign(&payer.key);
-                let body = encode_body(&Request::Pay {
+                let body = encode_body(&PeerRequest::Pay {
                     payment: PaymentJson::from(&signed),
                 });
                 let server_key = server_key.clone();
@@ -767,7 +768,7 @@ pub async fn run_handshake(
         CONNECT_TIMEOUT_MS_DEFAULT,
     )
     .await?;
-    let _: Registered = first.call(&Request::Register {}).await?;
+    let _: Registered = first.call(&ServerRequest::Register {}).await?;
     drop(first);
 
     let concurrency = options.connections.max(1);
@@ -795,7 +796,7 @@ pub async fn run_handshake(
                     let link =
                         Link::connect(&addr, &host, config.clone(), CONNECT_TIMEOUT_MS_DEFAULT)
                             .await?;
-                    let _: Balance = link.call(&Request::Balance {}).await?;
+                    let _: Balance = link.call(&ServerRequest::Balance {}).await?;
                     Ok::<bool, crate::net::link::CallError>(link.resumed())
                 }
                 .await;

@@ -18,7 +18,9 @@ use micropay::core::payment::{Payment, PaymentId, SignedPayment, SignedReceipt};
 use micropay::net::link::{CallError, Link};
 use micropay::person::Person;
 use micropay::system::clock::now_s;
-use micropay::wire::{Balance, ErrorCode, PaymentJson, ReceiptJson, Registered, Request, Settled};
+use micropay::wire::{
+    Balance, ErrorCode, PaymentJson, ReceiptJson, Registered, ServerRequest, Settled,
+};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -49,7 +51,10 @@ async fn parties(server: &TestServer, n: usize) -> Arc<Vec<Party>> {
     for i in 0..n {
         let person = person(&server.pki, &format!("p{i}"));
         let link = link(&person, server).await;
-        let registered: Registered = link.call(&Request::Register {}).await.expect("register");
+        let registered: Registered = link
+            .call(&ServerRequest::Register {})
+            .await
+            .expect("register");
         assert_eq!(registered.balance, GRANT);
         out.push(Party { person, link });
     }
@@ -76,7 +81,7 @@ struct Submission {
 
 async fn submit(link: &Link, payment: SignedPayment) -> Submission {
     let result = link
-        .call::<Settled>(&Request::Settle {
+        .call::<Settled>(&ServerRequest::Settle {
             payment: PaymentJson::from(&payment),
         })
         .await;
@@ -154,7 +159,11 @@ async fn check_balances(people: &[Party], learnt: &Learnt) {
     let implied = implied_balances(people, learnt);
     let mut total = 0u128;
     for p in people {
-        let b: Balance = p.link.call(&Request::Balance {}).await.expect("balance");
+        let b: Balance = p
+            .link
+            .call(&ServerRequest::Balance {})
+            .await
+            .expect("balance");
         total += u128::from(b.balance);
         assert_eq!(
             i128::from(b.balance),
@@ -295,7 +304,7 @@ async fn a_contended_payer_never_overdraws() {
         for submitter in [0, payee, payee] {
             let rx = people[submitter]
                 .link
-                .send(&Request::Settle {
+                .send(&ServerRequest::Settle {
                     payment: PaymentJson::from(&payment),
                 })
                 .await
@@ -321,7 +330,7 @@ async fn a_contended_payer_never_overdraws() {
     }
     let b: Balance = people[0]
         .link
-        .call(&Request::Balance {})
+        .call(&ServerRequest::Balance {})
         .await
         .expect("balance");
     assert_eq!(b.balance, 0);

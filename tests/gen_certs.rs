@@ -21,7 +21,7 @@ use micropay::net::session::SessionLimits;
 use micropay::net::tls::{self, Material};
 use micropay::person::{self, Person, SendOptions, ServeEvent, ServeOptions};
 use micropay::server::{self, RunningServer, ServerLimits, ServerOptions};
-use micropay::wire::{Balance, Registered, Request};
+use micropay::wire::{Balance, Registered, ServerRequest};
 use tokio::sync::{mpsc, oneshot};
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -845,7 +845,7 @@ fn load_person(dir: &Path, who: &str) -> Arc<Person> {
 async fn register(person: &Person, server: &str) {
     let link = person.connect_server(server).await.expect("connects");
     let registered: Registered = link
-        .call(&Request::Register {})
+        .call(&ServerRequest::Register {})
         .await
         .unwrap_or_else(|e| panic!("{} registers: {e}", person.name));
     assert_eq!(registered.name, person.name.as_str());
@@ -854,7 +854,10 @@ async fn register(person: &Person, server: &str) {
 
 async fn balance(person: &Person, server: &str) -> u64 {
     let link = person.connect_server(server).await.expect("connects");
-    let balance: Balance = link.call(&Request::Balance {}).await.expect("balance");
+    let balance: Balance = link
+        .call(&ServerRequest::Balance {})
+        .await
+        .expect("balance");
     balance.balance
 }
 

@@ -33,7 +33,8 @@ use micropay::person::{self, Person, SendOptions, ServeEvent, ServeOptions};
 use micropay::server::ServerLimits;
 use micropay::system::clock::now_s;
 use micropay::wire::{
-    encode_request, Balance, ErrorCode, Listing, PaymentJson, Registered, Reply, Request, Settled,
+    encode_request, Balance, ErrorCode, Listing, PaymentJson, PeerRequest, Registered, Reply,
+    ServerRequest, Settled,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -82,7 +83,7 @@ fn name(s: &str) -> Name {
 async fn registered(server: &TestServer, who: &str) -> Person {
     let p = person(&server.pki, who);
     let l = link(&p, server).await;
-    let r: Registered = within("register", l.call(&Request::Register {}))
+    let r: Registered = within("register", l.call(&ServerRequest::Register {}))
         .await
         .expect("register");
     assert_eq!(r.balance, GRANT);
@@ -94,14 +95,14 @@ async fn served(server: &TestServer, who: &Person) -> u64 {
     let l = within("probe connects", who.connect_server(&server.addr_string()))
         .await
         .expect("the probe connects");
-    let b: Balance = within("probe balance", l.call(&Request::Balance {}))
+    let b: Balance = within("probe balance", l.call(&ServerRequest::Balance {}))
         .await
         .expect("the probe gets its balance");
     b.balance
 }
 
 async fn balance(link: &Link) -> u64 {
-    within("balance", link.call::<Balance>(&Request::Balance {}))
+    within("balance", link.call::<Balance>(&ServerRequest::Balance {}))
         .await
         .expect("balance")
         .balance
@@ -132,7 +133,11 @@ fn signed(payer: &Person, payee: &str, amount: u64, memo: &str) -> SignedPayment
 }
 
 async fn settle(link: &Link, payment: PaymentJson) -> Result<Settled, CallError> {
-    within("settle", link.call::<Settled>(&Request::Settle { payment })).await
+    within(
+        "settle",
+        link.call::<Settled>(&ServerRequest::Settle { payment }),
+    )
+    .await
 }
 
 /// SplitMix64, for garbage bytes.
@@ -275,7 +280,7 @@ impl Raw {
 
     /// A `balance` request with `id` succeeds: the connection is usable.
     async fn assert_usable(&mut self, id: u64) -> u64 {
-        let line = encode_request(id, &Request::Balance {});
+        let line = encode_request(id, &ServerRequest::Balance {});
         self.send(&line).await;
         let reply = self.reply().await;
         assert_eq!(reply.id, Some(id), "{reply:?}");
@@ -875,13 +880,13 @@ async fn a_thousand_pipelined_requests_with_four_in_flight_all_get_replies() {
     let mut requests = Vec::new();
     for id in 1..=N {
         let request = match id % 4 {
-            0 => Request::List {},
-            1 => Request::Balance {},
-            2 => Request::History {
+            0 => ServerRequest::List {},
+            1 => ServerRequest::Balance {},
+            2 => ServerRequest::History {
                 limit: Some(5),
                 before_seq: None,
             },
-            _ => Request::Locate {
+            _ => ServerRequest::Locate {
                 name: "nobody".into(),
             },
         };
@@ -935,7 +940,7 @@ async fn a_client_that_never_reads_cannot_hold_its_connection() {
     let (_never_read, mut w) = tokio::io::split(raw.stream.into_inner());
 
     let batch: Vec<u8> = (1..=100u64)
-        .flat_map(|id| encode_request(id, &Request::Balance {}))
+        .flat_map(|id| encode_request(id, &ServerRequest::Balance {}))
         .collect();
     let pump = tokio::spawn(async move {
         let started = Instant::now();
@@ -1002,7 +1007,7 @@ async fn many_idle_connections_are_held_and_the_server_keeps_answering() {
         let l = within("connect", p.connect_server(&proc.addr))
             .await
             .expect("connect");
-        let _: Registered = within("register", l.call(&Request::Register {}))
+        let _: Registered = within("register", l.call(&ServerRequest::Register {}))
             .await
             .expect("register");
     }
@@ -1021,7 +1026,7 @@ async fn many_idle_connections_are_held_and_the_server_keeps_answering() {
                 let stream = tls_to(addr, "127.0.0.1", config).await?;
                 let mut stream = BufReader::new(stream);
                 stream
-                    .write_all(&encode_request(1, &Request::Balance {}))
+                    .write_all(&encode_request(1, &ServerRequest::Balance {}))
                     .await?;
                 stream.flush().await?;
                 let mut line = Vec::new();
@@ -1059,14 +1064,14 @@ async fn many_idle_connections_are_held_and_the_server_keeps_answering() {
     let l = within("probe connects", probe.connect_server(&proc.addr))
         .await
         .expect("probe connects");
-    let _: Balance = within("probe balance", l.call(&Request::Balance {}))
+    let _: Balance = within("probe balance", l.call(&ServerRequest::Balance {}))
         .await
         .expect("probe balance");
     let probe_took = answered.elapsed();
     for (i, stream) in held.iter_mut().enumerate().step_by(count.max(10) / 10) {
         within(
             "an idle connection answers",
-            stream.write_all(&encode_request(2, &Request::Balance {})),
+            stream.write_all(&encode_request(2, &ServerRequest::Balance {})),
         )
         .await
         .expect("write");
@@ -1138,7 +1143,7 @@ impl Serving {
 }
 
 fn pay_line(id: u64, payment: &SignedPayment) -> Vec<u8> {
-    let request = Request::Pay {
+    let request = PeerRequest::Pay {
         payment: PaymentJson::from(payment),
     };
     let mut line = encode_request(id, &request);
@@ -1245,7 +1250,7 @@ async fn the_peer_listener_has_the_same_protections() {
     for id in &refused {
         let status = within(
             "status",
-            alice_link.call::<serde_json::Value>(&Request::Status {
+            alice_link.call::<serde_json::Value>(&ServerRequest::Status {
                 payment_id: id.to_hex(),
             }),
         )
@@ -1335,35 +1340,35 @@ async fn strangers_cannot_do_anything() {
     );
     let l = link(&other_alice, &server).await;
     let theft = signed(&other_alice, "bob", 500, "");
-    let attempts: Vec<(&str, Request)> = vec![
-        ("register", Request::Register {}),
-        ("balance", Request::Balance {}),
-        ("list", Request::List {}),
+    let attempts: Vec<(&str, ServerRequest)> = vec![
+        ("register", ServerRequest::Register {}),
+        ("balance", ServerRequest::Balance {}),
+        ("list", ServerRequest::List {}),
         (
             "history",
-            Request::History {
+            ServerRequest::History {
                 limit: None,
                 before_seq: None,
             },
         ),
-        ("locate", Request::Locate { name: "bob".into() }),
+        ("locate", ServerRequest::Locate { name: "bob".into() }),
         (
             "online",
-            Request::Online {
+            ServerRequest::Online {
                 port: 9,
                 address: None,
             },
         ),
-        ("offline", Request::Offline {}),
+        ("offline", ServerRequest::Offline {}),
         (
             "status",
-            Request::Status {
+            ServerRequest::Status {
                 payment_id: PaymentId::random().to_hex(),
             },
         ),
         (
             "settle",
-            Request::Settle {
+            ServerRequest::Settle {
                 payment: PaymentJson::from(&theft),
             },
         ),
@@ -1382,7 +1387,7 @@ async fn strangers_cannot_do_anything() {
     // Nothing happened: balances untouched, alice not online, eve and
     // mallory never registered.
     let alice_link = link(&alice, &server).await;
-    let listing: Listing = within("list", alice_link.call(&Request::List {}))
+    let listing: Listing = within("list", alice_link.call(&ServerRequest::List {}))
         .await
         .expect("list");
     assert_eq!(listing.balance, GRANT);
@@ -1445,7 +1450,7 @@ async fn a_registered_peer_cannot_settle_what_is_not_its_own() {
     let mut replays = Vec::new();
     for _ in 0..10 {
         replays.push(
-            b.send(&Request::Settle {
+            b.send(&ServerRequest::Settle {
                 payment: json.clone(),
             })
             .await
@@ -1466,7 +1471,7 @@ async fn a_registered_peer_cannot_settle_what_is_not_its_own() {
     assert_eq!(code(settle(&c, to_carol).await), ErrorCode::BadSignature);
     let status = within(
         "status",
-        c.call::<serde_json::Value>(&Request::Status {
+        c.call::<serde_json::Value>(&ServerRequest::Status {
             payment_id: payment.payment.id.to_hex(),
         }),
     )

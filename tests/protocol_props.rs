@@ -27,8 +27,8 @@ use micropay::core::payment::{
     RECEIPT_TAG,
 };
 use micropay::wire::{
-    decode_request, encode_request, Balance, ErrorCode, PaymentJson, ReceiptJson, Reply, Request,
-    WireError,
+    decode_request, encode_request, Balance, ErrorCode, PaymentJson, PeerRequest, ReceiptJson,
+    Reply, ServerRequest, WireError,
 };
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -728,32 +728,51 @@ fn reply_line() -> impl Strategy<Value = Vec<u8>> {
 }
 
 /// Valid requests of every op, for the encode → decode round trip.
-fn request() -> impl Strategy<Value = Request> {
-    let signed = || {
-        (
-            payment(),
-            proptest::collection::vec(any::<u8>(), 0..=SIGNATURE_BYTES_MAX),
-        )
-            .prop_map(|(payment, signature)| SignedPayment { payment, signature })
-    };
+/// A request for the server or for a peer listener.
+#[derive(Debug, Clone)]
+enum AnyRequest {
+    Server(ServerRequest),
+    Peer(PeerRequest),
+}
+
+fn request() -> impl Strategy<Value = AnyRequest> {
     prop_oneof![
-        Just(Request::Register {}),
+        9 => server_request().prop_map(AnyRequest::Server),
+        1 => peer_request().prop_map(AnyRequest::Peer),
+    ]
+}
+
+fn signed_for_request() -> impl Strategy<Value = SignedPayment> {
+    (
+        payment(),
+        proptest::collection::vec(any::<u8>(), 0..=SIGNATURE_BYTES_MAX),
+    )
+        .prop_map(|(payment, signature)| SignedPayment { payment, signature })
+}
+
+fn peer_request() -> impl Strategy<Value = PeerRequest> {
+    signed_for_request().prop_map(|s| PeerRequest::Pay {
+        payment: PaymentJson::from(&s),
+    })
+}
+
+fn server_request() -> impl Strategy<Value = ServerRequest> {
+    let signed = signed_for_request;
+    prop_oneof![
+        Just(ServerRequest::Register {}),
         (any::<u16>(), proptest::option::of("[a-z0-9.:-]{0,40}"))
-            .prop_map(|(port, address)| Request::Online { port, address }),
-        Just(Request::Offline {}),
-        Just(Request::List {}),
-        any::<String>().prop_map(|name| Request::Locate { name }),
-        Just(Request::Balance {}),
+            .prop_map(|(port, address)| ServerRequest::Online { port, address }),
+        Just(ServerRequest::Offline {}),
+        Just(ServerRequest::List {}),
+        any::<String>().prop_map(|name| ServerRequest::Locate { name }),
+        Just(ServerRequest::Balance {}),
         (
             proptest::option::of(any::<u32>()),
             proptest::option::of(any::<u64>())
         )
-            .prop_map(|(limit, before_seq)| Request::History { limit, before_seq }),
-        any::<String>().prop_map(|payment_id| Request::Status { payment_id }),
-        signed().prop_map(|s| Request::Settle {
-            payment: PaymentJson::from(&s)
-        }),
-        signed().prop_map(|s| Request::Pay {
+            .prop_map(|(limit, before_seq)| ServerRequest::History { limit, before_seq }),
+        any::<String>().prop_map(|payment_id| ServerRequest::Status { payment_id }),
+        signed().prop_map(|s| ServerRequest::Settle {
             payment: PaymentJson::from(&s)
         }),
     ]
@@ -767,16 +786,31 @@ fn request() -> impl Strategy<Value = Request> {
 /// `bad_request`; an accepted request survives encode → decode; an
 /// accepted payment has canonical bytes that decode back to it.
 fn check_decoded_line(line: &[u8]) -> Result<(), TestCaseError> {
-    let decoded = decode_request(line);
+    check_decoded_as::<ServerRequest>(line, |r| match r {
+        ServerRequest::Settle { payment } => Some(payment),
+        _ => None,
+    })?;
+    check_decoded_as::<PeerRequest>(line, |PeerRequest::Pay { payment }| Some(payment))
+}
+
+/// [`check_decoded_line`] for one request type.
+fn check_decoded_as<R>(
+    line: &[u8],
+    payment_of: impl Fn(&R) -> Option<&PaymentJson>,
+) -> Result<(), TestCaseError>
+where
+    R: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let decoded = decode_request::<R>(line);
     match decoded.request {
         Err(e) => prop_assert_eq!(e.code, ErrorCode::BadRequest, "{}", e),
         Ok(request) => {
             let again = encode_request(decoded.id.unwrap_or(0), &request);
             prop_assert_eq!(again.last(), Some(&b'\n'));
-            let redecoded = decode_request(&again[..again.len() - 1]);
+            let redecoded = decode_request::<R>(&again[..again.len() - 1]);
             prop_assert_eq!(redecoded.id, Some(decoded.id.unwrap_or(0)));
             prop_assert_eq!(redecoded.request.as_ref(), Ok(&request));
-            if let Request::Settle { payment } | Request::Pay { payment } = &request {
+            if let Some(payment) = payment_of(&request) {
                 check_payment_json(payment)?;
             }
         }
@@ -845,8 +879,15 @@ proptest! {
     /// what the general path gives, ids and error codes included.
     #[test]
     fn fast_and_general_decoding_agree(line in request_line()) {
-        let general = micropay::wire::decode_request_general(&line);
-        let decoded = micropay::wire::decode_request(&line);
+        let general = micropay::wire::decode_request_general::<ServerRequest>(&line);
+        let decoded = micropay::wire::decode_request::<ServerRequest>(&line);
+        prop_assert_eq!(general.id, decoded.id);
+        prop_assert_eq!(
+            general.request.map_err(|e| e.code),
+            decoded.request.map_err(|e| e.code)
+        );
+        let general = micropay::wire::decode_request_general::<PeerRequest>(&line);
+        let decoded = micropay::wire::decode_request::<PeerRequest>(&line);
         prop_assert_eq!(general.id, decoded.id);
         prop_assert_eq!(
             general.request.map_err(|e| e.code),
@@ -895,11 +936,24 @@ proptest! {
     /// Every valid request, encoded, decodes to itself with its id.
     #[test]
     fn requests_round_trip(id in any::<u64>(), request in request()) {
-        let line = encode_request(id, &request);
+        let line = match &request {
+            AnyRequest::Server(r) => encode_request(id, r),
+            AnyRequest::Peer(r) => encode_request(id, r),
+        };
         prop_assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1, "one line");
-        let decoded = decode_request(&line[..line.len() - 1]);
-        prop_assert_eq!(decoded.id, Some(id));
-        prop_assert_eq!(decoded.request, Ok(request));
+        let line = &line[..line.len() - 1];
+        match request {
+            AnyRequest::Server(r) => {
+                let decoded = decode_request::<ServerRequest>(line);
+                prop_assert_eq!(decoded.id, Some(id));
+                prop_assert_eq!(decoded.request, Ok(r));
+            }
+            AnyRequest::Peer(r) => {
+                let decoded = decode_request::<PeerRequest>(line);
+                prop_assert_eq!(decoded.id, Some(id));
+                prop_assert_eq!(decoded.request, Ok(r));
+            }
+        }
     }
 
     /// Replies round-trip, success and error alike.
@@ -1032,9 +1086,9 @@ proptest! {
         let text = serde_json::to_string(&j).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let parsed: PaymentJson = serde_json::from_str(&text).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(&parsed, &j);
-        let line = encode_request(wire_id, &Request::Settle { payment: j.clone() });
-        let decoded = decode_request(&line[..line.len() - 1]);
-        prop_assert_eq!(decoded.request, Ok(Request::Settle { payment: j }));
+        let line = encode_request(wire_id, &ServerRequest::Settle { payment: j.clone() });
+        let decoded = decode_request::<ServerRequest>(&line[..line.len() - 1]);
+        prop_assert_eq!(decoded.request, Ok(ServerRequest::Settle { payment: j }));
     }
 
     /// Uppercase hex is accepted and comes back lowercase, the same payment.
@@ -1216,9 +1270,19 @@ fn request_grammar_reaches_every_layer() {
         if serde_json::from_slice::<serde_json::Value>(&line).is_ok() {
             json_ok += 1;
         }
-        if let Ok(request) = decode_request(&line).request {
+        let payment = match (
+            decode_request::<ServerRequest>(&line).request,
+            decode_request::<PeerRequest>(&line).request,
+        ) {
+            (Ok(ServerRequest::Settle { payment }), _) | (_, Ok(PeerRequest::Pay { payment })) => {
+                Some(payment)
+            }
+            (Ok(_), _) => None,
+            (Err(_), Err(_)) => continue,
+        };
+        {
             request_ok += 1;
-            if let Request::Settle { payment } | Request::Pay { payment } = &request {
+            if let Some(payment) = &payment {
                 payment_decoded += 1;
                 if SignedPayment::try_from(payment).is_ok() {
                     payment_valid += 1;

@@ -24,7 +24,7 @@ use micropay::server::ServerLimits;
 use micropay::system::clock::now_s;
 use micropay::wire::{
     Balance, ErrorCode, History, HistoryEntry, PaymentJson, PaymentStatus, ReceiptJson, Registered,
-    Request, Settled,
+    ServerRequest, Settled,
 };
 
 const GRANT: u64 = 10_000;
@@ -42,7 +42,7 @@ fn sign(payer: &Person, payee: &Name, amount: u64) -> SignedPayment {
 }
 
 async fn settle(link: &Link, signed: &SignedPayment) -> Result<Settled, CallError> {
-    link.call::<Settled>(&Request::Settle {
+    link.call::<Settled>(&ServerRequest::Settle {
         payment: PaymentJson::from(signed),
     })
     .await
@@ -57,7 +57,7 @@ async fn full_history(link: &Link) -> Vec<HistoryEntry> {
     let mut before_seq = None;
     loop {
         let page: History = link
-            .call(&Request::History {
+            .call(&ServerRequest::History {
                 limit: Some(7),
                 before_seq,
             })
@@ -84,7 +84,7 @@ async fn statuses(link: &Link, ids: &[PaymentId]) -> Vec<Result<PaymentStatus, E
     for chunk in ids.chunks(128) {
         let mut waiting = Vec::new();
         for id in chunk {
-            let request = Request::Status {
+            let request = ServerRequest::Status {
                 payment_id: id.to_hex(),
             };
             waiting.push(link.send(&request).await.expect("sent"));
@@ -142,7 +142,7 @@ async fn check_seen(people: &[Person], links: &[Link], seen: &Seen) {
             p.name
         );
         assert_eq!(
-            code(l.call::<Registered>(&Request::Register {}).await),
+            code(l.call::<Registered>(&ServerRequest::Register {}).await),
             ErrorCode::AlreadyRegistered
         );
     }
@@ -154,7 +154,7 @@ async fn check_seen(people: &[Person], links: &[Link], seen: &Seen) {
             .expect("payee");
         // The status gives the very same signed receipt...
         match links[payee]
-            .call::<PaymentStatus>(&Request::Status {
+            .call::<PaymentStatus>(&ServerRequest::Status {
                 payment_id: signed.payment.id.to_hex(),
             })
             .await
@@ -221,7 +221,7 @@ async fn balances_history_and_outcomes_survive_restarts() {
         }
         if generation == 0 {
             for l in &links {
-                let r: Registered = l.call(&Request::Register {}).await.expect("register");
+                let r: Registered = l.call(&ServerRequest::Register {}).await.expect("register");
                 assert_eq!(r.balance, GRANT);
             }
         } else {
@@ -253,7 +253,7 @@ async fn balances_history_and_outcomes_survive_restarts() {
         server.shutdown().await.expect("clean shutdown");
         // A link to the stopped server fails at once instead of hanging.
         let started = Instant::now();
-        let stale = links[0].call::<Balance>(&Request::Balance {}).await;
+        let stale = links[0].call::<Balance>(&ServerRequest::Balance {}).await;
         assert!(stale.is_err(), "the old server is gone");
         assert!(
             started.elapsed() < Duration::from_secs(5),
@@ -278,7 +278,7 @@ async fn balances_history_and_outcomes_survive_restarts() {
         .await
         .expect("connects");
     assert_eq!(
-        code(l.call::<Balance>(&Request::Balance {}).await),
+        code(l.call::<Balance>(&ServerRequest::Balance {}).await),
         ErrorCode::KeyMismatch
     );
     drop(l);
@@ -532,7 +532,7 @@ async fn replay_some(book: &Book, links: &[(Arc<Person>, Arc<Link>)]) {
             .iter()
             .find(|(p, _)| p.name == signed.payment.payer)
             .expect("payer's link");
-        let request = Request::Settle {
+        let request = ServerRequest::Settle {
             payment: PaymentJson::from(signed),
         };
         waiting.push((known, link.send(&request).await.expect("sent")));
@@ -592,7 +592,7 @@ async fn acknowledged_settlements_survive_sigkill() {
         let server_key = links[0].1.peer_key().expect("server key");
         if round == 0 {
             for (_, l) in &links {
-                let r: Registered = l.call(&Request::Register {}).await.expect("register");
+                let r: Registered = l.call(&ServerRequest::Register {}).await.expect("register");
                 assert_eq!(r.balance, GRANT);
             }
         } else {

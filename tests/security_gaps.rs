@@ -30,8 +30,8 @@ use micropay::server::{self, ServerLimits, ServerOptions};
 use micropay::system::clock::{now_ms, now_s};
 use micropay::wire::frame::read_frame;
 use micropay::wire::{
-    decode_request, Balance, ErrorCode, PaymentJson, PaymentStatus, ReceiptJson, Registered, Reply,
-    Request, Settled, WireError,
+    decode_request, Balance, ErrorCode, PaymentJson, PaymentStatus, PeerRequest, ReceiptJson,
+    Registered, Reply, ServerRequest, Settled, WireError,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::PrivateKeyDer;
@@ -55,7 +55,7 @@ fn pay(payer: &Person, payee: &str, amount: u64) -> SignedPayment {
 
 async fn call<T: serde::de::DeserializeOwned>(
     link: &Link,
-    request: &Request,
+    request: &ServerRequest,
 ) -> Result<T, CallError> {
     tokio::time::timeout(STEP, link.call::<T>(request))
         .await
@@ -65,7 +65,7 @@ async fn call<T: serde::de::DeserializeOwned>(
 async fn settle(link: &Link, signed: &SignedPayment) -> Result<Settled, CallError> {
     call(
         link,
-        &Request::Settle {
+        &ServerRequest::Settle {
             payment: PaymentJson::from(signed),
         },
     )
@@ -73,12 +73,14 @@ async fn settle(link: &Link, signed: &SignedPayment) -> Result<Settled, CallErro
 }
 
 async fn register(link: &Link) {
-    let r: Registered = call(link, &Request::Register {}).await.expect("register");
+    let r: Registered = call(link, &ServerRequest::Register {})
+        .await
+        .expect("register");
     assert_eq!(r.balance, 10_000);
 }
 
 async fn balance(link: &Link) -> u64 {
-    call::<Balance>(link, &Request::Balance {})
+    call::<Balance>(link, &ServerRequest::Balance {})
         .await
         .expect("balance")
         .balance
@@ -368,7 +370,7 @@ async fn a_connection_opened_before_the_certificate_expired_is_refused_after() {
     }
 
     // The same connection, still open: every request is refused.
-    match call::<Balance>(&la, &Request::Balance {}).await {
+    match call::<Balance>(&la, &ServerRequest::Balance {}).await {
         Err(CallError::Refused(e)) => {
             assert_eq!(e.code, ErrorCode::CertificateExpired, "{e:?}");
             assert!(e.message.contains("expired"), "{e:?}");
@@ -380,7 +382,7 @@ async fn a_connection_opened_before_the_certificate_expired_is_refused_after() {
         ErrorCode::CertificateExpired
     );
     assert_eq!(
-        code(call::<serde_json::Value>(&la, &Request::List {}).await),
+        code(call::<serde_json::Value>(&la, &ServerRequest::List {}).await),
         ErrorCode::CertificateExpired
     );
     assert_eq!(balance(&lb).await, 10_000, "nothing moved");
@@ -390,7 +392,9 @@ async fn a_connection_opened_before_the_certificate_expired_is_refused_after() {
     match alice.connect_server(&server.addr_string()).await {
         Err(_) => {}
         Ok(l) => assert!(
-            call::<Balance>(&l, &Request::Balance {}).await.is_err(),
+            call::<Balance>(&l, &ServerRequest::Balance {})
+                .await
+                .is_err(),
             "an expired certificate got a balance on a new connection"
         ),
     }
@@ -435,17 +439,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn fake_take(fake: &FakePayee, request: Request) -> Result<Settled, WireError> {
-    let Request::Pay { payment } = request else {
-        return Err(WireError::new(ErrorCode::BadRequest, "pay only"));
-    };
+async fn fake_take(fake: &FakePayee, request: PeerRequest) -> Result<Settled, WireError> {
+    let PeerRequest::Pay { payment } = request;
     let signed = SignedPayment::try_from(&payment)?;
     lock(&fake.seen).push(signed.payment.id);
     let mode = *lock(&fake.mode);
     let forward = || async {
         let settled: Settled = fake
             .server
-            .call(&Request::Settle {
+            .call(&ServerRequest::Settle {
                 payment: payment.clone(),
             })
             .await
@@ -566,7 +568,7 @@ async fn a_payer_rejects_a_forged_receipt_from_the_payee() {
     // bob's real connection tells the server he is online at the fake.
     let online: micropay::wire::Online = call(
         &fake.server,
-        &Request::Online {
+        &ServerRequest::Online {
             port,
             address: Some("127.0.0.1".into()),
         },
@@ -599,7 +601,7 @@ async fn a_payer_rejects_a_forged_receipt_from_the_payee() {
         // The payer's recourse: ask the server what really happened.
         let status = call::<PaymentStatus>(
             &la,
-            &Request::Status {
+            &ServerRequest::Status {
                 payment_id: id.to_hex(),
             },
         )
@@ -678,7 +680,7 @@ async fn a_server_certificate_from_a_foreign_ca_is_refused_by_the_client() {
         Err(other) => panic!("expected a handshake failure, got {other:?}"),
         Ok(l) => panic!(
             "connected to a foreign server: {:?}",
-            call::<Registered>(&l, &Request::Register {}).await
+            call::<Registered>(&l, &ServerRequest::Register {}).await
         ),
     }
 
@@ -717,7 +719,7 @@ async fn a_server_certificate_from_a_foreign_ca_is_refused_by_the_client() {
         Err(other) => panic!("expected a handshake failure, got {other:?}"),
         Ok(l) => panic!(
             "alice trusted the impostor: {:?}",
-            call::<Registered>(&l, &Request::Register {}).await
+            call::<Registered>(&l, &ServerRequest::Register {}).await
         ),
     }
 

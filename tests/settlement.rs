@@ -16,7 +16,7 @@ use micropay::person::Person;
 use micropay::system::clock::now_s;
 use micropay::wire::{
     Balance, ErrorCode, History, Listing, PaymentJson, PaymentStatus, ReceiptJson, Registered,
-    Request, Settled,
+    ServerRequest, Settled,
 };
 
 const GRANT: u64 = 10_000;
@@ -43,14 +43,14 @@ fn pay(payer: &Person, payee: &str, amount: u64) -> SignedPayment {
 }
 
 async fn settle(link: &Link, signed: &SignedPayment) -> Result<Settled, CallError> {
-    link.call::<Settled>(&Request::Settle {
+    link.call::<Settled>(&ServerRequest::Settle {
         payment: PaymentJson::from(signed),
     })
     .await
 }
 
 async fn settle_json(link: &Link, json: PaymentJson) -> Result<Settled, CallError> {
-    link.call::<Settled>(&Request::Settle { payment: json })
+    link.call::<Settled>(&ServerRequest::Settle { payment: json })
         .await
 }
 
@@ -59,13 +59,13 @@ async fn balance(link: &Link) -> u64 {
 }
 
 async fn register(link: &Link) -> Registered {
-    link.call::<Registered>(&Request::Register {})
+    link.call::<Registered>(&ServerRequest::Register {})
         .await
         .expect("register")
 }
 
 async fn status(link: &Link, id: &PaymentId) -> Result<PaymentStatus, CallError> {
-    link.call::<PaymentStatus>(&Request::Status {
+    link.call::<PaymentStatus>(&ServerRequest::Status {
         payment_id: id.to_hex(),
     })
     .await
@@ -132,17 +132,17 @@ async fn register_grants_the_initial_balance_once() {
     );
     assert_eq!(balance(&l).await, GRANT);
     assert_eq!(
-        code(l.call::<Registered>(&Request::Register {}).await),
+        code(l.call::<Registered>(&ServerRequest::Register {}).await),
         ErrorCode::AlreadyRegistered
     );
     // A second connection with the same certificate is the same account.
     let l2 = link(&alice, &server).await;
     assert_eq!(
-        code(l2.call::<Registered>(&Request::Register {}).await),
+        code(l2.call::<Registered>(&ServerRequest::Register {}).await),
         ErrorCode::AlreadyRegistered
     );
     assert_eq!(balance(&l2).await, GRANT);
-    let listing: Listing = l.call(&Request::List {}).await.expect("list");
+    let listing: Listing = l.call(&ServerRequest::List {}).await.expect("list");
     assert_eq!(listing.balance, GRANT);
     let report = finish(server).await;
     assert_eq!(report.accounts, 1);
@@ -157,16 +157,16 @@ async fn everything_but_register_needs_an_account() {
     let l = link(&dave, &server).await;
     let signed = pay(&dave, "bob", 5);
     assert_eq!(
-        code(l.call::<Balance>(&Request::Balance {}).await),
+        code(l.call::<Balance>(&ServerRequest::Balance {}).await),
         ErrorCode::NotRegistered
     );
     assert_eq!(
-        code(l.call::<Listing>(&Request::List {}).await),
+        code(l.call::<Listing>(&ServerRequest::List {}).await),
         ErrorCode::NotRegistered
     );
     assert_eq!(
         code(
-            l.call::<History>(&Request::History {
+            l.call::<History>(&ServerRequest::History {
                 limit: None,
                 before_seq: None
             })
@@ -181,7 +181,7 @@ async fn everything_but_register_needs_an_account() {
     assert_eq!(code(settle(&l, &signed).await), ErrorCode::NotRegistered);
     assert_eq!(
         code(
-            l.call::<serde_json::Value>(&Request::Online {
+            l.call::<serde_json::Value>(&ServerRequest::Online {
                 port: 9000,
                 address: None
             })
@@ -388,7 +388,7 @@ async fn a_replay_returns_the_original_receipt_and_moves_nothing() {
     for i in 0..64 {
         let l = if i % 2 == 0 { &alice.link } else { &bob.link };
         waiting.push(
-            l.send(&Request::Settle {
+            l.send(&ServerRequest::Settle {
                 payment: PaymentJson::from(&signed),
             })
             .await
@@ -421,7 +421,7 @@ async fn concurrent_first_submissions_of_one_payment_move_money_once() {
         for l in [&alice.link, &bob.link, &alice.link, &bob.link] {
             waiting.push((
                 payments.len(),
-                l.send(&Request::Settle {
+                l.send(&ServerRequest::Settle {
                     payment: PaymentJson::from(&signed),
                 })
                 .await
@@ -697,28 +697,28 @@ async fn a_registered_name_with_another_key_gets_key_mismatch_everywhere() {
         assert_eq!(code(r), ErrorCode::KeyMismatch);
     };
     let requests = vec![
-        Request::Register {},
-        Request::Balance {},
-        Request::List {},
-        Request::History {
+        ServerRequest::Register {},
+        ServerRequest::Balance {},
+        ServerRequest::List {},
+        ServerRequest::History {
             limit: Some(5),
             before_seq: None,
         },
-        Request::Status {
+        ServerRequest::Status {
             payment_id: own_payment.payment.id.to_hex(),
         },
-        Request::Online {
+        ServerRequest::Online {
             port: 9000,
             address: None,
         },
-        Request::Offline {},
-        Request::Locate { name: "bob".into() },
+        ServerRequest::Offline {},
+        ServerRequest::Locate { name: "bob".into() },
         // Even a payment genuinely signed by the registered key.
-        Request::Settle {
+        ServerRequest::Settle {
             payment: PaymentJson::from(&own_payment),
         },
         // And one signed by the new key.
-        Request::Settle {
+        ServerRequest::Settle {
             payment: PaymentJson::from(&pay(&other, "bob", 5)),
         },
     ];
@@ -795,7 +795,7 @@ async fn status_is_for_payer_and_payee_only() {
     ] {
         let r = alice
             .link
-            .call::<PaymentStatus>(&Request::Status {
+            .call::<PaymentStatus>(&ServerRequest::Status {
                 payment_id: bad.into(),
             })
             .await;
@@ -809,7 +809,7 @@ async fn history_pages(link: &Link, limit: u32) -> Vec<Vec<micropay::wire::Histo
     let mut before_seq = None;
     loop {
         let page: History = link
-            .call(&Request::History {
+            .call(&ServerRequest::History {
                 limit: Some(limit),
                 before_seq,
             })
@@ -877,7 +877,7 @@ async fn history_is_newest_first_and_paginates() {
     // The default page is 20: everything here fits, so no next page.
     let page: History = alice
         .link
-        .call(&Request::History {
+        .call(&ServerRequest::History {
             limit: None,
             before_seq: None,
         })
@@ -889,7 +889,7 @@ async fn history_is_newest_first_and_paginates() {
     let oldest = expected.last().map(|e| e.0).expect("some");
     let page: History = alice
         .link
-        .call(&Request::History {
+        .call(&ServerRequest::History {
             limit: Some(5),
             before_seq: Some(oldest),
         })
@@ -970,7 +970,7 @@ async fn a_full_history_page_of_long_memos_is_readable() {
     }
     let page: History = bob
         .link
-        .call(&Request::History {
+        .call(&ServerRequest::History {
             limit: Some(40),
             before_seq: None,
         })

@@ -21,7 +21,7 @@ use micropay::core::name::Name;
 use micropay::net::identity::Identity;
 use micropay::net::tls::{self, Material, TlsError};
 use micropay::person::Person;
-use micropay::wire::Request;
+use micropay::wire::ServerRequest;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{CertificateError, ClientConfig, RootCertStore, ServerConfig};
@@ -884,11 +884,11 @@ async fn real_server_accepts_its_own_people_only() {
     let alice = common::person(&server.pki, "alice");
     let link = common::link(&alice, &server).await;
     let _: serde_json::Value = link
-        .call(&Request::Register {})
+        .call(&ServerRequest::Register {})
         .await
         .expect("alice registers");
     let balance: serde_json::Value = link
-        .call(&Request::Balance {})
+        .call(&ServerRequest::Balance {})
         .await
         .expect("alice's balance");
     assert_eq!(balance["balance"], 10_000, "{balance}");
@@ -910,9 +910,13 @@ async fn real_server_accepts_its_own_people_only() {
         match person.connect_server(&server.addr_string()).await {
             Err(e) => eprintln!("{what}: connect refused: {e}"),
             Ok(link) => {
-                let reply = link.call::<serde_json::Value>(&Request::Balance {}).await;
+                let reply = link
+                    .call::<serde_json::Value>(&ServerRequest::Balance {})
+                    .await;
                 assert!(reply.is_err(), "{what}: the server answered {reply:?}");
-                let reply = link.call::<serde_json::Value>(&Request::Register {}).await;
+                let reply = link
+                    .call::<serde_json::Value>(&ServerRequest::Register {})
+                    .await;
                 assert!(reply.is_err(), "{what}: the server answered {reply:?}");
             }
         }
@@ -932,7 +936,7 @@ async fn real_server_accepts_its_own_people_only() {
 
     // The refusals did not disturb the server.
     let balance: serde_json::Value = link
-        .call(&Request::Balance {})
+        .call(&ServerRequest::Balance {})
         .await
         .expect("alice's balance again");
     assert_eq!(balance["balance"], 10_000, "{balance}");

@@ -10,32 +10,41 @@ use libfuzzer_sys::fuzz_target;
 use micropay::core::limits::{MEMO_BYTES_MAX, NAME_BYTES_MAX};
 use micropay::core::payment::{SignedPayment, PAYMENT_TAG};
 use micropay::wire::{
-    decode_request, encode_request, Balance, ErrorCode, PaymentJson, Reply, Request,
+    decode_request, encode_request, Balance, ErrorCode, PaymentJson, Reply, ServerRequest, PeerRequest,
 };
 
 fuzz_target!(|line: &[u8]| {
-    let decoded = decode_request(line);
+    let server = check_as::<ServerRequest>(line);
+    if let Some(ServerRequest::Settle { payment }) = &server {
+        check_payment(payment);
+    }
+    if let Some(PeerRequest::Pay { payment }) = check_as::<PeerRequest>(line) {
+        check_payment(&payment);
+    }
+});
+
+/// Decodes `line` as `R`: a request that re-encodes to itself, or
+/// `bad_request` (and then the bytes must not panic the reply decoder).
+fn check_as<R>(line: &[u8]) -> Option<R>
+where
+    R: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let decoded = decode_request::<R>(line);
     let request = match decoded.request {
         Ok(request) => request,
         Err(e) => {
             assert_eq!(e.code, ErrorCode::BadRequest, "{e}");
-            // The same bytes as a reply: must not panic either.
             let _ = Reply::decode(line).map(|r| r.into_result::<Balance>());
-            return;
+            return None;
         }
     };
-
-    // An accepted request re-encodes to itself.
     let id = decoded.id.unwrap_or(0);
     let again = encode_request(id, &request);
-    let redecoded = decode_request(&again[..again.len() - 1]);
+    let redecoded = decode_request::<R>(&again[..again.len() - 1]);
     assert_eq!(redecoded.id, Some(id));
     assert_eq!(redecoded.request.as_ref(), Ok(&request));
-
-    if let Request::Settle { payment } | Request::Pay { payment } = &request {
-        check_payment(payment);
-    }
-});
+    Some(request)
+}
 
 fn check_payment(json: &PaymentJson) {
     let signed = match SignedPayment::try_from(json) {

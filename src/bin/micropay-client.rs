@@ -16,7 +16,7 @@ use micropay::core::name::Name;
 use micropay::net::link::CallError;
 use micropay::net::session::SessionLimits;
 use micropay::person::{self, PeerError, Person, SendOptions, ServeEvent, ServeOptions};
-use micropay::wire::{Balance, History, Listing, PaymentStatus, Registered, Request};
+use micropay::wire::{Balance, History, Listing, PaymentStatus, Registered, ServerRequest};
 use serde_json::json;
 
 /// One person's micropay command line.
@@ -248,7 +248,7 @@ async fn run(args: &Args) -> Result<(), Failure> {
     match &args.command {
         Command::Register => {
             let link = person.connect_server(&args.server).await?;
-            let r: Registered = link.call(&Request::Register {}).await?;
+            let r: Registered = link.call(&ServerRequest::Register {}).await?;
             if args.json {
                 println!(
                     "{}",
@@ -261,7 +261,7 @@ async fn run(args: &Args) -> Result<(), Failure> {
         }
         Command::List => {
             let link = person.connect_server(&args.server).await?;
-            let l: Listing = link.call(&Request::List {}).await?;
+            let l: Listing = link.call(&ServerRequest::List {}).await?;
             if args.json {
                 println!(
                     "{}",
@@ -289,7 +289,7 @@ async fn run(args: &Args) -> Result<(), Failure> {
         }
         Command::Balance => {
             let link = person.connect_server(&args.server).await?;
-            let b: Balance = link.call(&Request::Balance {}).await?;
+            let b: Balance = link.call(&ServerRequest::Balance {}).await?;
             if args.json {
                 println!(
                     "{}",
@@ -302,7 +302,7 @@ async fn run(args: &Args) -> Result<(), Failure> {
         Command::History { limit, before } => {
             let link = person.connect_server(&args.server).await?;
             let h: History = link
-                .call(&Request::History {
+                .call(&ServerRequest::History {
                     limit: Some(*limit),
                     before_seq: *before,
                 })
@@ -348,7 +348,7 @@ async fn run(args: &Args) -> Result<(), Failure> {
             }
             let link = person.connect_server(&args.server).await?;
             let s: PaymentStatus = link
-                .call(&Request::Status {
+                .call(&ServerRequest::Status {
                     payment_id: payment_id.clone(),
                 })
                 .await?;

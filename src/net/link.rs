@@ -20,7 +20,7 @@ use crate::core::keys::VerifyingKey;
 use crate::core::limits::REPLY_BYTES_MAX;
 use crate::net::identity::{public_key_of_cert, Identity};
 use crate::wire::frame::read_frame;
-use crate::wire::{encode_body, encode_request_body, Reply, Request, WireError};
+use crate::wire::{encode_body, encode_request_body, Reply, WireError};
 
 /// Default time allowed to connect and finish the TLS handshake.
 pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 10_000;
@@ -196,7 +196,7 @@ impl Link {
     /// Sends a request and waits for its result.
     pub async fn call<T: serde::de::DeserializeOwned>(
         &self,
-        request: &Request,
+        request: &impl serde::Serialize,
     ) -> Result<T, CallError> {
         let rx = self.send(request).await?;
         let timeout = self.request_timeout_ms;
@@ -209,7 +209,10 @@ impl Link {
 
     /// Sends a request; the receiver yields its reply (pipelining: send
     /// many, then await them).
-    pub async fn send(&self, request: &Request) -> Result<oneshot::Receiver<Reply>, CallError> {
+    pub async fn send(
+        &self,
+        request: &impl serde::Serialize,
+    ) -> Result<oneshot::Receiver<Reply>, CallError> {
         self.send_body(&encode_body(request)).await
     }
 

@@ -17,7 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, trace, warn};
 
 use crate::wire::frame::{read_frame, FrameError};
-use crate::wire::{decode_request, ErrorCode, Reply, Request, ResultJson, WireError};
+use crate::wire::{decode_request, ErrorCode, Reply, ResultJson, WireError};
 
 /// How long shutdown waits for connections to finish what they started.
 pub const DRAIN_TIMEOUT_MS: u64 = 10_000;
@@ -128,14 +128,15 @@ pub async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, error: WireError) {
 /// Serves requests on one connection until it closes, idles out, sends an
 /// oversized line, or `shutdown` turns true; then lets the requests already
 /// read finish and their replies go out.
-pub async fn run_session<S, H, Fut>(
+pub async fn run_session<S, R, H, Fut>(
     stream: S,
     limits: SessionLimits,
     mut shutdown: watch::Receiver<bool>,
     handler: H,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
-    H: Fn(Request) -> Fut + Clone + Send + 'static,
+    R: serde::de::DeserializeOwned + Send + 'static,
+    H: Fn(R) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<ResultJson, WireError>> + Send + 'static,
 {
     let (read_half, write_half) = tokio::io::split(stream);
@@ -176,7 +177,7 @@ pub async fn run_session<S, H, Fut>(
             }
             Ok(Ok(true)) => {
                 trace!(line = %String::from_utf8_lossy(&line), "request");
-                let decoded = decode_request(&line);
+                let decoded = decode_request::<R>(&line);
                 let Ok(permit) = in_flight.clone().acquire_owned().await else {
                     break;
                 };

@@ -27,7 +27,9 @@ use crate::net::link::{host_of, CallError, Link, CONNECT_TIMEOUT_MS_DEFAULT};
 use crate::net::session::{accept_loop, refuse, run_session, SessionLimits};
 use crate::net::tls::{self, Material, TlsError};
 use crate::system::clock::now_s;
-use crate::wire::{Balance, ErrorCode, OnlinePeer, PaymentJson, Request, Settled, WireError};
+use crate::wire::{
+    Balance, ErrorCode, OnlinePeer, PaymentJson, PeerRequest, ServerRequest, Settled, WireError,
+};
 
 /// Why a person's side could not proceed.
 #[derive(Debug, thiserror::Error)]
@@ -209,7 +211,7 @@ pub async fn serve(
         },
     };
     let online: crate::wire::Online = server
-        .call(&Request::Online {
+        .call(&ServerRequest::Online {
             port,
             address: host,
         })
@@ -243,7 +245,7 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     let _ = accepting.await;
     if result.is_ok() {
-        let _: Result<serde_json::Value, _> = server.call(&Request::Offline {}).await;
+        let _: Result<serde_json::Value, _> = server.call(&ServerRequest::Offline {}).await;
     }
     let _ = events.send(ServeEvent::Offline {});
     result
@@ -301,14 +303,9 @@ async fn payer_connection(
 async fn take_payment(
     ctx: &PayeeCtx,
     payer: &Identity,
-    request: Request,
+    request: PeerRequest,
 ) -> Result<(Settled, ServeEvent), WireError> {
-    let Request::Pay { payment } = request else {
-        return Err(WireError::new(
-            ErrorCode::BadRequest,
-            "a peer listener takes only pay",
-        ));
-    };
+    let PeerRequest::Pay { payment } = request;
     let signed = SignedPayment::try_from(&payment)?;
     let p = &signed.payment;
     let me = &ctx.person.name;
@@ -338,7 +335,7 @@ async fn take_payment(
     })?;
     let settled: Settled = ctx
         .server
-        .call(&Request::Settle { payment })
+        .call(&ServerRequest::Settle { payment })
         .await
         .map_err(|e| match e {
             CallError::Refused(w) => w,
@@ -413,7 +410,7 @@ pub async fn send(person: &Person, options: &SendOptions) -> Result<Sent, PeerEr
     let server = person.connect_server(&options.server).await?;
     let server_key = server.peer_key();
     let located: OnlinePeer = server
-        .call(&Request::Locate {
+        .call(&ServerRequest::Locate {
             name: options.payee.to_string(),
         })
         .await?;
@@ -449,7 +446,7 @@ pub async fn send(person: &Person, options: &SendOptions) -> Result<Sent, PeerEr
     })?;
     peer.set_request_timeout_ms(options.timeout_ms);
     let settled: Settled = match peer
-        .call(&Request::Pay {
+        .call(&PeerRequest::Pay {
             payment: PaymentJson::from(&signed),
         })
         .await
@@ -471,7 +468,7 @@ pub async fn send(person: &Person, options: &SendOptions) -> Result<Sent, PeerEr
     if !genuine {
         return Err(PeerError::BadReceipt(signed.payment.id));
     }
-    let balance: Balance = server.call(&Request::Balance {}).await?;
+    let balance: Balance = server.call(&ServerRequest::Balance {}).await?;
     Ok(Sent {
         receipt,
         balance: balance.balance,

@@ -98,7 +98,7 @@ pub async fn link(person: &Person, server: &TestServer) -> Link {
 
 /// The caller's balance on `link`.
 pub async fn balance(link: &Link) -> u64 {
-    link.call::<micropay::wire::Balance>(&micropay::wire::Request::Balance {})
+    link.call::<micropay::wire::Balance>(&micropay::wire::ServerRequest::Balance {})
         .await
         .expect("balance")
         .balance

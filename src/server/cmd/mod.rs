@@ -20,7 +20,7 @@ use crate::ledger::{Ledger, LedgerError};
 use crate::net::identity::Identity;
 use crate::server::presence::{Presence, PresenceError};
 use crate::system::clock::now_s;
-use crate::wire::{to_result_json, ErrorCode, Request, ResultJson, WireError};
+use crate::wire::{to_result_json, ErrorCode, ResultJson, ServerRequest, WireError};
 
 /// What every handler may use: the ledger, presence and the receipt key.
 pub struct Context {
@@ -71,25 +71,23 @@ fn reply<T: serde::Serialize>(v: T) -> Result<ResultJson, WireError> {
 pub async fn dispatch(
     cx: &Context,
     caller: &Caller,
-    request: Request,
+    request: ServerRequest,
 ) -> Result<ResultJson, WireError> {
-    gate(cx, caller, !matches!(request, Request::Register {}))?;
+    gate(cx, caller, !matches!(request, ServerRequest::Register {}))?;
     match request {
-        Request::Register {} => register::run(cx, caller).await,
-        Request::Online { port, address } => {
+        ServerRequest::Register {} => register::run(cx, caller).await,
+        ServerRequest::Online { port, address } => {
             online::run(cx, caller, port, address.as_deref()).await
         }
-        Request::Offline {} => offline::run(cx, caller).await,
-        Request::List {} => list::run(cx, caller).await,
-        Request::Locate { name } => locate::run(cx, &name).await,
-        Request::Balance {} => balance::run(cx, caller).await,
-        Request::History { limit, before_seq } => history::run(cx, caller, limit, before_seq).await,
-        Request::Status { payment_id } => status::run(cx, caller, &payment_id).await,
-        Request::Settle { payment } => settle::run(cx, caller, &payment).await,
-        Request::Pay { .. } => Err(WireError::new(
-            ErrorCode::BadRequest,
-            "pay is sent to a peer; the server takes settle",
-        )),
+        ServerRequest::Offline {} => offline::run(cx, caller).await,
+        ServerRequest::List {} => list::run(cx, caller).await,
+        ServerRequest::Locate { name } => locate::run(cx, &name).await,
+        ServerRequest::Balance {} => balance::run(cx, caller).await,
+        ServerRequest::History { limit, before_seq } => {
+            history::run(cx, caller, limit, before_seq).await
+        }
+        ServerRequest::Status { payment_id } => status::run(cx, caller, &payment_id).await,
+        ServerRequest::Settle { payment } => settle::run(cx, caller, &payment).await,
     }
 }
 

@@ -1,0 +1,238 @@
+//! The JSON forms of payments, receipts and every operation's result.
+//! Transport only: signatures cover canonical bytes, never this text.
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::keys::SIGNATURE_BYTES_MAX;
+use crate::core::name::Name;
+use crate::core::payment::{
+    Payment, PaymentError, PaymentId, Receipt, SignedPayment, SignedReceipt,
+};
+use crate::wire::errors::{ErrorCode, WireError};
+
+/// A payment as JSON. Transport only: the signature covers the canonical
+/// bytes, never this text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentJson {
+    /// 32 hex digits.
+    pub id: String,
+    /// Payer's name.
+    pub payer: String,
+    /// Payee's name.
+    pub payee: String,
+    /// Minor units, a JSON integer.
+    pub amount: u64,
+    /// Unix seconds.
+    pub expires_at: u64,
+    /// Optional memo.
+    #[serde(default)]
+    pub memo: String,
+    /// Hex signature over the canonical bytes.
+    pub signature: String,
+}
+
+impl From<&SignedPayment> for PaymentJson {
+    fn from(s: &SignedPayment) -> PaymentJson {
+        PaymentJson {
+            id: s.payment.id.to_hex(),
+            payer: s.payment.payer.to_string(),
+            payee: s.payment.payee.to_string(),
+            amount: s.payment.amount_minor,
+            expires_at: s.payment.expires_at_s,
+            memo: s.payment.memo.clone(),
+            signature: hex::encode(&s.signature),
+        }
+    }
+}
+
+impl TryFrom<&PaymentJson> for SignedPayment {
+    type Error = WireError;
+
+    /// Decodes and checks every field that needs no clock, key or ledger.
+    fn try_from(j: &PaymentJson) -> Result<SignedPayment, WireError> {
+        let bad = |m: String| WireError::new(ErrorCode::BadRequest, m);
+        let id = PaymentId::from_hex(&j.id)
+            .ok_or_else(|| bad("payment id must be 32 hex digits".into()))?;
+        let payer = Name::parse(&j.payer).map_err(|e| bad(format!("payer: {e}")))?;
+        let payee = Name::parse(&j.payee).map_err(|e| bad(format!("payee: {e}")))?;
+        if j.signature.len() > 2 * SIGNATURE_BYTES_MAX {
+            return Err(PaymentError::SignatureTooLong.into());
+        }
+        let signature =
+            hex::decode(&j.signature).map_err(|_| bad("signature must be hex".into()))?;
+        let payment = Payment {
+            id,
+            payer,
+            payee,
+            amount_minor: j.amount,
+            expires_at_s: j.expires_at,
+            memo: j.memo.clone(),
+        };
+        payment.check_fields()?;
+        Ok(SignedPayment { payment, signature })
+    }
+}
+
+/// A receipt as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptJson {
+    /// The payment id, 32 hex digits.
+    pub payment_id: String,
+    /// Payer's name.
+    pub payer: String,
+    /// Payee's name.
+    pub payee: String,
+    /// Minor units.
+    pub amount: u64,
+    /// Ledger sequence number.
+    pub seq: u64,
+    /// Unix milliseconds.
+    pub settled_at_ms: u64,
+    /// SHA-256 of the payment's canonical bytes, hex.
+    pub payment_hash: String,
+    /// The server's signature over the receipt's canonical bytes, hex.
+    pub signature: String,
+}
+
+impl From<&SignedReceipt> for ReceiptJson {
+    fn from(s: &SignedReceipt) -> ReceiptJson {
+        let r = &s.receipt;
+        ReceiptJson {
+            payment_id: r.payment_id.to_hex(),
+            payer: r.payer.to_string(),
+            payee: r.payee.to_string(),
+            amount: r.amount_minor,
+            seq: r.seq,
+            settled_at_ms: r.settled_at_ms,
+            payment_hash: hex::encode(r.payment_hash),
+            signature: hex::encode(&s.signature),
+        }
+    }
+}
+
+impl TryFrom<&ReceiptJson> for SignedReceipt {
+    type Error = WireError;
+
+    fn try_from(j: &ReceiptJson) -> Result<SignedReceipt, WireError> {
+        let bad = |m: &str| WireError::new(ErrorCode::BadRequest, m);
+        let mut payment_hash = [0u8; 32];
+        hex::decode_to_slice(&j.payment_hash, &mut payment_hash)
+            .map_err(|_| bad("payment_hash must be 64 hex digits"))?;
+        Ok(SignedReceipt {
+            receipt: Receipt {
+                payment_id: PaymentId::from_hex(&j.payment_id)
+                    .ok_or_else(|| bad("payment_id must be 32 hex digits"))?,
+                payer: Name::parse(&j.payer).map_err(|_| bad("bad payer name"))?,
+                payee: Name::parse(&j.payee).map_err(|_| bad("bad payee name"))?,
+                amount_minor: j.amount,
+                seq: j.seq,
+                settled_at_ms: j.settled_at_ms,
+                payment_hash,
+            },
+            signature: hex::decode(&j.signature).map_err(|_| bad("signature must be hex"))?,
+        })
+    }
+}
+
+/// `register`: the new account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registered {
+    /// Your name.
+    pub name: String,
+    /// Your opening balance.
+    pub balance: u64,
+    /// The fingerprint of the key your account is bound to.
+    pub key_fingerprint: String,
+}
+
+/// `online`: where others will reach you.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Online {
+    /// `host:port` as advertised.
+    pub address: String,
+}
+
+/// One person online.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnlinePeer {
+    /// Their name.
+    pub name: String,
+    /// `host:port` of their peer listener.
+    pub address: String,
+}
+
+/// `list`: your balance and who is online.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listing {
+    /// Your balance.
+    pub balance: u64,
+    /// SHA-256 fingerprint of the server's receipt-signing key.
+    pub server_key_fingerprint: String,
+    /// How many people are online.
+    pub online_count: usize,
+    /// Who is online (at most 1000 entries), sorted by name.
+    pub online: Vec<OnlinePeer>,
+}
+
+/// `balance`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Balance {
+    /// Your name.
+    pub name: String,
+    /// Your balance in minor units.
+    pub balance: u64,
+}
+
+/// One settled payment as history shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// Ledger sequence number.
+    pub seq: u64,
+    /// Payment id.
+    pub payment_id: String,
+    /// Who paid.
+    pub payer: String,
+    /// Who was paid.
+    pub payee: String,
+    /// Minor units.
+    pub amount: u64,
+    /// Memo.
+    pub memo: String,
+    /// Unix milliseconds.
+    pub settled_at_ms: u64,
+}
+
+/// `history`: a page, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    /// The entries.
+    pub entries: Vec<HistoryEntry>,
+    /// Pass as `before_seq` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_before_seq: Option<u64>,
+}
+
+/// `status`: a payment's outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum PaymentStatus {
+    /// Settled; here is the receipt.
+    Settled {
+        /// The server-signed receipt.
+        receipt: ReceiptJson,
+    },
+    /// Refused for good; the same payment will always be refused so.
+    Rejected {
+        /// Why.
+        error: WireError,
+    },
+}
+
+/// `settle` and `pay`: the receipt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settled {
+    /// The server-signed receipt.
+    pub receipt: ReceiptJson,
+}
