@@ -24,9 +24,10 @@ use tokio::sync::{mpsc, Semaphore};
 
 use crate::certs::TestPki;
 use crate::core::keys::{SigningKey, VerifyingKey};
+use crate::core::limits::CONNECT_TIMEOUT_MS_DEFAULT;
 use crate::core::payment::{Payment, PaymentId, SignedPayment, SignedReceipt};
 use crate::ledger::audit;
-use crate::net::link::{Link, CONNECT_TIMEOUT_MS_DEFAULT};
+use crate::net::link::Link;
 use crate::net::session::SessionLimits;
 use crate::net::tls::Material;
 use crate::person::{Person, ServeOptions};
@@ -634,7 +635,7 @@ pub async fn run_p2p(
     let mut addresses = Vec::new();
     let mut serving = Vec::new();
     for payee in &payees {
-        let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+        let (events_tx, mut events_rx) = mpsc::channel(crate::core::limits::SERVE_EVENTS_MAX);
         let mut stop = stop_rx.clone();
         let opts = ServeOptions {
             listen: "127.0.0.1:0".parse().map_err(setup("address"))?,

@@ -866,11 +866,11 @@ async fn balance(person: &Person, server: &str) -> u64 {
 struct Serving {
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), person::PeerError>>,
-    events: mpsc::UnboundedReceiver<ServeEvent>,
+    events: mpsc::Receiver<ServeEvent>,
 }
 
 async fn go_online(person: Arc<Person>, server: &str) -> Serving {
-    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (events_tx, mut events) = mpsc::channel(micropay::core::limits::SERVE_EVENTS_MAX);
     let (stop, stop_rx) = oneshot::channel::<()>();
     let options = ServeOptions {
         listen: "127.0.0.1:0".parse().expect("addr"),

@@ -1112,7 +1112,7 @@ struct Serving {
 }
 
 async fn go_online(person: Arc<Person>, server: &TestServer, limits: ServerLimits) -> Serving {
-    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (events_tx, mut events) = mpsc::channel(micropay::core::limits::SERVE_EVENTS_MAX);
     let (stop, stop_rx) = oneshot::channel::<()>();
     let options = ServeOptions {
         listen: "127.0.0.1:0".parse().expect("addr"),

@@ -151,7 +151,9 @@ impl From<CallError> for Failure {
     fn from(e: CallError) -> Failure {
         match e {
             CallError::Refused(w) => Failure::new(1, w.code.as_str(), w.message),
-            CallError::Connect { .. } => Failure::new(3, "connect_failed", e.to_string()),
+            CallError::Connect { .. } | CallError::NotThatPeer { .. } => {
+                Failure::new(3, "connect_failed", e.to_string())
+            }
             CallError::Timeout(_) => Failure::new(3, "timeout", e.to_string()),
             CallError::Closed => Failure::new(3, "connection_closed", e.to_string()),
         }
@@ -426,7 +428,7 @@ async fn run(args: &Args) -> Result<(), Failure> {
         }
         Command::Serve { listen, advertise } => {
             let person = Arc::new(person);
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let (tx, mut rx) = tokio::sync::mpsc::channel(micropay::core::limits::SERVE_EVENTS_MAX);
             let options = ServeOptions {
                 listen: *listen,
                 advertise: advertise.clone(),

@@ -82,5 +82,33 @@ pub const LEDGER_READERS_MAX: usize = 8;
 /// payment and memo.
 pub const LEDGER_FILE_MODE: u32 = 0o600;
 
+/// Default time allowed to connect and finish the TLS handshake.
+pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+
+/// Default time a request waits for its reply.
+pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+
+/// Default time `send` waits for the receipt.
+pub const SEND_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+
+/// Requests a client link queues for its writer before `send` waits.
+pub const LINK_QUEUE_REQUESTS_MAX: usize = 1024;
+
+/// Largest batch of queued lines a writer coalesces into one write.
+pub const WRITE_COALESCE_BYTES_MAX: usize = 64 * 1024;
+
+/// How long shutdown waits for connections to finish what they started.
+pub const DRAIN_TIMEOUT_MS: u64 = 10_000;
+
+/// Events `serve` queues for its printer; a printer that falls this far
+/// behind slows the listener down rather than growing memory.
+pub const SERVE_EVENTS_MAX: usize = 1024;
+
+/// Page cache of the SQLite writer connection, KiB.
+pub const SQLITE_WRITER_CACHE_KIB: i64 = 64 * 1024;
+
+/// WAL size, in 4 KiB pages, at which SQLite folds it into the main file.
+pub const SQLITE_WAL_CHECKPOINT_PAGES: i64 = 16 * 1024;
+
 // The supply bound: every grant fits, summed, in SQLite's signed integer.
 const _: () = assert!((INITIAL_BALANCE_MAX as u128) * (ACCOUNTS_MAX as u128) < i64::MAX as u128);

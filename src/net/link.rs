@@ -17,16 +17,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_rustls::TlsConnector;
 
 use crate::core::keys::VerifyingKey;
-use crate::core::limits::REPLY_BYTES_MAX;
+use crate::core::limits::{
+    LINK_QUEUE_REQUESTS_MAX, REPLY_BYTES_MAX, REQUEST_TIMEOUT_MS_DEFAULT, WRITE_COALESCE_BYTES_MAX,
+};
 use crate::net::identity::{public_key_of_cert, Identity};
 use crate::wire::frame::read_frame;
 use crate::wire::{encode_body, encode_request_body, Reply, WireError};
-
-/// Default time allowed to connect and finish the TLS handshake.
-pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 10_000;
-
-/// Default time a request waits for its reply.
-pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +30,15 @@ pub enum CallError {
     /// The other side answered with an error.
     #[error("{0}")]
     Refused(#[from] WireError),
+    /// The other side's certificate is valid but names someone else: a
+    /// different person (or server) answers at this address.
+    #[error("cannot connect to {addr}: {reason}")]
+    NotThatPeer {
+        /// Where.
+        addr: String,
+        /// The TLS error, naming the expected name.
+        reason: String,
+    },
     /// Could not connect, or the TLS handshake failed.
     #[error("cannot connect to {addr}: {reason}")]
     Connect {
@@ -76,21 +81,12 @@ impl Link {
             addr: addr.to_owned(),
             reason,
         };
-        let name = ServerName::try_from(server_name.to_owned())
-            .map_err(|e| connect_err(format!("bad server name {server_name:?}: {e}")))?;
-        let connect = async {
-            let tcp = TcpStream::connect(addr)
-                .await
-                .map_err(|e| connect_err(e.to_string()))?;
-            let _ = tcp.set_nodelay(true);
-            TlsConnector::from(config)
-                .connect(name, tcp)
-                .await
-                .map_err(|e| connect_err(format!("TLS: {e}")))
-        };
-        let tls = tokio::time::timeout(Duration::from_millis(connect_timeout_ms), connect)
-            .await
-            .map_err(|_| connect_err(format!("timed out after {connect_timeout_ms} ms")))??;
+        let tls = tokio::time::timeout(
+            Duration::from_millis(connect_timeout_ms),
+            handshake(addr, server_name, config),
+        )
+        .await
+        .map_err(|_| connect_err(format!("timed out after {connect_timeout_ms} ms")))??;
         let peer_cert = tls
             .get_ref()
             .1
@@ -99,58 +95,12 @@ impl Link {
             .map(|c| c.to_vec())
             .ok_or_else(|| connect_err("no certificate from the other side".into()))?;
         let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
-        let (read_half, mut write_half) = tokio::io::split(tls);
+        let (read_half, write_half) = tokio::io::split(tls);
         let waiters: Waiters = Arc::new(Mutex::new(HashMap::new()));
-        let (out, mut out_rx) = mpsc::channel::<Vec<u8>>(1024);
-        tokio::spawn(async move {
-            let mut buf = Vec::new();
-            while let Some(first) = out_rx.recv().await {
-                buf.clear();
-                buf.extend_from_slice(&first);
-                while buf.len() < 64 * 1024 {
-                    match out_rx.try_recv() {
-                        Ok(more) => buf.extend_from_slice(&more),
-                        Err(_) => break,
-                    }
-                }
-                if write_half.write_all(&buf).await.is_err() || write_half.flush().await.is_err() {
-                    break;
-                }
-            }
-            let _ = write_half.shutdown().await;
-        });
-        let reader_waiters = waiters.clone();
+        let (out, out_rx) = mpsc::channel::<Vec<u8>>(LINK_QUEUE_REQUESTS_MAX);
+        tokio::spawn(write_requests(write_half, out_rx));
         let (closed_tx, closed) = watch::channel(false);
-        tokio::spawn(async move {
-            let mut reader = BufReader::new(read_half);
-            let mut line = Vec::new();
-            while let Ok(true) = read_frame(&mut reader, &mut line, REPLY_BYTES_MAX).await {
-                let Ok(reply) = Reply::decode(&line) else {
-                    continue;
-                };
-                let waiter = reply.id.and_then(|id| lock(&reader_waiters).remove(&id));
-                match waiter {
-                    Some(tx) => {
-                        let _ = tx.send(reply);
-                    }
-                    None => {
-                        // A reply without an id answers the whole
-                        // connection (too_large, a refused certificate):
-                        // give it to every waiter.
-                        if reply.id.is_none() {
-                            for (_, tx) in lock(&reader_waiters).drain() {
-                                let _ = tx.send(reply.clone());
-                            }
-                        }
-                    }
-                }
-            }
-            // Mark the link closed first, so that `send` (which checks
-            // after registering its waiter) never leaves a waiter behind;
-            // then dropping the senders wakes every waiter with Closed.
-            let _ = closed_tx.send(true);
-            lock(&reader_waiters).clear();
-        });
+        tokio::spawn(read_replies(read_half, waiters.clone(), closed_tx));
         Ok(Link {
             out,
             waiters,
@@ -232,6 +182,109 @@ impl Link {
         }
         Ok(rx)
     }
+}
+
+type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// TCP connect and TLS handshake; a certificate for another name is told
+/// apart from every other failure.
+async fn handshake(
+    addr: &str,
+    server_name: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<TlsStream, CallError> {
+    let connect_err = |reason: String| CallError::Connect {
+        addr: addr.to_owned(),
+        reason,
+    };
+    let name = ServerName::try_from(server_name.to_owned())
+        .map_err(|e| connect_err(format!("bad server name {server_name:?}: {e}")))?;
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| connect_err(e.to_string()))?;
+    let _ = tcp.set_nodelay(true);
+    TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| {
+            let reason = format!("TLS: {e}");
+            if is_wrong_name(&e) {
+                CallError::NotThatPeer {
+                    addr: addr.to_owned(),
+                    reason,
+                }
+            } else {
+                connect_err(reason)
+            }
+        })
+}
+
+/// Whether a handshake failed because the certificate names someone else.
+fn is_wrong_name(e: &std::io::Error) -> bool {
+    use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
+    let rustls_error = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+    matches!(
+        rustls_error,
+        Some(rustls::Error::InvalidCertificate(
+            NotValidForName | NotValidForNameContext { .. }
+        ))
+    )
+}
+
+/// Writes request lines, coalescing whatever is queued into one write.
+async fn write_requests(
+    mut write_half: tokio::io::WriteHalf<TlsStream>,
+    mut out_rx: mpsc::Receiver<Vec<u8>>,
+) {
+    let mut buf = Vec::new();
+    while let Some(first) = out_rx.recv().await {
+        buf.clear();
+        buf.extend_from_slice(&first);
+        while buf.len() < WRITE_COALESCE_BYTES_MAX {
+            match out_rx.try_recv() {
+                Ok(more) => buf.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if write_half.write_all(&buf).await.is_err() || write_half.flush().await.is_err() {
+            break;
+        }
+    }
+    let _ = write_half.shutdown().await;
+}
+
+/// Reads reply lines and hands each to the caller waiting on its id.
+async fn read_replies(
+    read_half: tokio::io::ReadHalf<TlsStream>,
+    waiters: Waiters,
+    closed_tx: watch::Sender<bool>,
+) {
+    let mut reader = BufReader::new(read_half);
+    let mut line = Vec::new();
+    while let Ok(true) = read_frame(&mut reader, &mut line, REPLY_BYTES_MAX).await {
+        let Ok(reply) = Reply::decode(&line) else {
+            continue;
+        };
+        let waiter = reply.id.and_then(|id| lock(&waiters).remove(&id));
+        match waiter {
+            Some(tx) => {
+                let _ = tx.send(reply);
+            }
+            // A reply without an id answers the whole connection
+            // (too_large, a refused certificate): give it to every waiter.
+            None if reply.id.is_none() => {
+                for (_, tx) in lock(&waiters).drain() {
+                    let _ = tx.send(reply.clone());
+                }
+            }
+            None => {}
+        }
+    }
+    // Mark the link closed first, so that `send` (which checks after
+    // registering its waiter) never leaves a waiter behind; then dropping
+    // the senders wakes every waiter with Closed.
+    let _ = closed_tx.send(true);
+    lock(&waiters).clear();
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -16,14 +16,9 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, trace, warn};
 
+use crate::core::limits::{DRAIN_TIMEOUT_MS, WRITE_COALESCE_BYTES_MAX};
 use crate::wire::frame::{read_frame, FrameError};
 use crate::wire::{decode_request, ErrorCode, Reply, ResultJson, WireError};
-
-/// How long shutdown waits for connections to finish what they started.
-pub const DRAIN_TIMEOUT_MS: u64 = 10_000;
-
-/// Largest batch of replies the writer coalesces into one write.
-const WRITE_COALESCE_BYTES_MAX: usize = 64 * 1024;
 
 /// Limits of one listener and its connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,9 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
 
-use crate::core::limits::{LEDGER_BUSY_TIMEOUT_MS, LEDGER_FILE_MODE};
+use crate::core::limits::{
+    LEDGER_BUSY_TIMEOUT_MS, LEDGER_FILE_MODE, SQLITE_WAL_CHECKPOINT_PAGES, SQLITE_WRITER_CACHE_KIB,
+};
 use crate::ledger::LedgerError;
 
 /// The schema version this program writes (`PRAGMA user_version`).
@@ -55,12 +57,6 @@ CREATE TABLE IF NOT EXISTS rejections (
 CREATE INDEX IF NOT EXISTS rejections_by_id ON rejections(id);
 ";
 
-/// Page cache of the writer connection, KiB.
-const WRITER_CACHE_KIB: i64 = 64 * 1024;
-
-/// WAL size, in 4 KiB pages, at which SQLite folds it into the main file.
-const WAL_CHECKPOINT_PAGES: i64 = 16 * 1024;
-
 pub(super) fn db(e: rusqlite::Error) -> LedgerError {
     LedgerError::Database(e.to_string())
 }
@@ -86,9 +82,9 @@ pub(super) fn open_write(path: &Path) -> Result<Connection, LedgerError> {
     // The writer's working set (the hot index pages) stays in memory, and
     // the WAL is folded into the main file every 64 MiB rather than every
     // 4 MiB: both cut the pages written per settlement several-fold.
-    conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
+    conn.pragma_update(None, "cache_size", -SQLITE_WRITER_CACHE_KIB)
         .map_err(db)?;
-    conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
+    conn.pragma_update(None, "wal_autocheckpoint", SQLITE_WAL_CHECKPOINT_PAGES)
         .map_err(db)?;
     busy_timeout(&conn)?;
     migrate(&conn, path)?;
