@@ -19,14 +19,12 @@
 //! | [`server`] | the server: accept loop, connections, presence, dispatch | sockets, ledger |
 //! | [`client`] | a pipelined connection to the server or a peer | sockets |
 //! | [`peer`] | the payee's listener (`serve`) and the payer's `send` | sockets |
-//! | [`bench`] | the load generator behind `micropay-bench` | processes, sockets |
 //! | [`logging`] | tracing set-up for the binaries | stderr |
 //! | [`signal`] | Ctrl-C and SIGTERM as one future | signals |
 //! | [`clock`] | wall-clock time in the units the protocol uses | the clock |
 //!
 //! The binaries in `src/bin/` parse flags and call into these modules.
 
-pub mod bench;
 pub mod certs;
 pub mod core;
 pub mod ledger;

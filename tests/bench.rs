@@ -1,120 +1,136 @@
-//! Short runs of every `micropay-bench` mode: the bench works and its
-//! accounting is right (every payment it counts as settled is in the
-//! ledger, and the audit is clean afterwards). No timing assertions.
+//! Short runs of every `micropay-bench` mode, through the real binary and
+//! its JSON figures: the bench works and its accounting is right (every
+//! payment it counts as settled is in the ledger, and the audit is clean
+//! afterwards). No timing assertions.
 
-use std::path::Path;
+use std::process::{Command, Stdio};
 
-use micropay::bench::{self, BenchOptions, ServerProcess};
+use serde_json::Value;
 
-fn server_bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_micropay-server"))
+const BENCH: &str = env!("CARGO_BIN_EXE_micropay-bench");
+const SERVER: &str = env!("CARGO_BIN_EXE_micropay-server");
+
+/// Runs `micropay-bench MODE` with small sizes (`--count COUNT`,
+/// `--accounts ACCOUNTS`, two connections, a window of 16, no warm-up)
+/// plus `extra`, asserts that it succeeded and returns its JSON figures.
+fn bench(mode: &str, count: usize, accounts: usize, extra: &[&str]) -> Value {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("out.json");
+    let (count, accounts) = (count.to_string(), accounts.to_string());
+    let output = Command::new(BENCH)
+        .arg(mode)
+        .args(["--count", &count, "--duration", "5", "--warmup", "0"])
+        .args([
+            "--connections",
+            "2",
+            "--window",
+            "16",
+            "--accounts",
+            &accounts,
+        ])
+        .arg("-q")
+        .args(extra)
+        .arg("--server-bin")
+        .arg(SERVER)
+        .arg("--json")
+        .arg(&json)
+        .stdin(Stdio::null())
+        .output()
+        .expect("the bench runs");
+    assert!(
+        output.status.success(),
+        "micropay-bench {mode} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = std::fs::read_to_string(&json).expect("JSON written");
+    serde_json::from_str(&text).expect("valid JSON")
 }
 
-fn small(count: usize) -> BenchOptions {
-    BenchOptions {
-        count,
-        duration_ms: 5_000,
-        warmup_ms: 0,
-        connections: 2,
-        window: 16,
-        accounts: 6,
-        resumption: true,
-        rate_per_s: None,
-    }
+fn u64_of(figures: &Value, pointer: &str) -> u64 {
+    figures
+        .pointer(pointer)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("{pointer} is not a count in {figures}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn settle_mode_counts_exactly_what_the_ledger_holds() {
-    let server = ServerProcess::start(server_bin(), &[]).expect("server starts");
-    let mut report = bench::run_settle(&server, &small(600), false)
-        .await
-        .expect("settle run");
-    assert_eq!(report.failed, 0);
-    assert_eq!(report.ok_total, 600, "all pre-signed payments settle");
-    server.stop_and_audit(&mut report).expect("stop and audit");
-    assert!(report.audit_clean, "{:?}", report.audit_violations);
-    assert_eq!(report.ledger_payments, report.ok_total);
-    assert!(report.latency.p50_us <= report.latency.max_us);
+fn f64_of(figures: &Value, pointer: &str) -> f64 {
+    figures
+        .pointer(pointer)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("{pointer} is not a number in {figures}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn p2p_mode_counts_exactly_what_the_ledger_holds() {
-    let server = ServerProcess::start(server_bin(), &[]).expect("server starts");
-    let mut options = small(300);
-    options.accounts = 2;
-    let mut report = bench::run_p2p(&server, &options, false)
-        .await
-        .expect("p2p run");
-    assert_eq!(report.failed, 0);
+/// The ledger holds exactly the payments the bench counted as settled,
+/// and its audit is clean.
+fn assert_ledger_matches(figures: &Value) {
     assert_eq!(
-        report.ok_total, 300,
+        figures["audit_clean"], true,
+        "{}",
+        figures["audit_violations"]
+    );
+    assert_eq!(
+        u64_of(figures, "/ledger_payments"),
+        u64_of(figures, "/ok_total")
+    );
+}
+
+#[test]
+fn settle_mode_counts_exactly_what_the_ledger_holds() {
+    let figures = bench("settle", 600, 6, &[]);
+    assert_eq!(figures["mode"], "settle");
+    assert_eq!(u64_of(&figures, "/failed"), 0);
+    assert_eq!(
+        u64_of(&figures, "/ok_total"),
+        600,
+        "all pre-signed payments settle"
+    );
+    assert_ledger_matches(&figures);
+    assert!(u64_of(&figures, "/latency/p50_us") <= u64_of(&figures, "/latency/max_us"));
+    assert!(f64_of(&figures, "/floor/settle_floor_per_s") > 0.0);
+}
+
+#[test]
+fn p2p_mode_counts_exactly_what_the_ledger_holds() {
+    let figures = bench("p2p", 300, 2, &[]);
+    assert_eq!(figures["mode"], "p2p");
+    assert_eq!(u64_of(&figures, "/failed"), 0);
+    assert_eq!(
+        u64_of(&figures, "/ok_total"),
+        300,
         "every payment comes back with a valid receipt"
     );
-    server.stop_and_audit(&mut report).expect("stop and audit");
-    assert!(report.audit_clean, "{:?}", report.audit_violations);
-    assert_eq!(report.ledger_payments, report.ok_total);
+    assert_ledger_matches(&figures);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn handshake_mode_with_and_without_resumption() {
-    let server = ServerProcess::start(server_bin(), &[]).expect("server starts");
-    let with = bench::run_handshake(&server, &small(60), false)
-        .await
-        .expect("handshake run");
-    assert_eq!(with.failed, 0);
-    assert_eq!(with.ok_total, 60);
-    assert!(with.resumed > 0, "resumption is used when allowed");
-    let mut options = small(60);
-    options.resumption = false;
-    let without = bench::run_handshake(&server, &options, false)
-        .await
-        .expect("handshake run");
-    assert_eq!(without.ok_total, 60);
-    assert_eq!(without.resumed, 0, "no resumption when disabled");
+#[test]
+fn handshake_mode_with_and_without_resumption() {
+    let with = bench("handshake", 60, 6, &[]);
+    assert_eq!(with["mode"], "handshake");
+    assert_eq!(u64_of(&with, "/failed"), 0);
+    assert_eq!(u64_of(&with, "/ok_total"), 60);
+    assert!(
+        u64_of(&with, "/resumed") > 0,
+        "resumption is used when allowed"
+    );
+    let without = bench("handshake", 60, 6, &["--no-resumption"]);
+    assert_eq!(u64_of(&without, "/ok_total"), 60);
+    assert_eq!(
+        u64_of(&without, "/resumed"),
+        0,
+        "no resumption when disabled"
+    );
 }
 
 #[test]
 fn crypto_floor_is_measured() {
-    let floor = bench::measure_crypto_floor(100);
-    assert!(floor.sign_per_s_core > 0.0 && floor.verify_per_s_core > 0.0);
-    assert!(floor.cores >= 1);
-    assert!(floor.settle_floor_per_s > floor.p2p_floor_per_s);
-}
-
-#[test]
-fn the_bench_binary_runs_and_writes_json() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let json = dir.path().join("out.json");
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_micropay-bench"))
-        .args([
-            "settle",
-            "--count",
-            "200",
-            "--duration",
-            "3",
-            "--warmup",
-            "0",
-            "-q",
-        ])
-        .arg("--server-bin")
-        .arg(server_bin())
-        .arg("--json")
-        .arg(&json)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("bench runs");
-    assert!(status.success());
-    let figures: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).expect("json written"))
-            .expect("valid JSON");
-    assert_eq!(figures["mode"], "settle");
-    assert_eq!(figures["ok_total"], 200);
-    assert_eq!(figures["ledger_payments"], 200);
-    assert_eq!(figures["audit_clean"], true);
+    let figures = bench("floor", 1, 6, &[]);
+    assert_eq!(figures["mode"], "floor");
+    assert!(f64_of(&figures, "/floor/sign_per_s_core") > 0.0);
+    assert!(f64_of(&figures, "/floor/verify_per_s_core") > 0.0);
+    assert!(u64_of(&figures, "/floor/cores") >= 1);
     assert!(
-        figures["floor"]["settle_floor_per_s"]
-            .as_f64()
-            .unwrap_or(0.0)
-            > 0.0
+        f64_of(&figures, "/floor/settle_floor_per_s") > f64_of(&figures, "/floor/p2p_floor_per_s")
     );
 }

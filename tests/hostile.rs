@@ -11,19 +11,18 @@
 //! prints the server's memory per idle connection (see it with
 //! `cargo test --release --test hostile -- --nocapture`).
 
+mod cli_support;
 mod common;
 
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{link, person, person_from, pki, start_server_with, TestServer};
-use micropay::bench::ServerProcess;
-use micropay::certs::{KeyType, TestPki, Validity};
+use common::{link, person, person_from, pki, start_server_with, TestPki, TestServer};
+use micropay::certs::{KeyType, Validity};
 use micropay::core::limits::FRAME_BYTES_MAX;
 use micropay::core::name::Name;
 use micropay::core::payment::{Payment, PaymentId, SignedPayment};
@@ -326,14 +325,24 @@ fn raise_fd_limit(wanted: u64) -> u64 {
 
 /// Resident memory of a process, KiB.
 fn vm_rss_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmRSS")
+}
+
+/// Peak resident memory of a process, KiB.
+fn vm_hwm_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmHWM")
+}
+
+/// A `FIELD: N kB` line of /proc/PID/status, KiB.
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
-        .expect("VmRSS in /proc/PID/status")
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
 }
 
 // ---------------------------------------------------------------------
@@ -997,14 +1006,24 @@ async fn many_idle_connections_are_held_and_the_server_keeps_answering() {
     if count < WANTED {
         println!("open-file limit {fd_limit}: holding {count} connections instead of {WANTED}");
     }
-    let server_bin = Path::new(env!("CARGO_BIN_EXE_micropay-server"));
-    let proc = ServerProcess::start(server_bin, &["--connections-max", "5000"])
-        .expect("the server starts");
-    let addr: SocketAddr = proc.addr.parse().expect("server address");
-    let idle = proc.person("idle").expect("person");
-    let probe = proc.person("probe").expect("person");
+    // The real binary, on certificates written by the same code as
+    // micropay-certs's.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = pki();
+    pki.write_to(dir.path(), &[]).expect("certificates written");
+    let (proc, proc_addr) = cli_support::start_server(
+        dir.path(),
+        &dir.path().join("ledger.db"),
+        &dir.path().join("addr"),
+        &dir.path().join("server.log"),
+        &[("RUST_LOG", None)],
+        &["-q", "--connections-max", "5000"],
+    );
+    let addr: SocketAddr = proc_addr.parse().expect("server address");
+    let idle = person(&pki, "idle");
+    let probe = person(&pki, "probe");
     for p in [&idle, &probe] {
-        let l = within("connect", p.connect_server(&proc.addr))
+        let l = within("connect", p.connect_server(&proc_addr))
             .await
             .expect("connect");
         let _: Registered = within("register", l.call(&ServerRequest::Register {}))
@@ -1061,7 +1080,7 @@ async fn many_idle_connections_are_held_and_the_server_keeps_answering() {
 
     // The server keeps answering: a new client, and some of the idle ones.
     let answered = Instant::now();
-    let l = within("probe connects", probe.connect_server(&proc.addr))
+    let l = within("probe connects", probe.connect_server(&proc_addr))
         .await
         .expect("probe connects");
     let _: Balance = within("probe balance", l.call(&ServerRequest::Balance {}))
@@ -1093,7 +1112,7 @@ async fn many_idle_connections_are_held_and_the_server_keeps_answering() {
         "{count} idle authenticated connections opened in {opened_in:?}; server RSS {before} KiB -> {after} KiB \
          ({per_connection:.1} KiB per idle connection; peak {} KiB; {after_close} KiB after closing them); \
          a new client was answered in {probe_took:?} meanwhile",
-        proc.peak_rss_kib()
+        vm_hwm_kib(proc.pid())
     );
     assert!(
         per_connection < 512.0,

@@ -838,6 +838,7 @@ fn private_keys_are_never_logged_even_at_trace_level() {
         &ready,
         &log,
         &[("RUST_LOG", Some("trace")), ("MICROPAY_DB", None)],
+        &[],
     );
 
     // People at trace level (-vv) too: register, serve, send.

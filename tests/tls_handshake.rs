@@ -16,7 +16,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use micropay::certs::{Ca, CertifiedPem, KeyType, TestPki, Validity};
+use common::TestPki;
+use micropay::certs::{Ca, CertifiedPem, KeyType, Validity};
 use micropay::core::name::Name;
 use micropay::net::identity::Identity;
 use micropay::net::tls::{self, Material, TlsError};

@@ -409,14 +409,16 @@ impl Serve {
 
 /// Starts the real `micropay-server` on a free loopback port with the
 /// certificates in `certs`, logging to `log`; `env` sets (`Some`) or
-/// removes (`None`) environment variables. Returns the guarded process
-/// and its address once the ready file names it.
+/// removes (`None`) environment variables and `args` are added to the
+/// command line. Returns the guarded process and its address once the
+/// ready file names it.
 pub fn start_server(
     certs: &Path,
     db: &Path,
     ready: &Path,
     log: &Path,
     env: &[(&str, Option<&str>)],
+    args: &[&str],
 ) -> (Guard, String) {
     let log_file = File::create(log).expect("server log");
     let mut cmd = Command::new(SERVER);
@@ -438,6 +440,7 @@ pub fn start_server(
         .arg(db)
         .arg("--ready-file")
         .arg(ready)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::from(log_file.try_clone().expect("log")))
         .stderr(Stdio::from(log_file));
@@ -481,7 +484,7 @@ impl World {
         let db = dir.path().join("ledger.db");
         let ready = dir.path().join("addr");
         let log = dir.path().join("server.log");
-        let (server, addr) = start_server(&certs, &db, &ready, &log, &[("RUST_LOG", None)]);
+        let (server, addr) = start_server(&certs, &db, &ready, &log, &[("RUST_LOG", None)], &[]);
         World {
             dir,
             certs,

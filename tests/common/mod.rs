@@ -2,16 +2,86 @@
 //! code as `micropay-certs`, a real server on 127.0.0.1:0, people and links.
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::fs;
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use micropay::certs::{CertifiedPem, TestPki};
+use micropay::certs::{Ca, CertError, CertifiedPem, KeyType, Validity};
+use micropay::core::name::Name;
 use micropay::ledger::LedgerConfig;
 use micropay::net::link::Link;
 use micropay::net::tls::{self, Material};
 use micropay::person::Person;
 use micropay::server::{self, RunningServer, ServerLimits, ServerOptions};
+
+/// An in-memory PKI for tests: a CA, a server certificate for
+/// `localhost`/`127.0.0.1`, and people on demand, all made with the
+/// library's certificate API (the code `micropay-certs` runs).
+pub struct TestPki {
+    /// The CA.
+    pub ca: Ca,
+    /// The server's certificate and key.
+    pub server: CertifiedPem,
+}
+
+impl TestPki {
+    /// A fresh PKI with Ed25519 keys valid for a day.
+    pub fn new() -> Result<TestPki, CertError> {
+        let validity = Validity::days_from_now(1);
+        let ca = Ca::new("micropay test CA", KeyType::Ed25519, validity)?;
+        let server = ca.issue_server(
+            &["localhost".to_owned()],
+            &[IpAddr::from([127, 0, 0, 1])],
+            KeyType::Ed25519,
+            validity,
+        )?;
+        Ok(TestPki { ca, server })
+    }
+
+    /// A person's certificate valid for a day.
+    pub fn person(&self, name: &str) -> Result<CertifiedPem, CertError> {
+        let name = Name::parse(name).map_err(|_| CertError::BadServerName(name.to_owned()))?;
+        self.ca
+            .issue_person(&name, KeyType::Ed25519, Validity::days_from_now(1))
+    }
+
+    /// Writes the CA certificate, the server pair and each person's pair
+    /// into `dir` (replacing what is there), as `micropay-certs` would:
+    /// certificates mode 0644, keys mode 0600.
+    pub fn write_to(&self, dir: &Path, people: &[(&str, &CertifiedPem)]) -> std::io::Result<()> {
+        fs::create_dir_all(dir)?;
+        write_pair(&self.ca.pem, dir, "ca")?;
+        write_pair(&self.server, dir, "server")?;
+        for (name, pem) in people {
+            write_pair(pem, dir, name)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes `dir/STEM.key` (0600, never readable by others, not even for a
+/// moment) and `dir/STEM.pem` (0644).
+fn write_pair(pem: &CertifiedPem, dir: &Path, stem: &str) -> std::io::Result<()> {
+    write_file(&dir.join(format!("{stem}.key")), &pem.key_pem, 0o600)?;
+    write_file(&dir.join(format!("{stem}.pem")), &pem.cert_pem, 0o644)
+}
+
+fn write_file(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if path.exists() {
+        fs::remove_file(path)?;
+    }
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)?;
+    // The umask may have narrowed the mode; set it exactly.
+    file.set_permissions(fs::Permissions::from_mode(mode))?;
+    file.write_all(text.as_bytes())
+}
 
 /// A server running in this process on a temporary ledger.
 pub struct TestServer {

@@ -1,13 +1,42 @@
 //! micropay-bench: drives a real micropay-server over mutual TLS with
 //! real signatures and reports throughput, latency, server CPU and memory
 //! next to the crypto floor measured in the same run.
+//!
+//! It starts a real `micropay-server` process (on certificates and a
+//! database of its own, in a temporary directory) and reports the
+//! server's CPU per operation and peak memory from /proc.
+//!
+//! Modes (one module each):
+//! - `settle`: server capacity. K payee connections forward payments that
+//!   were signed before the clock started, pipelined.
+//! - `p2p`: the whole path. Payers sign and send to payees' peer
+//!   listeners, payees forward, the server settles, payers verify receipts.
+//! - `handshake`: new mutual-TLS connections per second (each followed by
+//!   one request), with or without session resumption.
+//! - `floor`: only the crypto floor, no server.
+//!
+//! The rest: `server_process` (the server child and its /proc figures),
+//! `pki` (its certificates, made with `micropay::certs`), `driver` (the
+//! pipelined send loop), `report` (figures and the table), `error`.
+
+mod driver;
+mod error;
+mod floor;
+mod handshake;
+mod p2p;
+mod pki;
+mod report;
+mod server_process;
+mod settle;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use micropay::bench::{self, BenchOptions, Report, ServerProcess};
+
+use report::{print_table, BenchOptions, Report};
+use server_process::ServerProcess;
 
 /// Measure micropay on this machine.
 #[derive(Parser, Debug)]
@@ -76,13 +105,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: &Args) -> Result<()> {
-    let (connections, window, accounts, count) = match args.mode {
+/// Default (connections, window, accounts, count) of each mode.
+fn defaults(mode: Mode) -> (usize, usize, usize, usize) {
+    match mode {
         Mode::Settle | Mode::Floor => (4, 128, 64, 300_000),
         Mode::P2p => (8, 32, 2, 200_000),
         Mode::Handshake { .. } => (4, 1, 1, 20_000),
-    };
-    let options = BenchOptions {
+    }
+}
+
+fn options(args: &Args) -> BenchOptions {
+    let (connections, window, accounts, count) = defaults(args.mode);
+    BenchOptions {
         count: args.count.unwrap_or(count),
         duration_ms: (args.duration * 1000.0) as u64,
         warmup_ms: (args.warmup * 1000.0) as u64,
@@ -96,45 +130,20 @@ fn run(args: &Args) -> Result<()> {
             }
         ),
         rate_per_s: args.rate,
-    };
+    }
+}
+
+fn run(args: &Args) -> Result<()> {
+    let options = options(args);
     eprintln!("measuring the crypto floor ...");
-    let floor = bench::measure_crypto_floor(1000);
+    let floor = floor::measure_crypto_floor(1000);
     let mut report = if let Mode::Floor = args.mode {
         Report {
             mode: "floor".into(),
             ..Report::default()
         }
     } else {
-        let server_bin = match &args.server_bin {
-            Some(path) => path.clone(),
-            None => std::env::current_exe()
-                .context("locating this program")?
-                .with_file_name("micropay-server"),
-        };
-        let server = ServerProcess::start(&server_bin, &[])?;
-        eprintln!(
-            "server {} on {} (pid {})",
-            server_bin.display(),
-            server.addr,
-            server.pid()
-        );
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("starting the runtime")?;
-        let mut report = runtime.block_on(async {
-            match args.mode {
-                Mode::Settle => bench::run_settle(&server, &options, !args.quiet).await,
-                Mode::P2p => bench::run_p2p(&server, &options, !args.quiet).await,
-                Mode::Handshake { .. } => {
-                    bench::run_handshake(&server, &options, !args.quiet).await
-                }
-                Mode::Floor => unreachable!("handled above"),
-            }
-        })?;
-        drop(runtime);
-        server.stop_and_audit(&mut report)?;
-        report
+        run_against_server(args, &options)?
     };
     report.ratio_to_floor = match report.mode.as_str() {
         "settle" => report.throughput_per_s / floor.settle_floor_per_s,
@@ -155,72 +164,36 @@ fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-fn print_table(r: &Report) {
-    let f = &r.floor;
-    println!();
-    println!("micropay-bench {}", r.mode);
-    if r.mode != "floor" {
-        println!("  succeeded (measured)     {:>12}", r.ok);
-        println!("  failed (measured)        {:>12}", r.failed);
-        println!("  measured interval        {:>12.2} s", r.measured_s);
-        println!("  throughput               {:>12.0} /s", r.throughput_per_s);
-        println!(
-            "  latency p50              {:>12.2} ms",
-            r.latency.p50_us as f64 / 1000.0
-        );
-        println!(
-            "  latency p90              {:>12.2} ms",
-            r.latency.p90_us as f64 / 1000.0
-        );
-        println!(
-            "  latency p99              {:>12.2} ms",
-            r.latency.p99_us as f64 / 1000.0
-        );
-        println!(
-            "  latency p99.9            {:>12.2} ms",
-            r.latency.p999_us as f64 / 1000.0
-        );
-        println!(
-            "  latency max              {:>12.2} ms",
-            r.latency.max_us as f64 / 1000.0
-        );
-        println!(
-            "  server CPU per op        {:>12.1} µs",
-            r.server_cpu_us_per_op
-        );
-        println!(
-            "  server peak memory       {:>12} KiB",
-            r.server_peak_rss_kib
-        );
-        if r.mode == "handshake" {
-            println!("  resumed handshakes       {:>12}", r.resumed);
-        } else {
-            println!("  payments in the ledger   {:>12}", r.ledger_payments);
-            println!(
-                "  audit                    {:>12}",
-                if r.audit_clean { "clean" } else { "FAILED" }
-            );
+/// Starts a server, runs the mode against it, stops it and audits its
+/// ledger.
+fn run_against_server(args: &Args, options: &BenchOptions) -> Result<Report> {
+    let server_bin = match &args.server_bin {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()
+            .context("locating this program")?
+            .with_file_name("micropay-server"),
+    };
+    let server = ServerProcess::start(&server_bin)?;
+    eprintln!(
+        "server {} on {} (pid {})",
+        server_bin.display(),
+        server.addr,
+        server.pid()
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let show = !args.quiet;
+    let mut report = runtime.block_on(async {
+        match args.mode {
+            Mode::Settle => settle::run_settle(&server, options, show).await,
+            Mode::P2p => p2p::run_p2p(&server, options, show).await,
+            Mode::Handshake { .. } => handshake::run_handshake(&server, options, show).await,
+            Mode::Floor => unreachable!("handled by the caller"),
         }
-    }
-    println!("  crypto floor (ring, Ed25519, this machine)");
-    println!(
-        "    verify per core        {:>12.0} /s",
-        f.verify_per_s_core
-    );
-    println!("    sign per core          {:>12.0} /s", f.sign_per_s_core);
-    println!("    cores                  {:>12}", f.cores);
-    println!(
-        "    settle floor           {:>12.0} /s (1 verify + 1 sign per payment)",
-        f.settle_floor_per_s
-    );
-    println!(
-        "    p2p floor              {:>12.0} /s (3 verifies + 2 signs per payment)",
-        f.p2p_floor_per_s
-    );
-    if r.ratio_to_floor > 0.0 {
-        println!(
-            "  achieved / floor         {:>12.1} %",
-            r.ratio_to_floor * 100.0
-        );
-    }
+    })?;
+    drop(runtime);
+    server.stop_and_audit(&mut report)?;
+    Ok(report)
 }

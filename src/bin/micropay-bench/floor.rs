@@ -1,0 +1,58 @@
+//! The crypto floor: what ring's Ed25519 alone allows on this machine.
+
+use std::time::{Duration, Instant};
+
+use micropay::core::keys::SigningKey;
+use serde::Serialize;
+
+/// The crypto floor measured on this machine.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct CryptoFloor {
+    /// ring Ed25519 verifications per second on one core.
+    pub verify_per_s_core: f64,
+    /// ring Ed25519 signatures per second on one core.
+    pub sign_per_s_core: f64,
+    /// Cores available.
+    pub cores: usize,
+    /// Settlements per second if each cost exactly one verify and one
+    /// receipt signature, on all cores.
+    pub settle_floor_per_s: f64,
+    /// End-to-end payments per second if each cost what the p2p path
+    /// spends on crypto: payer sign, payee verify, server verify, server
+    /// sign, payer verifies the receipt.
+    pub p2p_floor_per_s: f64,
+}
+
+/// Measures ring's Ed25519 sign and verify rates on one core.
+pub fn measure_crypto_floor(budget_ms: u64) -> CryptoFloor {
+    let key = SigningKey::ed25519_from_seed(&[42; 32]);
+    let public = key.verifying_key().clone();
+    let message = [7u8; 80];
+    let half = Duration::from_millis(budget_ms.max(2) / 2);
+    let start = Instant::now();
+    let mut signs = 0u64;
+    let mut sig = Vec::new();
+    while start.elapsed() < half {
+        sig = key.sign(&message);
+        signs += 1;
+    }
+    let sign_per_s_core = signs as f64 / start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let mut verifies = 0u64;
+    while start.elapsed() < half {
+        let ok = public.verify(&message, &sig).is_ok();
+        assert!(ok, "a fresh signature must verify");
+        verifies += 1;
+    }
+    let verify_per_s_core = verifies as f64 / start.elapsed().as_secs_f64();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let settle_cost_s = 1.0 / verify_per_s_core + 1.0 / sign_per_s_core;
+    let p2p_cost_s = 3.0 / verify_per_s_core + 2.0 / sign_per_s_core;
+    CryptoFloor {
+        verify_per_s_core,
+        sign_per_s_core,
+        cores,
+        settle_floor_per_s: cores as f64 / settle_cost_s,
+        p2p_floor_per_s: cores as f64 / p2p_cost_s,
+    }
+}
