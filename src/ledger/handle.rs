@@ -76,18 +76,34 @@ impl Ledger {
         })
     }
 
-    /// The registered key of `name`, if any.
-    pub fn key_of(&self, name: &Name) -> Option<Arc<VerifyingKey>> {
-        self.keys
+    /// The registered key of `name`, if any: from the cache, or (for an
+    /// account opened elsewhere, e.g. by another server on a shared
+    /// database) from the store, then cached.
+    pub async fn key_of(&self, name: &Name) -> Result<Option<Arc<VerifyingKey>>, LedgerError> {
+        let cached = self
+            .keys
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
-            .cloned()
+            .cloned();
+        if cached.is_some() {
+            return Ok(cached);
+        }
+        let owned = name.clone();
+        let Some(key) = self.read(move |s| s.key(&owned)).await? else {
+            return Ok(None);
+        };
+        let key = Arc::new(key);
+        self.keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.clone(), key.clone());
+        Ok(Some(key))
     }
 
     /// Whether `name` has an account.
-    pub fn is_registered(&self, name: &Name) -> bool {
-        self.key_of(name).is_some()
+    pub async fn is_registered(&self, name: &Name) -> Result<bool, LedgerError> {
+        Ok(self.key_of(name).await?.is_some())
     }
 
     /// Creates an account bound to `key`; answers once durable.

@@ -196,6 +196,8 @@ pub struct StoredPayment {
 pub trait LedgerStore: Send + Sync + 'static {
     /// Every registered key, read once at start.
     fn keys(&self) -> Result<Vec<(Name, VerifyingKey)>, LedgerError>;
+    /// The registered key of `name`, if any.
+    fn key(&self, name: &Name) -> Result<Option<VerifyingKey>, LedgerError>;
     /// Decides `batch` at `now_ms` with the rules and commits the effects
     /// in one durable transaction; answers in the batch's order. On error
     /// nothing of the batch is applied.

@@ -103,6 +103,10 @@ impl LedgerStore for SqliteStore {
         self.with_reader(read::keys)?
     }
 
+    fn key(&self, name: &Name) -> Result<Option<VerifyingKey>, LedgerError> {
+        self.with_reader(|c| read::key(c, name))?
+    }
+
     fn commit(&self, batch: &[Command], now_ms: u64) -> Result<Vec<Answer>, LedgerError> {
         let Some(writer) = &self.writer else {
             return Err(LedgerError::Database(

@@ -58,6 +58,19 @@ pub(super) fn keys(c: &Connection) -> Read<Vec<(Name, VerifyingKey)>> {
     Ok(Ok(keys))
 }
 
+pub(super) fn key(c: &Connection, who: &Name) -> Read<Option<VerifyingKey>> {
+    let spki = c
+        .prepare_cached("SELECT public_key FROM accounts WHERE name = ?1")?
+        .query_row([who.as_str()], |r| r.get::<_, Vec<u8>>(0))
+        .optional()?;
+    Ok(spki
+        .map(|spki| {
+            VerifyingKey::from_spki_der(&spki)
+                .map_err(|e| LedgerError::Corrupt(format!("account {who} has a bad key: {e}")))
+        })
+        .transpose())
+}
+
 pub(super) fn balances(c: &Connection) -> Read<HashMap<Name, u64>> {
     let mut stmt = c.prepare("SELECT name, balance FROM accounts")?;
     let mut rows = stmt.query([])?;

@@ -14,7 +14,7 @@ pub async fn run(cx: &Context, name: &str) -> Result<ResultJson, WireError> {
             address,
         });
     }
-    if cx.ledger.is_registered(&name) {
+    if cx.ledger.is_registered(&name).await? {
         Err(WireError::new(
             ErrorCode::PayeeOffline,
             format!("{name} is not online"),

@@ -73,7 +73,7 @@ pub async fn dispatch(
     caller: &Caller,
     request: ServerRequest,
 ) -> Result<ResultJson, WireError> {
-    gate(cx, caller, !matches!(request, ServerRequest::Register {}))?;
+    gate(cx, caller, !matches!(request, ServerRequest::Register {})).await?;
     match request {
         ServerRequest::Register {} => register::run(cx, caller).await,
         ServerRequest::Online { port, address } => {
@@ -93,7 +93,7 @@ pub async fn dispatch(
 
 /// Checks that the caller may act: certificate still valid, and (when
 /// registered) the same key as the account.
-fn gate(cx: &Context, caller: &Caller, must_be_registered: bool) -> Result<(), WireError> {
+async fn gate(cx: &Context, caller: &Caller, must_be_registered: bool) -> Result<(), WireError> {
     let identity = &caller.identity;
     if !identity.valid_at(now_s()) {
         return Err(WireError::new(
@@ -101,7 +101,7 @@ fn gate(cx: &Context, caller: &Caller, must_be_registered: bool) -> Result<(), W
             "your certificate has expired; get a new one and reconnect",
         ));
     }
-    match cx.ledger.key_of(&identity.name) {
+    match cx.ledger.key_of(&identity.name).await? {
         Some(key) if *key != identity.key => Err(WireError::new(
             ErrorCode::KeyMismatch,
             format!(

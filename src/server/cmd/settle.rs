@@ -27,7 +27,7 @@ pub async fn run(
             ),
         ));
     }
-    let payer_key = cx.ledger.key_of(&p.payer).ok_or_else(|| {
+    let payer_key = cx.ledger.key_of(&p.payer).await?.ok_or_else(|| {
         WireError::new(
             ErrorCode::UnknownPayer,
             format!("{} has no account", p.payer),
