@@ -24,7 +24,7 @@ use micropay::wire::{
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-const GRANT: u64 = 10_000;
+use common::GRANT;
 
 /// SplitMix64: small, fast, good enough to pick payers and amounts.
 use common::Rng;

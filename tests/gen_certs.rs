@@ -822,7 +822,7 @@ async fn start_server_from(dir: &Path, db: &Path) -> RunningServer {
         signing_key: material.signing_key().expect("server key"),
         ledger: LedgerConfig {
             path: db.to_owned(),
-            initial_balance: 10_000,
+            initial_balance: micropay::core::limits::INITIAL_BALANCE_DEFAULT,
         },
         limits: ServerLimits::default(),
     };

@@ -50,7 +50,7 @@ use tokio_rustls::TlsConnector;
 const STEP: Duration = Duration::from_secs(5);
 
 /// What a new account is granted by the in-process test servers.
-const GRANT: u64 = 10_000;
+use common::GRANT;
 
 // ---------------------------------------------------------------------
 // Helpers
@@ -1507,4 +1507,86 @@ async fn a_registered_peer_cannot_settle_what_is_not_its_own() {
     assert!(report.violations.is_empty(), "{:?}", report.violations);
     assert_eq!(report.payments, 1, "money moved exactly once");
     assert_eq!(report.total_balances, report.total_granted);
+}
+
+/// Issue 10, item 2: a registered peer pipelining huge `history` replies
+/// and never reading them pins a bounded amount of server memory: one
+/// barrier request at a time and a per-connection reply byte budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_large_replies_pin_bounded_memory() {
+    const CONNECTIONS: usize = 4;
+    const PAGES: u64 = 600;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = pki();
+    pki.write_to(dir.path(), &[]).expect("certificates written");
+    let (proc, addr) = cli_support::start_server(
+        dir.path(),
+        &dir.path().join("ledger.db"),
+        &dir.path().join("addr"),
+        &dir.path().join("server.log"),
+        &[("RUST_LOG", None)],
+        &["-q"],
+    );
+    let alice = person(&pki, "alice");
+    let bob = person(&pki, "bob");
+    let mut links = Vec::new();
+    for p in [&alice, &bob] {
+        let l = within("connect", p.connect_server(&addr))
+            .await
+            .expect("connect");
+        let _: Registered = within("register", l.call(&ServerRequest::Register {}))
+            .await
+            .expect("register");
+        links.push(l);
+    }
+    // 500 payments with the longest memos: a 500-entry page is ~0.5 MB.
+    let memo = "\u{1}".repeat(140);
+    let pending: Vec<_> = (0..500)
+        .map(|_| ServerRequest::Settle {
+            payment: PaymentJson::from(&signed(&alice, "bob", 1, &memo)),
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for r in &pending {
+        replies.push(links[0].send(r).await.expect("queue settle"));
+    }
+    for r in replies {
+        let reply = within("settle reply", r).await.expect("reply");
+        assert!(reply.ok, "{reply:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = vm_rss_kib(proc.pid());
+    let page = encode_request(
+        0,
+        &ServerRequest::History {
+            limit: Some(500),
+            before_seq: None,
+        },
+    );
+    let mut attackers = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let mut raw = Raw::open_at(addr.parse().expect("addr"), "localhost", &bob).await;
+        let lines: Vec<u8> = (0..PAGES).flat_map(|_| page.clone()).collect();
+        // The server stops reading once its budget is full; what does
+        // not fit in the socket buffers may never be written.
+        let _ = tokio::time::timeout(Duration::from_secs(2), raw.stream.write_all(&lines)).await;
+        attackers.push(raw);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = vm_rss_kib(proc.pid());
+    let grown_kib = after.saturating_sub(before);
+    println!("server RSS {before} KiB -> {after} KiB with {CONNECTIONS} unread connections");
+    assert!(
+        grown_kib < 64 * 1024,
+        "{CONNECTIONS} unread connections pinned {grown_kib} KiB"
+    );
+    // The server still answers everyone else at once.
+    let b = within(
+        "probe balance",
+        links[0].call::<Balance>(&ServerRequest::Balance {}),
+    )
+    .await
+    .expect("balance");
+    assert_eq!(b.balance, GRANT - 500);
+    drop(attackers);
 }

@@ -27,7 +27,7 @@ use micropay::wire::{
     ServerRequest, Settled,
 };
 
-const GRANT: u64 = 10_000;
+use common::GRANT;
 
 fn sign(payer: &Person, payee: &Name, amount: u64) -> SignedPayment {
     Payment {

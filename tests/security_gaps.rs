@@ -701,7 +701,7 @@ async fn a_server_certificate_from_a_foreign_ca_is_refused_by_the_client() {
             signing_key: material.signing_key().expect("impostor key"),
             ledger: micropay::ledger::LedgerConfig {
                 path: dir.path().join("impostor.db"),
-                initial_balance: 10_000,
+                initial_balance: micropay::core::limits::INITIAL_BALANCE_DEFAULT,
             },
             limits: ServerLimits::default(),
         },

@@ -19,7 +19,7 @@ use micropay::wire::{
     ServerRequest, Settled,
 };
 
-const GRANT: u64 = 10_000;
+use common::GRANT;
 
 fn name(s: &str) -> Name {
     Name::parse(s).expect("valid test name")

@@ -110,5 +110,14 @@ pub const SQLITE_WRITER_CACHE_KIB: i64 = 64 * 1024;
 /// WAL size, in 4 KiB pages, at which SQLite folds it into the main file.
 pub const SQLITE_WAL_CHECKPOINT_PAGES: i64 = 16 * 1024;
 
+/// Bytes of replies one connection may have waiting to be written. A
+/// peer that reads slower than it asks stalls its own connection here.
+pub const REPLY_QUEUE_BYTES_MAX: usize = 1024 * 1024;
+
+/// Time one coalesced write of replies (at most [`REPLY_QUEUE_BYTES_MAX`]
+/// plus one reply) may take as a whole before the connection is closed;
+/// the idle timeout applies when it is shorter.
+pub const REPLY_WRITE_TIMEOUT_MS: u64 = 30_000;
+
 // The supply bound: every grant fits, summed, in SQLite's signed integer.
 const _: () = assert!((INITIAL_BALANCE_MAX as u128) * (ACCOUNTS_MAX as u128) < i64::MAX as u128);

@@ -11,14 +11,20 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{
+    mpsc, watch, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, OwnedSemaphorePermit, RwLock,
+    Semaphore,
+};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, trace, warn};
 
-use crate::core::limits::{DRAIN_TIMEOUT_MS, WRITE_COALESCE_BYTES_MAX};
+use crate::core::limits::{
+    DRAIN_TIMEOUT_MS, REPLY_QUEUE_BYTES_MAX, REPLY_WRITE_TIMEOUT_MS, WRITE_COALESCE_BYTES_MAX,
+};
+use crate::system::terminal::escape;
 use crate::wire::frame::{read_frame, FrameError};
-use crate::wire::{decode_request, ErrorCode, Reply, ResultJson, WireError};
+use crate::wire::{decode_request, ErrorCode, Reply, ResultJson, Sequenced, WireError};
 
 /// Limits of one listener and its connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,9 +126,38 @@ pub async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, error: WireError) {
     let _ = stream.shutdown().await;
 }
 
+/// A reply on its way out, holding its share of the connection's reply
+/// byte budget until it is written.
+struct Outgoing {
+    line: Vec<u8>,
+    _bytes: Option<OwnedSemaphorePermit>,
+}
+
+/// What one connection's request tasks share.
+struct Conn<H> {
+    handler: H,
+    out: mpsc::Sender<Outgoing>,
+    in_flight: Arc<Semaphore>,
+    reply_bytes: Arc<Semaphore>,
+    order: Arc<RwLock<()>>,
+}
+
+/// A request's place in its connection's order.
+/// Held until the request's handler has finished.
+enum Turn {
+    Shared(#[allow(dead_code)] OwnedRwLockReadGuard<()>),
+    Exclusive(#[allow(dead_code)] OwnedRwLockWriteGuard<()>),
+}
+
 /// Serves requests on one connection until it closes, idles out, sends an
 /// oversized line, or `shutdown` turns true; then lets the requests already
 /// read finish and their replies go out.
+///
+/// Memory is bounded per connection: at most `in_flight_max` requests run
+/// at once, a barrier request (every `history` page among them) runs
+/// alone, and replies waiting to be written hold at most
+/// [`REPLY_QUEUE_BYTES_MAX`] bytes; a peer that does not read stalls its
+/// own connection, never the server.
 pub async fn run_session<S, R, H, Fut>(
     stream: S,
     limits: SessionLimits,
@@ -130,14 +165,21 @@ pub async fn run_session<S, R, H, Fut>(
     handler: H,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
-    R: serde::de::DeserializeOwned + Send + 'static,
-    H: Fn(R) -> Fut + Clone + Send + 'static,
+    R: serde::de::DeserializeOwned + Sequenced + Send + 'static,
+    H: Fn(R) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<ResultJson, WireError>> + Send + 'static,
 {
     let (read_half, write_half) = tokio::io::split(stream);
-    let (out_tx, out_rx) = mpsc::channel::<Vec<u8>>(limits.in_flight_max + 1);
-    let writer = tokio::spawn(write_loop(write_half, out_rx, limits.idle_timeout_ms));
-    let in_flight = Arc::new(Semaphore::new(limits.in_flight_max));
+    let (out, out_rx) = mpsc::channel::<Outgoing>(limits.in_flight_max + 1);
+    let write_timeout_ms = limits.idle_timeout_ms.min(REPLY_WRITE_TIMEOUT_MS);
+    let writer = tokio::spawn(write_loop(write_half, out_rx, write_timeout_ms));
+    let conn = Arc::new(Conn {
+        handler,
+        out,
+        in_flight: Arc::new(Semaphore::new(limits.in_flight_max)),
+        reply_bytes: Arc::new(Semaphore::new(REPLY_QUEUE_BYTES_MAX)),
+        order: Arc::new(RwLock::new(())),
+    });
     let mut reader = BufReader::new(read_half);
     let mut line = Vec::new();
     let idle = Duration::from_millis(limits.idle_timeout_ms);
@@ -146,74 +188,116 @@ pub async fn run_session<S, R, H, Fut>(
             _ = shutdown.changed() => break,
             // The writer gave up (the peer does not read its replies):
             // reading on would only do work whose answers nobody gets.
-            _ = out_tx.closed() => {
+            _ = conn.out.closed() => {
                 debug!("replies cannot be delivered; closing");
                 break;
             }
             read = tokio::time::timeout(idle, read_frame(&mut reader, &mut line, limits.frame_bytes_max)) => read,
         };
-        match read {
+        let more = match read {
             Err(_) => {
                 debug!("idle timeout; closing");
-                break;
+                false
             }
-            Ok(Ok(false)) => break,
+            Ok(Ok(false)) => false,
             Ok(Err(FrameError::TooLarge(max))) => {
                 let error = WireError::new(
                     ErrorCode::TooLarge,
                     format!("a line may have at most {max} bytes; closing"),
                 );
-                let _ = out_tx.send(Reply::encode::<()>(None, &Err(error))).await;
-                break;
+                let line = Reply::encode::<()>(None, &Err(error));
+                let _ = conn.out.send(Outgoing { line, _bytes: None }).await;
+                false
             }
             Ok(Err(e)) => {
                 debug!("read failed: {e}");
-                break;
+                false
             }
-            Ok(Ok(true)) => {
-                trace!(line = %String::from_utf8_lossy(&line), "request");
-                let decoded = decode_request::<R>(&line);
-                let Ok(permit) = in_flight.clone().acquire_owned().await else {
-                    break;
-                };
-                let (handler, out) = (handler.clone(), out_tx.clone());
-                tokio::spawn(async move {
-                    let outcome = match decoded.request {
-                        Ok(request) => handler(request).await,
-                        Err(e) => Err(e),
-                    };
-                    let reply = Reply::encode(decoded.id, &outcome);
-                    trace!(reply = %String::from_utf8_lossy(&reply), "reply");
-                    let _ = out.send(reply).await;
-                    drop(permit);
-                });
-            }
+            Ok(Ok(true)) => start_request::<R, H, Fut>(&conn, &line).await,
+        };
+        if !more {
+            break;
         }
     }
     let permits = u32::try_from(limits.in_flight_max).unwrap_or(u32::MAX);
-    let _ = in_flight.acquire_many(permits).await;
-    drop(out_tx);
+    let _ = conn.in_flight.acquire_many(permits).await;
+    drop(conn);
     let _ = writer.await;
+}
+
+/// Decodes one line, waits for the request's turn and runs it on its own
+/// task. Returns false when the connection is going away.
+async fn start_request<R, H, Fut>(conn: &Arc<Conn<H>>, line: &[u8]) -> bool
+where
+    R: serde::de::DeserializeOwned + Sequenced + Send + 'static,
+    H: Fn(R) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<ResultJson, WireError>> + Send + 'static,
+{
+    trace!(line = %escape(&String::from_utf8_lossy(line)), "request");
+    let decoded = decode_request::<R>(line);
+    // Turns are taken here, in arrival order (the lock is fair): a
+    // barrier waits for every earlier request, and later ones for it.
+    let barrier = matches!(&decoded.request, Ok(r) if r.is_barrier());
+    let turn = if barrier {
+        Turn::Exclusive(conn.order.clone().write_owned().await)
+    } else {
+        Turn::Shared(conn.order.clone().read_owned().await)
+    };
+    let Ok(permit) = conn.in_flight.clone().acquire_owned().await else {
+        return false;
+    };
+    let conn = conn.clone();
+    tokio::spawn(async move {
+        let outcome = match decoded.request {
+            Ok(request) => (conn.handler)(request).await,
+            Err(e) => Err(e),
+        };
+        let line = Reply::encode(decoded.id, &outcome);
+        trace!(reply = %escape(&String::from_utf8_lossy(&line)), "reply");
+        // A reply larger than the whole budget takes all of it.
+        let share = u32::try_from(line.len().min(REPLY_QUEUE_BYTES_MAX)).unwrap_or(u32::MAX);
+        if let Ok(bytes) = conn.reply_bytes.clone().acquire_many_owned(share).await {
+            let _ = conn
+                .out
+                .send(Outgoing {
+                    line,
+                    _bytes: Some(bytes),
+                })
+                .await;
+        }
+        // The turn ends once the reply is queued, so a barrier's large
+        // reply waits for the budget before the next request may start:
+        // one such reply per connection waits, never hundreds.
+        drop(turn);
+        drop(permit);
+    });
+    true
 }
 
 /// Writes reply lines, coalescing whatever is queued into one write.
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: W,
-    mut rx: mpsc::Receiver<Vec<u8>>,
-    idle_timeout_ms: u64,
+    mut rx: mpsc::Receiver<Outgoing>,
+    write_timeout_ms: u64,
 ) {
-    let timeout = Duration::from_millis(idle_timeout_ms);
+    let timeout = Duration::from_millis(write_timeout_ms);
     let mut buf = Vec::new();
+    let mut held = Vec::new();
     while let Some(first) = rx.recv().await {
         buf.clear();
-        buf.extend_from_slice(&first);
+        buf.extend_from_slice(&first.line);
+        held.push(first);
         while buf.len() < WRITE_COALESCE_BYTES_MAX {
             match rx.try_recv() {
-                Ok(more) => buf.extend_from_slice(&more),
+                Ok(more) => {
+                    buf.extend_from_slice(&more.line);
+                    held.push(more);
+                }
                 Err(_) => break,
             }
         }
-        // A peer that stops reading cannot hold this task forever.
+        // A peer that stops reading cannot hold this task forever: the
+        // whole write must finish in time, however slowly it reads.
         let write = async {
             writer.write_all(&buf).await?;
             writer.flush().await
@@ -224,6 +308,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             while rx.recv().await.is_some() {}
             return;
         }
+        // Written: give the bytes back to the budget.
+        held.clear();
     }
     let _ = tokio::time::timeout(timeout, writer.shutdown()).await;
 }

@@ -4,3 +4,4 @@
 pub mod clock;
 pub mod logging;
 pub mod signal;
+pub mod terminal;

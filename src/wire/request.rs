@@ -66,6 +66,28 @@ pub enum PeerRequest {
     },
 }
 
+/// How a request is ordered against the others on its connection.
+pub trait Sequenced {
+    /// Whether the request must see the effects of every earlier request
+    /// on its connection, and every later one its effects (a barrier).
+    /// Requests that are not barriers run concurrently with each other.
+    fn is_barrier(&self) -> bool;
+}
+
+impl Sequenced for ServerRequest {
+    /// Settlements run concurrently; everything that reads or changes the
+    /// caller's own state sees the connection's earlier requests done.
+    fn is_barrier(&self) -> bool {
+        !matches!(self, ServerRequest::Settle { .. })
+    }
+}
+
+impl Sequenced for PeerRequest {
+    fn is_barrier(&self) -> bool {
+        false
+    }
+}
+
 /// A decoded request line: the echoed id and the request or why it is bad.
 #[derive(Debug)]
 pub struct DecodedRequest<R> {

@@ -16,6 +16,9 @@ use micropay::net::tls::{self, Material};
 use micropay::person::Person;
 use micropay::server::{self, RunningServer, ServerLimits, ServerOptions};
 
+/// What every new account gets (the server's default grant).
+pub const GRANT: u64 = micropay::core::limits::INITIAL_BALANCE_DEFAULT;
+
 /// An in-memory PKI for tests: a CA, a server certificate for
 /// `localhost`/`127.0.0.1`, and people on demand, all made with the
 /// library's certificate API (the code `micropay-certs` runs).
@@ -118,7 +121,7 @@ pub fn server_options(pki: &TestPki, db: PathBuf, limits: ServerLimits) -> Serve
         signing_key: material.signing_key().expect("server key"),
         ledger: LedgerConfig {
             path: db,
-            initial_balance: 10_000,
+            initial_balance: GRANT,
         },
         limits,
     }

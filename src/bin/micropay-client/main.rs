@@ -1,0 +1,284 @@
+//! micropay-client: one person's command line. Register, go online and
+//! take payments, see who is online, pay them directly, check balance,
+//! history and the status of a payment.
+//!
+//! Exit codes: 0 success; 1 refused by the server or the peer; 2 usage
+//! error (including missing certificate files); 3 could not connect or
+//! timed out.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+mod history;
+mod queries;
+mod send;
+mod serve;
+
+use clap::{ArgAction, Parser, Subcommand};
+use micropay::core::name::Name;
+use micropay::net::link::CallError;
+use micropay::person::{PeerError, Person};
+use micropay::system::terminal::escape;
+use serde_json::json;
+
+/// One person's micropay command line.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Who I am: uses DIR/NAME.pem, DIR/NAME.key and DIR/ca.pem.
+    #[arg(long = "as", env = "MICROPAY_AS", global = true)]
+    as_name: Option<String>,
+    /// Certificate directory.
+    #[arg(long, env = "MICROPAY_CERTS", default_value = "certs", global = true)]
+    certs: PathBuf,
+    /// The server, HOST:PORT.
+    #[arg(
+        long,
+        env = "MICROPAY_SERVER",
+        default_value = "127.0.0.1:7443",
+        global = true
+    )]
+    server: String,
+    /// CA certificate (default DIR/ca.pem).
+    #[arg(long, env = "MICROPAY_CA", global = true)]
+    ca: Option<PathBuf>,
+    /// My certificate (default DIR/NAME.pem).
+    #[arg(long, env = "MICROPAY_CERT", global = true)]
+    cert: Option<PathBuf>,
+    /// My private key (default DIR/NAME.key).
+    #[arg(long, env = "MICROPAY_KEY", global = true)]
+    key: Option<PathBuf>,
+    /// Print exactly one JSON object per command (per event for serve).
+    #[arg(long, env = "MICROPAY_JSON", global = true)]
+    json: bool,
+    /// More logging.
+    #[arg(short, action = ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Less logging.
+    #[arg(short, action = ArgAction::Count, global = true)]
+    quiet: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create my account.
+    Register,
+    /// Go online and accept payments until Ctrl-C.
+    Serve {
+        /// Where to listen for payers.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// HOST:PORT to announce (default: the address the server sees
+        /// and the port I listen on).
+        #[arg(long)]
+        advertise: Option<String>,
+    },
+    /// My balance and who is online, with addresses.
+    List,
+    /// Pay a peer directly; prints the server's receipt.
+    Send {
+        /// Who to pay.
+        payee: String,
+        /// Amount in minor units (a whole number, at least 1).
+        amount: String,
+        /// A note for the payee (at most 140 bytes).
+        #[arg(long, default_value = "")]
+        memo: String,
+        /// Seconds to wait for the receipt.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// My balance.
+    Balance,
+    /// My payments, newest first.
+    History {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Show payments before this ledger seq (next page).
+        #[arg(long)]
+        before: Option<u64>,
+    },
+    /// The outcome of a payment I made or received.
+    Status {
+        /// The payment id (32 hex digits).
+        payment_id: String,
+    },
+}
+
+/// A failure with its exit code.
+struct Failure {
+    /// Process exit code.
+    code: u8,
+    /// Stable machine-readable code: a server/peer error code, or one of
+    /// `usage`, `connect_failed`, `timeout`, `connection_closed`,
+    /// `wrong_listener`, `payee_vanished`, `server_gone`, `bad_receipt`.
+    error_code: String,
+    /// What happened, for people.
+    message: String,
+}
+
+impl Failure {
+    fn new(code: u8, error_code: &str, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            error_code: error_code.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    fn usage(message: impl Into<String>) -> Failure {
+        Failure::new(2, "usage", message)
+    }
+
+    /// Prints the failure: one JSON object on stdout, or a line on stderr.
+    fn report(&self, json_mode: bool) -> ExitCode {
+        if json_mode {
+            println!(
+                "{}",
+                json!({"ok": false, "error": {"code": self.error_code, "message": self.message}, "exit_code": self.code})
+            );
+        } else if self.code == 1 {
+            // Refusals carry text from the server or a peer: escaped.
+            let message = escape(&self.message);
+            eprintln!("micropay-client: {}: {message}", self.error_code);
+        } else {
+            eprintln!("micropay-client: {}", escape(&self.message));
+        }
+        ExitCode::from(self.code)
+    }
+}
+
+impl From<CallError> for Failure {
+    fn from(e: CallError) -> Failure {
+        match e {
+            CallError::Refused(w) => Failure::new(1, w.code.as_str(), w.message),
+            CallError::Connect { .. } | CallError::NotThatPeer { .. } => {
+                Failure::new(3, "connect_failed", e.to_string())
+            }
+            CallError::Timeout(_) => Failure::new(3, "timeout", e.to_string()),
+            CallError::Closed => Failure::new(3, "connection_closed", e.to_string()),
+        }
+    }
+}
+
+impl From<PeerError> for Failure {
+    fn from(e: PeerError) -> Failure {
+        match e {
+            PeerError::Call(c) => c.into(),
+            PeerError::Tls(_) | PeerError::Identity(_) | PeerError::Listen { .. } => {
+                Failure::usage(e.to_string())
+            }
+            PeerError::BadReceipt(_) => Failure::new(1, "bad_receipt", e.to_string()),
+            PeerError::WrongListener { .. } => Failure::new(3, "wrong_listener", e.to_string()),
+            PeerError::Vanished { .. } => Failure::new(3, "payee_vanished", e.to_string()),
+            PeerError::ServerGone => Failure::new(3, "server_gone", e.to_string()),
+        }
+    }
+}
+
+/// Whether the command line asks for JSON, read before clap has parsed it
+/// (so that even a usage error comes out as one JSON object).
+fn json_requested() -> bool {
+    std::env::args().any(|a| a == "--json")
+        || std::env::var("MICROPAY_JSON").is_ok_and(|v| v == "true" || v == "1")
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+                || !json_requested()
+            {
+                e.exit();
+            }
+            return Failure::usage(e.to_string().trim().to_owned()).report(true);
+        }
+    };
+    micropay::system::logging::init(args.verbose as i8 - args.quiet as i8, "warn");
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            return Failure::new(3, "runtime", format!("cannot start the runtime: {e}"))
+                .report(args.json);
+        }
+    };
+    match runtime.block_on(run(&args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => f.report(args.json),
+    }
+}
+
+fn load_person(args: &Args) -> Result<Person, Failure> {
+    let name = args.as_name.as_deref();
+    let dir = &args.certs;
+    let pick = |explicit: &Option<PathBuf>, file: Option<String>| -> Result<PathBuf, Failure> {
+        match (explicit, file) {
+            (Some(path), _) => Ok(path.clone()),
+            (None, Some(file)) => Ok(dir.join(file)),
+            (None, None) => Err(Failure::usage(
+                "who are you? pass --as NAME (or --cert and --key, or set MICROPAY_AS)",
+            )),
+        }
+    };
+    if let Some(name) = name {
+        Name::parse(name).map_err(|e| Failure::usage(format!("--as {name:?}: {e}")))?;
+    }
+    let cert = pick(&args.cert, name.map(|n| format!("{n}.pem")))?;
+    let key = pick(&args.key, name.map(|n| format!("{n}.key")))?;
+    let ca = args.ca.clone().unwrap_or_else(|| dir.join("ca.pem"));
+    for path in [&cert, &key, &ca] {
+        if !path.exists() {
+            let hint = match name {
+                Some(n) => format!("run scripts/gen-certs.sh --out {} {n}", dir.display()),
+                None => "make certificates with scripts/gen-certs.sh".to_owned(),
+            };
+            return Err(Failure::usage(format!(
+                "no file at {}: {hint}",
+                path.display()
+            )));
+        }
+    }
+    Person::load(&ca, &cert, &key).map_err(Failure::from)
+}
+
+async fn run(args: &Args) -> Result<(), Failure> {
+    let person = load_person(args)?;
+    let json = args.json;
+    match &args.command {
+        Command::Register => queries::register(&person, &args.server, json).await,
+        Command::List => queries::list(&person, &args.server, json).await,
+        Command::Balance => queries::balance(&person, &args.server, json).await,
+        Command::History { limit, before } => {
+            history::run(&person, &args.server, *limit, *before, json).await
+        }
+        Command::Status { payment_id } => {
+            queries::status(&person, &args.server, payment_id, json).await
+        }
+        Command::Send {
+            payee,
+            amount,
+            memo,
+            timeout,
+        } => {
+            let request = send::Request {
+                payee,
+                amount,
+                memo,
+                timeout_s: *timeout,
+            };
+            send::run(&person, &args.server, &request, json).await
+        }
+        Command::Serve { listen, advertise } => {
+            serve::run(person, &args.server, *listen, advertise.clone(), json).await
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! `register`, `list`, `balance` and `status`: one request each.
+
+use micropay::core::payment::PaymentId;
+use micropay::person::Person;
+use micropay::system::terminal::escape;
+use micropay::wire::{Balance, Listing, PaymentStatus, Registered, ServerRequest};
+use serde_json::json;
+
+use crate::Failure;
+
+/// `register`: create my account.
+pub async fn register(person: &Person, server: &str, json: bool) -> Result<(), Failure> {
+    let link = person.connect_server(server).await?;
+    let r: Registered = link.call(&ServerRequest::Register {}).await?;
+    if json {
+        println!(
+            "{}",
+            json!({"ok": true, "name": r.name, "balance": r.balance, "key_fingerprint": r.key_fingerprint})
+        );
+    } else {
+        println!("registered {} with balance {}", escape(&r.name), r.balance);
+        println!("account bound to key {}", escape(&r.key_fingerprint));
+    }
+    Ok(())
+}
+
+/// `list`: my balance and who is online.
+pub async fn list(person: &Person, server: &str, json: bool) -> Result<(), Failure> {
+    let link = person.connect_server(server).await?;
+    let l: Listing = link.call(&ServerRequest::List {}).await?;
+    if json {
+        println!(
+            "{}",
+            json!({"ok": true, "name": person.name.as_str(), "balance": l.balance, "server_key_fingerprint": l.server_key_fingerprint, "online_count": l.online_count, "online": l.online})
+        );
+        return Ok(());
+    }
+    println!("{}'s balance: {}", person.name, l.balance);
+    println!("server key:   {}", escape(&l.server_key_fingerprint));
+    println!("online:       {}", l.online_count);
+    if !l.online.is_empty() {
+        let width = l
+            .online
+            .iter()
+            .map(|p| p.name.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        println!();
+        println!("  {:<width$}  ADDRESS", "NAME");
+        for p in &l.online {
+            println!("  {:<width$}  {}", escape(&p.name), escape(&p.address));
+        }
+    }
+    Ok(())
+}
+
+/// `balance`.
+pub async fn balance(person: &Person, server: &str, json: bool) -> Result<(), Failure> {
+    let link = person.connect_server(server).await?;
+    let b: Balance = link.call(&ServerRequest::Balance {}).await?;
+    if json {
+        println!(
+            "{}",
+            json!({"ok": true, "name": b.name, "balance": b.balance})
+        );
+    } else {
+        println!("{}", b.balance);
+    }
+    Ok(())
+}
+
+/// `status PAYMENT_ID`: the recorded outcome of one of my payments.
+pub async fn status(
+    person: &Person,
+    server: &str,
+    payment_id: &str,
+    json: bool,
+) -> Result<(), Failure> {
+    if PaymentId::from_hex(payment_id).is_none() {
+        return Err(Failure::usage(format!(
+            "{:?} is not a payment id (32 hex digits, as `send` prints)",
+            escape(payment_id)
+        )));
+    }
+    let link = person.connect_server(server).await?;
+    let s: PaymentStatus = link
+        .call(&ServerRequest::Status {
+            payment_id: payment_id.to_owned(),
+        })
+        .await?;
+    if json {
+        println!("{}", json!({"ok": true, "status": s}));
+        return Ok(());
+    }
+    match s {
+        PaymentStatus::Settled { receipt } => println!(
+            "settled: {} paid {} {} (seq {}, at {} ms)",
+            escape(&receipt.payer),
+            escape(&receipt.payee),
+            receipt.amount,
+            receipt.seq,
+            receipt.settled_at_ms
+        ),
+        PaymentStatus::Rejected { error } => {
+            println!("refused: {}: {}", error.code, escape(&error.message))
+        }
+    }
+    Ok(())
+}

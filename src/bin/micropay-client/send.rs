@@ -1,0 +1,88 @@
+//! `send PAYEE AMOUNT`: pay a peer directly and show the receipt.
+
+use micropay::core::limits::MEMO_BYTES_MAX;
+use micropay::core::name::Name;
+use micropay::person::{self, Person, SendOptions};
+use micropay::system::terminal::escape;
+use micropay::wire::ReceiptJson;
+use serde_json::json;
+
+use crate::Failure;
+
+/// What the command line asked for, before it is checked.
+pub struct Request<'a> {
+    /// Who to pay.
+    pub payee: &'a str,
+    /// The amount as typed.
+    pub amount: &'a str,
+    /// The memo.
+    pub memo: &'a str,
+    /// Seconds to wait for the receipt.
+    pub timeout_s: u64,
+}
+
+/// Checks the arguments, pays and prints the verified receipt.
+pub async fn run(
+    person: &Person,
+    server: &str,
+    request: &Request<'_>,
+    json: bool,
+) -> Result<(), Failure> {
+    let options = options(person, server, request)?;
+    let sent = person::send(person, &options).await?;
+    let r = &sent.receipt.receipt;
+    if json {
+        println!(
+            "{}",
+            json!({"ok": true, "payment_id": r.payment_id.to_hex(), "payee": r.payee.as_str(), "amount": r.amount_minor,
+                   "receipt": ReceiptJson::from(&sent.receipt), "receipt_verified": true, "balance": sent.balance})
+        );
+        return Ok(());
+    }
+    let memo = if request.memo.is_empty() {
+        String::new()
+    } else {
+        format!(" (memo: {})", escape(request.memo))
+    };
+    println!(
+        "paid {} {} at {}{memo}",
+        r.payee,
+        r.amount_minor,
+        escape(&sent.payee_address)
+    );
+    println!(
+        "receipt: payment {} settled as ledger seq {} at {} ms; server signature verified",
+        r.payment_id, r.seq, r.settled_at_ms
+    );
+    println!("balance: {}", sent.balance);
+    Ok(())
+}
+
+/// The checked options, or a usage error that says what is wrong.
+fn options(person: &Person, server: &str, request: &Request<'_>) -> Result<SendOptions, Failure> {
+    let payee = Name::parse(request.payee)
+        .map_err(|e| Failure::usage(format!("payee {:?}: {e}", escape(request.payee))))?;
+    if payee == person.name {
+        return Err(Failure::usage("you cannot pay yourself"));
+    }
+    let amount: u64 = request.amount.parse().map_err(|_| {
+        Failure::usage(format!(
+            "amount {:?} must be a whole number of minor units between 1 and {}",
+            escape(request.amount),
+            u64::MAX
+        ))
+    })?;
+    if amount == 0 {
+        return Err(Failure::usage("amount must be at least 1"));
+    }
+    if request.memo.len() > MEMO_BYTES_MAX {
+        return Err(Failure::usage(format!(
+            "memo has {} bytes; the limit is {MEMO_BYTES_MAX}",
+            request.memo.len()
+        )));
+    }
+    let mut options = SendOptions::new(server, payee, amount);
+    options.memo = request.memo.to_owned();
+    options.timeout_ms = request.timeout_s.saturating_mul(1000);
+    Ok(options)
+}
