@@ -232,8 +232,10 @@ fn send_more_than_the_balance_is_refused_and_moves_nothing() {
         .run("alice", &["send", "bob", "10001"])
         .expect(1)
         .stderr_has("insufficient_funds")
-        .stderr_has("alice has 10000 and cannot pay 10001");
+        .stderr_has("alice's balance does not cover 10001");
     let refused = bob.line_where("bob's `refused` line", |l| l.starts_with("refused"));
+    // The payee learns that the payment was refused, not alice's balance.
+    assert!(!refused.contains("10000"), "{refused:?}");
     assert!(
         refused.starts_with("refused a payment from alice: insufficient_funds"),
         "{refused:?}"
@@ -707,4 +709,37 @@ fn serve_exits_3_when_the_server_stops() {
             .is_some_and(|m| m.contains("server closed")),
         "{error}"
     );
+}
+
+/// Issue 11, item 3: a second server on a ledger file another server is
+/// using refuses to start, naming the file; the first goes on settling.
+#[test]
+fn a_second_server_on_the_same_ledger_refuses_to_start() {
+    let world = World::start();
+    world.register(&["alice", "bob"]);
+    let mut bob = world.serve("bob", &[], false);
+    bob.online();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut second = std::process::Command::new(cli_support::SERVER);
+    second
+        .env_remove("RUST_LOG")
+        .arg("--cert")
+        .arg(world.certs.join("server.pem"))
+        .arg("--key")
+        .arg(world.certs.join("server.key"))
+        .arg("--ca")
+        .arg(world.certs.join("ca.pem"))
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--db")
+        .arg(&world.db)
+        .arg("--ready-file")
+        .arg(dir.path().join("ready"));
+    let out = run(&mut second, "a second micropay-server");
+    out.expect(1).stderr_has(&format!(
+        "{} is in use by another micropay-server",
+        world.db.display()
+    ));
+    world.run("alice", &["send", "bob", "5"]).expect(0);
+    assert_eq!(world.balance("bob"), 10005);
 }

@@ -203,7 +203,10 @@ async fn audit_detects_a_tampered_ledger() {
     );
     drop(links);
     let TestServer {
-        running, db, dir, ..
+        running,
+        db,
+        dir,
+        pki,
     } = server;
     tokio::time::timeout(STEP, running.shutdown())
         .await
@@ -326,6 +329,63 @@ async fn audit_detects_a_tampered_ledger() {
         &["alice: balance", "but grants sum to"],
     )
     .await;
+
+    // A settlement time moved past the payment's expiry: the signature
+    // and the sums still hold, but the rules refuse it at that time.
+    let late = tampered_copy(&db, cases.path(), "late", |c| {
+        let n = c
+            .execute(
+                "UPDATE payments SET settled_at_ms = (expires_at + 1) * 1000 WHERE seq = 3",
+                [],
+            )
+            .expect("move settlement time");
+        assert_eq!(n, 1);
+    });
+    let found = assert_caught(
+        &late,
+        "settled after expiry",
+        &["seq 3: the rules refuse it at its settlement time"],
+    )
+    .await;
+    assert_eq!(found.len(), 1, "{found:?}");
+
+    // A memo far over the limit (and over what canonical bytes can hold)
+    // is reported, not panicked on.
+    let huge = tampered_copy(&db, cases.path(), "huge", |c| {
+        let n = c
+            .execute(
+                "UPDATE payments SET memo = ?1 WHERE seq = 4",
+                rusqlite::params!["x".repeat(70_000)],
+            )
+            .expect("grow memo");
+        assert_eq!(n, 1);
+    });
+    assert_caught(&huge, "oversize memo", &["seq 4: malformed payment row"]).await;
+    // A server on that file reports the corrupt row to whoever asks for
+    // it and keeps answering everything else: no lock is poisoned.
+    let running = micropay::server::spawn(
+        "127.0.0.1:0".parse().expect("addr"),
+        common::server_options(&pki, huge.clone(), ServerLimits::default()),
+    )
+    .await
+    .expect("a server starts on the tampered copy");
+    let l = alice
+        .connect_server(&running.addr.to_string())
+        .await
+        .expect("connects");
+    for _ in 0..3 {
+        let status: Result<serde_json::Value, _> = call(
+            &l,
+            &ServerRequest::Status {
+                payment_id: payments[3].0.payment.id.to_hex(),
+            },
+        )
+        .await;
+        assert_eq!(code(status), ErrorCode::Internal);
+        assert_eq!(balance(&l).await, 10_000 - 100 + 40 - 7 + 1);
+    }
+    drop(l);
+    running.shutdown().await.expect("clean shutdown");
 
     // The original file is untouched by all this.
     let report = micropay::ledger::audit(&db).expect("audit runs");

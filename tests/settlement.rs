@@ -980,3 +980,72 @@ async fn a_full_history_page_of_long_memos_is_readable() {
     assert!(page.entries.iter().all(|e| e.memo == memo));
     finish(server).await;
 }
+
+/// Issue 11, item 4: paging is exact and out-of-range values are refused,
+/// never clamped silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_paging_is_exact_at_every_size() {
+    let server = start_server().await;
+    let alice = party(&server, "alice").await;
+    let bob = party(&server, "bob").await;
+    // 510 payments: more than the largest page.
+    let mut pending = Vec::new();
+    for _ in 0..510 {
+        let signed = pay(&alice.person, "bob", 1);
+        let request = ServerRequest::Settle {
+            payment: PaymentJson::from(&signed),
+        };
+        pending.push(alice.link.send(&request).await.expect("send"));
+    }
+    for p in pending {
+        assert!(p.await.expect("reply").ok);
+    }
+    let link = &bob.link;
+    let page = |limit, before_seq| async move {
+        let request = ServerRequest::History { limit, before_seq };
+        link.call::<History>(&request).await
+    };
+    let full = page(Some(500), None).await.expect("history");
+    assert_eq!(full.entries.len(), 500);
+    assert_eq!(full.next_before_seq, full.entries.last().map(|e| e.seq));
+    let rest = page(Some(500), full.next_before_seq)
+        .await
+        .expect("history");
+    assert_eq!(rest.entries.len(), 10);
+    assert_eq!(rest.next_before_seq, None, "nothing older remains");
+    let exact = page(Some(10), full.next_before_seq).await.expect("history");
+    assert_eq!(exact.next_before_seq, None, "a page that ends exactly");
+    for bad in [Some(0), Some(501), Some(1000)] {
+        assert_eq!(
+            code(page(bad, None).await),
+            ErrorCode::BadRequest,
+            "{bad:?}"
+        );
+    }
+    assert_eq!(code(page(None, Some(0)).await), ErrorCode::BadRequest);
+    finish(server).await;
+}
+
+/// Issue 11, item 1: every refusal the rules decide about a verified
+/// payment is final and recorded; replaying the same payment later gets
+/// the same refusal, even once it would otherwise settle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_of_verified_payments_are_final_and_recorded() {
+    let server = start_server().await;
+    let alice = party(&server, "alice").await;
+    let bob = party(&server, "bob").await;
+    // Too far ahead now; a few seconds later it would be within bounds.
+    let mut far = payment("alice", "bob", 5);
+    far.expires_at_s = now_s() + PAYMENT_LIFETIME_MAX_S + 2;
+    let far = far.sign(&alice.person.key);
+    assert_eq!(code(settle(&bob.link, &far).await), ErrorCode::BadRequest);
+    tokio::time::sleep(std::time::Duration::from_millis(3_100)).await;
+    assert_eq!(code(settle(&bob.link, &far).await), ErrorCode::BadRequest);
+    match status(&alice.link, &far.payment.id).await.expect("status") {
+        PaymentStatus::Rejected { error } => assert_eq!(error.code, ErrorCode::BadRequest),
+        other => panic!("expected rejected, got {other:?}"),
+    }
+    assert_eq!(balances(&[&alice, &bob]).await, vec![GRANT, GRANT]);
+    let report = finish(server).await;
+    assert_eq!(report.rejections, 1);
+}

@@ -292,8 +292,10 @@ fn transfer(
         Refusal::new(
             RefusalKind::InsufficientFunds,
             format!(
-                "{} has {} and cannot pay {}",
-                p.payer, payer_balance, p.amount_minor
+                // The payee forwards the payment and sees this message:
+                // it must not learn the payer's balance.
+                "{}'s balance does not cover {}",
+                p.payer, p.amount_minor
             ),
         )
     })?;

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use crate::core::keys::VerifyingKey;
+use crate::core::limits::MEMO_BYTES_MAX;
 use crate::core::memory_ledger::MemoryLedger;
 use crate::core::name::Name;
 use crate::core::payment::{Payment, PaymentId, SignedPayment};
@@ -99,6 +100,13 @@ impl AuditVisitor for Auditor {
         self.next_seq = seq;
         *self.expected.entry(row.payer.clone()).or_insert(0) -= i128::from(row.amount);
         *self.expected.entry(row.payee.clone()).or_insert(0) += i128::from(row.amount);
+        if row.memo.len() > MEMO_BYTES_MAX {
+            let bytes = row.memo.len();
+            self.violate(format!(
+                "seq {seq}: malformed payment row: a memo of {bytes} bytes (the limit is {MEMO_BYTES_MAX})"
+            ));
+            return;
+        }
         let Some(payment) = parse_payment(&row) else {
             self.violate(format!("seq {seq}: malformed payment row"));
             return;

@@ -28,7 +28,10 @@ pub async fn run(
             json!({"ok": true, "entries": h.entries, "next_before_seq": h.next_before_seq})
         );
     } else if h.entries.is_empty() {
-        println!("no payments yet");
+        match before {
+            Some(seq) => println!("no payments before seq {seq}"),
+            None => println!("no payments yet"),
+        }
     } else {
         print_table(person, &h);
     }

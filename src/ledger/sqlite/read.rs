@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::core::keys::VerifyingKey;
-use crate::core::limits::HISTORY_PAGE_MAX;
+use crate::core::limits::{HISTORY_PAGE_MAX, MEMO_BYTES_MAX};
 use crate::core::name::Name;
 use crate::core::payment::{Payment, PaymentId, SignedPayment};
 use crate::core::rules::{Refusal, RefusalKind};
@@ -101,7 +101,8 @@ pub(super) fn history(
     limit: u32,
     before_seq: Option<u64>,
 ) -> Read<Vec<HistoryRow>> {
-    let limit = limit.clamp(1, HISTORY_PAGE_MAX);
+    // One more than a page: the caller asks for it to learn whether more exist.
+    let limit = limit.clamp(1, HISTORY_PAGE_MAX + 1);
     let before = before_seq.map_or(i64::MAX, |s| i64::try_from(s).unwrap_or(i64::MAX));
     let mut stmt = c.prepare_cached(
         "SELECT seq, id, payer, payee, amount, memo, settled_at_ms FROM payments
@@ -209,6 +210,13 @@ fn stored_settlement(
 
 impl StoredSettlement {
     fn into_outcome(self, id: PaymentId) -> Result<Outcome, LedgerError> {
+        if self.memo.len() > MEMO_BYTES_MAX {
+            return Err(LedgerError::Corrupt(format!(
+                "payment seq {} has a memo of {} bytes",
+                self.seq,
+                self.memo.len()
+            )));
+        }
         let payment = SignedPayment {
             payment: Payment {
                 id,

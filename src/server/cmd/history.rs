@@ -1,11 +1,13 @@
 //! `history`: a page of the caller's settled payments, newest first.
 
 use super::{reply, Caller, Context};
-use crate::core::limits::HISTORY_PAGE_DEFAULT;
-use crate::wire::{History, HistoryEntry, ResultJson, WireError};
+use crate::core::limits::{HISTORY_PAGE_DEFAULT, HISTORY_PAGE_MAX};
+use crate::wire::{ErrorCode, History, HistoryEntry, ResultJson, WireError};
 
-/// Up to `limit` payments below `before_seq`, and where the next page
-/// starts when this one is full.
+/// Up to `limit` (1 to [`HISTORY_PAGE_MAX`], default
+/// [`HISTORY_PAGE_DEFAULT`]) payments with a sequence number below
+/// `before_seq` (exclusive; at least 1), and `next_before_seq` exactly
+/// when older payments remain.
 pub async fn run(
     cx: &Context,
     caller: &Caller,
@@ -13,10 +15,25 @@ pub async fn run(
     before_seq: Option<u64>,
 ) -> Result<ResultJson, WireError> {
     let limit = limit.unwrap_or(HISTORY_PAGE_DEFAULT);
-    let rows = cx
+    if !(1..=HISTORY_PAGE_MAX).contains(&limit) {
+        return Err(WireError::new(
+            ErrorCode::BadRequest,
+            format!("limit must be 1..={HISTORY_PAGE_MAX}"),
+        ));
+    }
+    if before_seq == Some(0) {
+        return Err(WireError::new(
+            ErrorCode::BadRequest,
+            "before_seq must be at least 1 (it is exclusive)",
+        ));
+    }
+    // One row more than asked says whether another page exists.
+    let mut rows = cx
         .ledger
-        .history(&caller.identity.name, limit, before_seq)
+        .history(&caller.identity.name, limit + 1, before_seq)
         .await?;
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
     let entries: Vec<HistoryEntry> = rows
         .into_iter()
         .map(|r| HistoryEntry {
@@ -29,7 +46,7 @@ pub async fn run(
             settled_at_ms: r.settled_at_ms,
         })
         .collect();
-    let next_before_seq = if entries.len() as u32 >= limit.max(1) {
+    let next_before_seq = if more {
         entries.last().map(|e| e.seq)
     } else {
         None
