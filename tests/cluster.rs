@@ -98,7 +98,11 @@ async fn two_servers_share_accounts_presence_and_payments() {
     let (alice_b, bob_b) = (link(&alice, &b).await, link(&bob, &b).await);
     assert_eq!(common::balance(&alice_b).await, 10_000);
     assert_eq!(
-        code(alice_b.call::<Registered>(&ServerRequest::Register {}).await),
+        code(
+            alice_b
+                .call::<Registered>(&ServerRequest::Register {})
+                .await
+        ),
         ErrorCode::AlreadyRegistered
     );
     // Bob goes online on B; A sees him, and sees him go.
@@ -164,7 +168,11 @@ fn pki_key(pki: &TestPki) -> micropay::core::keys::VerifyingKey {
         &pki.server.key_pem,
     )
     .expect("server material");
-    material.signing_key().expect("server key").verifying_key().clone()
+    material
+        .signing_key()
+        .expect("server key")
+        .verifying_key()
+        .clone()
 }
 
 /// The real server binary, killed (SIGKILL) on drop.
@@ -230,7 +238,8 @@ async fn a_server_that_stops_renewing_loses_its_people_within_the_lease() {
     const LEASE_MS: u64 = 900;
     let (pki, pg) = (pki(), Arc::new(pg));
     let certs = tempfile::tempdir().expect("tempdir");
-    pki.write_to(certs.path(), &[]).expect("certificates written");
+    pki.write_to(certs.path(), &[])
+        .expect("certificates written");
     let a = server_on(&pki, &db, &pg, "a", 10_000).await;
     let doomed = start_binary(certs.path(), &db, LEASE_MS).await;
     let (alice, bob) = (person(&pki, "alice"), person(&pki, "bob"));
@@ -262,7 +271,10 @@ async fn a_server_that_stops_renewing_loses_its_people_within_the_lease() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert!(gone <= Duration::from_millis(LEASE_MS + 500), "gone after {gone:?}");
+    assert!(
+        gone <= Duration::from_millis(LEASE_MS + 500),
+        "gone after {gone:?}"
+    );
     drop((alice_a, bob_b));
     common::shutdown_and_audit(a).await;
 }

@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{person_from, pki, server_options, TestServer};
-use micropay::ledger::DbLocation;
 use micropay::certs::CertifiedPem;
 use micropay::core::keys::VerifyingKey;
 use micropay::core::name::Name;
 use micropay::core::payment::{Payment, PaymentId, SignedPayment, SignedReceipt};
+use micropay::ledger::DbLocation;
 use micropay::net::link::{CallError, Link};
 use micropay::person::Person;
 use micropay::server::ServerLimits;

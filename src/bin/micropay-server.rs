@@ -129,7 +129,8 @@ fn run_audit(db: &DbLocation) -> Result<ExitCode> {
     }
 }
 
-fn serve(args: &Args) -> Result<ExitCode> {
+/// Checks the flags' bounds; returns this server's id.
+fn check_args(args: &Args) -> Result<String> {
     anyhow::ensure!(
         args.initial_balance <= INITIAL_BALANCE_MAX,
         "--initial-balance may be at most {INITIAL_BALANCE_MAX}"
@@ -155,6 +156,11 @@ fn serve(args: &Args) -> Result<ExitCode> {
         !server_id.is_empty() && server_id.len() <= 64,
         "--server-id must be 1 to 64 characters"
     );
+    Ok(server_id)
+}
+
+fn serve(args: &Args) -> Result<ExitCode> {
+    let server_id = check_args(args)?;
     let material = Material::from_files(&args.ca, &args.cert, &args.key)
         .context("loading the server's certificates (make them with scripts/gen-certs.sh)")?;
     let options = ServerOptions {

@@ -145,7 +145,10 @@ mod tests {
             "postgresql://u@localhost/db",
             "POSTGRES://h/db",
         ] {
-            assert!(DbLocation::parse(url).expect("parses").is_postgres(), "{url}");
+            assert!(
+                DbLocation::parse(url).expect("parses").is_postgres(),
+                "{url}"
+            );
         }
         assert_eq!(DbLocation::parse(""), Err(DbLocationError::Empty));
     }

@@ -48,7 +48,11 @@ impl PgPresence {
     }
 
     fn stop_renewing(&self) {
-        let renewer = self.renewer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let renewer = self
+            .renewer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(renewer) = renewer {
             renewer.abort();
         }

@@ -135,7 +135,10 @@ impl PgStore {
         })
     }
 
-    fn block_on<T>(&self, f: impl Future<Output = Result<T, LedgerError>>) -> Result<T, LedgerError> {
+    fn block_on<T>(
+        &self,
+        f: impl Future<Output = Result<T, LedgerError>>,
+    ) -> Result<T, LedgerError> {
         match &self.runtime {
             Some(runtime) => runtime.block_on(f),
             None => Err(LedgerError::Stopped),

@@ -52,7 +52,12 @@ impl PresenceTable {
 
     /// `name` is online at `address`, announced by connection `conn_id`
     /// of this server; replaces any earlier row of `name`.
-    pub async fn announce(&self, name: &str, address: &str, conn_id: u64) -> Result<(), LedgerError> {
+    pub async fn announce(
+        &self,
+        name: &str,
+        address: &str,
+        conn_id: u64,
+    ) -> Result<(), LedgerError> {
         let conn_id = i64::try_from(conn_id).unwrap_or(i64::MAX);
         self.client()
             .await?
@@ -62,7 +67,13 @@ impl PresenceTable {
                  ON CONFLICT (name) DO UPDATE SET address = EXCLUDED.address,
                    server_id = EXCLUDED.server_id, conn_id = EXCLUDED.conn_id,
                    expires_at = EXCLUDED.expires_at",
-                &[&name, &address, &self.server_id, &conn_id, &(self.lease_ms as f64)],
+                &[
+                    &name,
+                    &address,
+                    &self.server_id,
+                    &conn_id,
+                    &(self.lease_ms as f64),
+                ],
             )
             .await
             .map_err(pg_error)?;
@@ -114,10 +125,18 @@ impl PresenceTable {
             .map_err(pg_error)?;
         let people = rows
             .iter()
-            .map(|r| Ok((r.try_get(0).map_err(pg_error)?, r.try_get(1).map_err(pg_error)?)))
+            .map(|r| {
+                Ok((
+                    r.try_get(0).map_err(pg_error)?,
+                    r.try_get(1).map_err(pg_error)?,
+                ))
+            })
             .collect::<Result<Vec<_>, LedgerError>>()?;
         let total: i64 = client
-            .query_one("SELECT count(*) FROM presence WHERE expires_at > now()", &[])
+            .query_one(
+                "SELECT count(*) FROM presence WHERE expires_at > now()",
+                &[],
+            )
             .await
             .map_err(pg_error)?
             .try_get(0)

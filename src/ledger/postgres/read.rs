@@ -27,8 +27,10 @@ pub(super) async fn keys(c: &mut Client) -> Result<Vec<(Name, VerifyingKey)>, Le
         .map_err(pg_error)?;
     rows.iter()
         .map(|r| {
-            let (n, spki): (String, Vec<u8>) =
-                (r.try_get(0).map_err(pg_error)?, r.try_get(1).map_err(pg_error)?);
+            let (n, spki): (String, Vec<u8>) = (
+                r.try_get(0).map_err(pg_error)?,
+                r.try_get(1).map_err(pg_error)?,
+            );
             let key = VerifyingKey::from_spki_der(&spki).map_err(|e| bad_key(&n, e))?;
             Ok((name(&n)?, key))
         })
@@ -178,7 +180,10 @@ pub(super) async fn scan(
         .await
         .map_err(pg_error)?
     {
-        visitor.grant(&r.try_get::<_, String>(0).map_err(pg_error)?, r.try_get(1).map_err(pg_error)?);
+        visitor.grant(
+            &r.try_get::<_, String>(0).map_err(pg_error)?,
+            r.try_get(1).map_err(pg_error)?,
+        );
     }
     let stmt = tx
         .prepare(

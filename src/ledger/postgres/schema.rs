@@ -108,10 +108,7 @@ async fn stored_version(
     client: &impl tokio_postgres::GenericClient,
 ) -> Result<Option<i32>, LedgerError> {
     let exists: bool = client
-        .query_one(
-            "SELECT to_regclass('micropay_schema') IS NOT NULL",
-            &[],
-        )
+        .query_one("SELECT to_regclass('micropay_schema') IS NOT NULL", &[])
         .await
         .map_err(pg_error)?
         .try_get(0)

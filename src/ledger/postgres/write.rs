@@ -413,7 +413,8 @@ async fn write_effects(tx: &Transaction<'_>, effects: &[Effect]) -> Result<(), F
             ],
         )
         .await?;
-        let (names, balances): (Vec<&str>, Vec<i64>) = c.balances.iter().map(|(n, b)| (*n, *b)).unzip();
+        let (names, balances): (Vec<&str>, Vec<i64>) =
+            c.balances.iter().map(|(n, b)| (*n, *b)).unzip();
         tx.execute(
             "UPDATE accounts a SET balance = u.balance
              FROM unnest($1::text[], $2::int8[]) AS u(name, balance) WHERE a.name = u.name",
