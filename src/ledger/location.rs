@@ -33,11 +33,14 @@ impl DbLocation {
         if s.is_empty() {
             return Err(DbLocationError::Empty);
         }
-        if !is_postgres_url(s) {
+        let Some(scheme_end) = postgres_scheme_end(s) else {
             return Ok(DbLocation::Sqlite(PathBuf::from(s)));
-        }
-        match tokio_postgres::Config::from_str(s) {
-            Ok(_) => Ok(DbLocation::Postgres(s.to_owned())),
+        };
+        // The scheme is case-insensitive; the client library wants it
+        // in lowercase.
+        let url = format!("{}{}", s[..scheme_end].to_ascii_lowercase(), &s[scheme_end..]);
+        match tokio_postgres::Config::from_str(&url) {
+            Ok(_) => Ok(DbLocation::Postgres(url)),
             Err(_) => Err(DbLocationError::BadUrl(redact_url(s))),
         }
     }
@@ -88,9 +91,13 @@ impl fmt::Debug for DbLocation {
     }
 }
 
-fn is_postgres_url(s: &str) -> bool {
-    let lower = s.get(..13).unwrap_or(s).to_ascii_lowercase();
-    lower.starts_with("postgres://") || lower.starts_with("postgresql://")
+/// Where the scheme of a `postgres://` or `postgresql://` URL ends.
+fn postgres_scheme_end(s: &str) -> Option<usize> {
+    ["postgres://", "postgresql://"].into_iter().find_map(|scheme| {
+        s.get(..scheme.len())
+            .filter(|head| head.eq_ignore_ascii_case(scheme))
+            .map(|_| scheme.len())
+    })
 }
 
 /// `url` with the password (between `user:` and `@` in the authority, or
