@@ -38,7 +38,11 @@ impl DbLocation {
         };
         // The scheme is case-insensitive; the client library wants it
         // in lowercase.
-        let url = format!("{}{}", s[..scheme_end].to_ascii_lowercase(), &s[scheme_end..]);
+        let url = format!(
+            "{}{}",
+            s[..scheme_end].to_ascii_lowercase(),
+            &s[scheme_end..]
+        );
         match tokio_postgres::Config::from_str(&url) {
             Ok(_) => Ok(DbLocation::Postgres(url)),
             Err(_) => Err(DbLocationError::BadUrl(redact_url(s))),
@@ -93,11 +97,13 @@ impl fmt::Debug for DbLocation {
 
 /// Where the scheme of a `postgres://` or `postgresql://` URL ends.
 fn postgres_scheme_end(s: &str) -> Option<usize> {
-    ["postgres://", "postgresql://"].into_iter().find_map(|scheme| {
-        s.get(..scheme.len())
-            .filter(|head| head.eq_ignore_ascii_case(scheme))
-            .map(|_| scheme.len())
-    })
+    ["postgres://", "postgresql://"]
+        .into_iter()
+        .find_map(|scheme| {
+            s.get(..scheme.len())
+                .filter(|head| head.eq_ignore_ascii_case(scheme))
+                .map(|_| scheme.len())
+        })
 }
 
 /// `url` with the password (between `user:` and `@` in the authority, or

@@ -38,10 +38,14 @@ pub fn backends() -> Vec<Backend> {
     match postgres_admin_url() {
         Some(admin_url) => all.push(Backend::Postgres { admin_url }),
         None => NOT_RUN.call_once(|| {
-            eprintln!(
+            // Straight to stderr: the test harness captures eprintln!,
+            // and this must be seen even when every test passes.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
                 "\n*** MICROPAY_TEST_PG is not set: the PostgreSQL tests were NOT run.\n\
                  *** Run them with: scripts/with-postgres.sh cargo test --release\n"
-            )
+            );
         }),
     }
     all
