@@ -6,6 +6,7 @@
 //! The random choices come from a seed printed at the start; set
 //! `MICROPAY_TEST_SEED` to replay a run.
 
+#[macro_use]
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -13,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{link, person, start_server, TestServer};
+use common::{link, person, TestServer};
 use micropay::core::payment::{Payment, PaymentId, SignedPayment, SignedReceipt};
 use micropay::net::link::{CallError, Link};
 use micropay::person::Person;
@@ -187,14 +188,14 @@ async fn finish(server: TestServer, receipts: usize) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn random_payments_between_many_people_conserve_money() {
+backend_test! {
+async fn random_payments_between_many_people_conserve_money(backend) {
     const PEOPLE: usize = 8;
     const PAYMENTS_MAX: usize = 20_000;
     const WINDOW: usize = 32;
     let time_limit = Duration::from_secs(8);
 
-    let server = start_server().await;
+    let server = common::start_server_on(&backend).await;
     let people = parties(&server, PEOPLE).await;
     let server_key = people[0].link.peer_key().expect("server key");
     let base_seed = seed();
@@ -285,15 +286,16 @@ async fn random_payments_between_many_people_conserve_money() {
     drop(people);
     finish(server, receipts).await;
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_contended_payer_never_overdraws() {
+backend_test! {
+async fn a_contended_payer_never_overdraws(backend) {
     // One payer signs payments worth twice its balance; all of them are
     // submitted at once by the payer and by each payee, several times.
     const PEOPLE: usize = 6;
     const AMOUNT: u64 = 50;
     const PAYMENTS: u64 = 2 * GRANT / AMOUNT;
-    let server = start_server().await;
+    let server = common::start_server_on(&backend).await;
     let people = parties(&server, PEOPLE).await;
     let server_key = people[0].link.peer_key().expect("server key");
     let mut rng = Rng(seed());
@@ -338,4 +340,5 @@ async fn a_contended_payer_never_overdraws() {
     let receipts = learnt.receipts.len();
     drop(people);
     finish(server, receipts).await;
+}
 }

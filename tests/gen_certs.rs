@@ -821,10 +821,11 @@ async fn start_server_from(dir: &Path, db: &Path) -> RunningServer {
         tls: tls::server_config(&material).expect("server config"),
         signing_key: material.signing_key().expect("server key"),
         ledger: LedgerConfig {
-            path: db.to_owned(),
+            location: db.to_owned().into(),
             initial_balance: micropay::core::limits::INITIAL_BALANCE_DEFAULT,
         },
         limits: ServerLimits::default(),
+        presence: Default::default(),
     };
     server::spawn("127.0.0.1:0".parse().expect("addr"), options)
         .await

@@ -1503,7 +1503,7 @@ async fn a_registered_peer_cannot_settle_what_is_not_its_own() {
     drop((a, b, c));
     let TestServer { running, db, .. } = server;
     running.shutdown().await.expect("clean shutdown");
-    let report = micropay::ledger::audit(&db).expect("audit");
+    let report = common::audit(&db).await;
     assert!(report.violations.is_empty(), "{:?}", report.violations);
     assert_eq!(report.payments, 1, "money moved exactly once");
     assert_eq!(report.total_balances, report.total_granted);

@@ -477,6 +477,7 @@ const ERROR_CODES: &[ErrorCode] = &[
     ErrorCode::BadRequest,
     ErrorCode::TooLarge,
     ErrorCode::Busy,
+    ErrorCode::Unavailable,
     ErrorCode::Internal,
 ];
 

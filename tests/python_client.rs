@@ -55,6 +55,6 @@ async fn a_python_client_written_from_the_protocol_document_works() {
     assert_eq!(summary["seq"], 1);
     assert_eq!(summary["receipt_verified"], true);
     server.running.shutdown().await.expect("shutdown");
-    let audit = micropay::ledger::audit(&server.db).expect("audit");
+    let audit = common::audit(&server.db).await;
     assert!(audit.violations.is_empty(), "{:?}", audit.violations);
 }

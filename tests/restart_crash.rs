@@ -5,19 +5,21 @@
 //! settlement whose receipt a client received is present, nothing was
 //! applied twice, money is conserved and the audit is clean.
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{person_from, pki, server_options, start_server_with, TestServer};
+use common::{person_from, pki, server_options, TestServer};
 use micropay::certs::CertifiedPem;
 use micropay::core::keys::VerifyingKey;
 use micropay::core::name::Name;
 use micropay::core::payment::{Payment, PaymentId, SignedPayment, SignedReceipt};
+use micropay::ledger::DbLocation;
 use micropay::net::link::{CallError, Link};
 use micropay::person::Person;
 use micropay::server::ServerLimits;
@@ -97,8 +99,8 @@ async fn statuses(link: &Link, ids: &[PaymentId]) -> Vec<Result<PaymentStatus, E
     out
 }
 
-async fn audit_clean(db: &Path) -> micropay::ledger::AuditReport {
-    let report = micropay::ledger::audit(db).expect("audit runs");
+async fn audit_clean(db: &DbLocation) -> micropay::ledger::AuditReport {
+    let report = common::audit(db).await;
     assert!(
         report.violations.is_empty(),
         "audit: {:?}",
@@ -185,12 +187,12 @@ async fn check_seen(people: &[Person], links: &[Link], seen: &Seen) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn balances_history_and_outcomes_survive_restarts() {
+backend_test! {
+async fn balances_history_and_outcomes_survive_restarts(backend) {
     let pki = pki();
-    let first = start_server_with(pki.clone(), ServerLimits::default()).await;
+    let first = common::start_server_on_with(&backend, pki.clone(), ServerLimits::default()).await;
     let TestServer {
-        running, db, dir, ..
+        running, db, dir, pg, ..
     } = first;
     let pems: Vec<CertifiedPem> = ["alice", "bob", "carol"]
         .iter()
@@ -284,7 +286,8 @@ async fn balances_history_and_outcomes_survive_restarts() {
     drop(l);
     server.shutdown().await.expect("clean shutdown");
     audit_clean(&db).await;
-    drop(dir);
+    drop((dir, pg));
+}
 }
 
 // ------------------------------------------------------------------ crash
@@ -656,11 +659,11 @@ async fn acknowledged_settlements_survive_sigkill() {
         drop(links);
         drop(server);
         // The ledger file as the crash left it is already sound.
-        audit_clean(&files.db).await;
+        audit_clean(&DbLocation::Sqlite(files.db.clone())).await;
     }
     let settled = book.count(|k| matches!(k, Known::Receipt(_)));
     assert!(settled > 0, "some settlements were acknowledged");
-    let report = audit_clean(&files.db).await;
+    let report = audit_clean(&DbLocation::Sqlite(files.db.clone())).await;
     assert_eq!(
         report.payments as usize, settled,
         "each settled payment once in the ledger"

@@ -207,7 +207,10 @@ async fn audit_detects_a_tampered_ledger() {
         db,
         dir,
         pki,
+        ..
     } = server;
+    // Tampering edits the SQLite file directly.
+    let db = db.sqlite_path().expect("an SQLite ledger").to_owned();
     tokio::time::timeout(STEP, running.shutdown())
         .await
         .expect("shutdown in time")
@@ -760,10 +763,11 @@ async fn a_server_certificate_from_a_foreign_ca_is_refused_by_the_client() {
             tls: tls::server_config(&material).expect("impostor config"),
             signing_key: material.signing_key().expect("impostor key"),
             ledger: micropay::ledger::LedgerConfig {
-                path: dir.path().join("impostor.db"),
+                location: dir.path().join("impostor.db").into(),
                 initial_balance: micropay::core::limits::INITIAL_BALANCE_DEFAULT,
             },
             limits: ServerLimits::default(),
+            presence: Default::default(),
         },
     )
     .await

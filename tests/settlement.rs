@@ -3,11 +3,12 @@
 //! payee's (or payer's) own link, as a peer would, then stops the server
 //! and checks that `audit` finds the ledger sound.
 
+#[macro_use]
 mod common;
 
 use std::fmt::Debug;
 
-use common::{link, person, person_from, start_server, TestServer};
+use common::{link, person, person_from, TestServer};
 use micropay::core::limits::{MEMO_BYTES_MAX, PAYMENT_LIFETIME_MAX_S};
 use micropay::core::name::Name;
 use micropay::core::payment::{Payment, PaymentId, SignedPayment, SignedReceipt};
@@ -118,9 +119,9 @@ async fn finish(server: TestServer) -> micropay::ledger::AuditReport {
     common::shutdown_and_audit(server).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn register_grants_the_initial_balance_once() {
-    let server = start_server().await;
+backend_test! {
+async fn register_grants_the_initial_balance_once(backend) {
+    let server = common::start_server_on(&backend).await;
     let alice = person(&server.pki, "alice");
     let l = link(&alice, &server).await;
     let registered = register(&l).await;
@@ -148,10 +149,11 @@ async fn register_grants_the_initial_balance_once() {
     assert_eq!(report.accounts, 1);
     assert_eq!(report.total_granted, u128::from(GRANT));
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn everything_but_register_needs_an_account() {
-    let server = start_server().await;
+backend_test! {
+async fn everything_but_register_needs_an_account(backend) {
+    let server = common::start_server_on(&backend).await;
     let bob = party(&server, "bob").await;
     let dave = person(&server.pki, "dave");
     let l = link(&dave, &server).await;
@@ -198,10 +200,11 @@ async fn everything_but_register_needs_an_account() {
     assert_eq!(balance(&l).await, GRANT - 5);
     finish(server).await;
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn payee_settles_and_money_moves_exactly() {
-    let server = start_server().await;
+backend_test! {
+async fn payee_settles_and_money_moves_exactly(backend) {
+    let server = common::start_server_on(&backend).await;
     let alice = party(&server, "alice").await;
     let bob = party(&server, "bob").await;
     let carol = party(&server, "carol").await;
@@ -232,10 +235,11 @@ async fn payee_settles_and_money_moves_exactly() {
     let report = finish(server).await;
     assert_eq!(report.payments, 1);
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn payer_may_submit_directly() {
-    let server = start_server().await;
+backend_test! {
+async fn payer_may_submit_directly(backend) {
+    let server = common::start_server_on(&backend).await;
     let alice = party(&server, "alice").await;
     let bob = party(&server, "bob").await;
     let signed = pay(&alice.person, "bob", 1);
@@ -254,10 +258,11 @@ async fn payer_may_submit_directly() {
     assert_eq!(balances(&[&alice, &bob]).await, vec![0, 2 * GRANT]);
     finish(server).await;
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bad_signature_is_refused_and_moves_nothing() {
-    let server = start_server().await;
+backend_test! {
+async fn a_bad_signature_is_refused_and_moves_nothing(backend) {
+    let server = common::start_server_on(&backend).await;
     let alice = party(&server, "alice").await;
     let bob = party(&server, "bob").await;
     let carol = party(&server, "carol").await;
@@ -313,10 +318,11 @@ async fn a_bad_signature_is_refused_and_moves_nothing() {
     let report = finish(server).await;
     assert_eq!(report.payments, 1);
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_payment_changed_after_signing_is_refused() {
-    let server = start_server().await;
+backend_test! {
+async fn a_payment_changed_after_signing_is_refused(backend) {
+    let server = common::start_server_on(&backend).await;
     let alice = party(&server, "alice").await;
     let bob = party(&server, "bob").await;
     let carol = party(&server, "carol").await;
@@ -364,10 +370,11 @@ async fn a_payment_changed_after_signing_is_refused() {
     );
     finish(server).await;
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replay_returns_the_original_receipt_and_moves_nothing() {
-    let server = start_server().await;
+backend_test! {
+async fn a_replay_returns_the_original_receipt_and_moves_nothing(backend) {
+    let server = common::start_server_on(&backend).await;
     let alice = party(&server, "alice").await;
     let bob = party(&server, "bob").await;
     let signed = pay(&alice.person, "bob", 700);
@@ -407,10 +414,11 @@ async fn a_replay_returns_the_original_receipt_and_moves_nothing() {
     let report = finish(server).await;
     assert_eq!(report.payments, 1);
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_first_submissions_of_one_payment_move_money_once() {
-    let server = start_server().await;
+backend_test! {
+async fn concurrent_first_submissions_of_one_payment_move_money_once(backend) {
+    let server = common::start_server_on(&backend).await;
     let alice = party(&server, "alice").await;
     let bob = party(&server, "bob").await;
     // Fresh payments, each sent by payer and payee at the same moment.
@@ -446,10 +454,11 @@ async fn concurrent_first_submissions_of_one_payment_move_money_once() {
     let report = finish(server).await;
     assert_eq!(report.payments, 50);
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_same_id_with_different_content_is_a_conflict() {
-    let server = start_server().await;
+backend_test! {
+async fn the_same_id_with_different_content_is_a_conflict(backend) {
+    let server = common::start_server_on(&backend).await;
     let alice = party(&server, "alice").await;
     let bob = party(&server, "bob").await;
     let carol = party(&server, "carol").await;
@@ -502,10 +511,11 @@ async fn the_same_id_with_different_content_is_a_conflict() {
     );
     finish(server).await;
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_payment_is_refused() {
-    let server = start_server().await;
+backend_test! {
+async fn an_expired_payment_is_refused(backend) {
+    let server = common::start_server_on(&backend).await;
     let alice = party(&server, "alice").await;
     let bob = party(&server, "bob").await;
     let mut p = payment("alice", "bob", 40);
@@ -543,10 +553,11 @@ async fn an_expired_payment_is_refused() {
     );
     finish(server).await;
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn insufficient_funds_is_refused_for_good() {
-    let server = start_server().await;
+backend_test! {
+async fn insufficient_funds_is_refused_for_good(backend) {
+    let server = common::start_server_on(&backend).await;
     let alice = party(&server, "alice").await;
     let bob = party(&server, "bob").await;
     let carol = party(&server, "carol").await;
@@ -598,10 +609,11 @@ async fn insufficient_funds_is_refused_for_good() {
     assert_eq!(report.payments, 2);
     assert_eq!(report.rejections, 2);
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn paying_oneself_is_refused() {
-    let server = start_server().await;
+backend_test! {
+async fn paying_oneself_is_refused(backend) {
+    let server = common::start_server_on(&backend).await;
     let alice = party(&server, "alice").await;
     let selfpay = pay(&alice.person, "alice", 10);
     assert_eq!(
@@ -611,10 +623,11 @@ async fn paying_oneself_is_refused() {
     assert_eq!(balance(&alice.link).await, GRANT);
     finish(server).await;
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unknown_payee_is_refused() {
-    let server = start_server().await;
+backend_test! {
+async fn an_unknown_payee_is_refused(backend) {
+    let server = common::start_server_on(&backend).await;
     let alice = party(&server, "alice").await;
     let to_dave = pay(&alice.person, "dave", 10);
     assert_eq!(
@@ -633,10 +646,11 @@ async fn an_unknown_payee_is_refused() {
     assert_eq!(balance(&alice.link).await, GRANT);
     finish(server).await;
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unknown_payer_is_refused() {
-    let server = start_server().await;
+backend_test! {
+async fn an_unknown_payer_is_refused(backend) {
+    let server = common::start_server_on(&backend).await;
     let bob = party(&server, "bob").await;
     // dave signs with his real certificate key but never registered.
     let dave = person(&server.pki, "dave");
@@ -648,10 +662,11 @@ async fn an_unknown_payer_is_refused() {
     assert_eq!(balance(&bob.link).await, GRANT);
     finish(server).await;
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_third_party_may_not_forward_a_payment() {
-    let server = start_server().await;
+backend_test! {
+async fn a_third_party_may_not_forward_a_payment(backend) {
+    let server = common::start_server_on(&backend).await;
     let alice = party(&server, "alice").await;
     let bob = party(&server, "bob").await;
     let carol = party(&server, "carol").await;
@@ -679,10 +694,11 @@ async fn a_third_party_may_not_forward_a_payment() {
     );
     finish(server).await;
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_registered_name_with_another_key_gets_key_mismatch_everywhere() {
-    let server = start_server().await;
+backend_test! {
+async fn a_registered_name_with_another_key_gets_key_mismatch_everywhere(backend) {
+    let server = common::start_server_on(&backend).await;
     let alice = party(&server, "alice").await;
     let bob = party(&server, "bob").await;
     // A valid certificate from the same CA for "alice", with a new key.
@@ -741,10 +757,11 @@ async fn a_registered_name_with_another_key_gets_key_mismatch_everywhere() {
     let report = finish(server).await;
     assert_eq!(report.accounts, 2);
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_is_for_payer_and_payee_only() {
-    let server = start_server().await;
+backend_test! {
+async fn status_is_for_payer_and_payee_only(backend) {
+    let server = common::start_server_on(&backend).await;
     let alice = party(&server, "alice").await;
     let bob = party(&server, "bob").await;
     let carol = party(&server, "carol").await;
@@ -803,6 +820,7 @@ async fn status_is_for_payer_and_payee_only() {
     }
     finish(server).await;
 }
+}
 
 async fn history_pages(link: &Link, limit: u32) -> Vec<Vec<micropay::wire::HistoryEntry>> {
     let mut pages = Vec::new();
@@ -833,9 +851,9 @@ async fn history_pages(link: &Link, limit: u32) -> Vec<Vec<micropay::wire::Histo
     pages
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn history_is_newest_first_and_paginates() {
-    let server = start_server().await;
+backend_test! {
+async fn history_is_newest_first_and_paginates(backend) {
+    let server = common::start_server_on(&backend).await;
     let alice = party(&server, "alice").await;
     let bob = party(&server, "bob").await;
     let carol = party(&server, "carol").await;
@@ -903,10 +921,11 @@ async fn history_is_newest_first_and_paginates() {
     assert!(pages.is_empty());
     finish(server).await;
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_payments_are_bad_requests() {
-    let server = start_server().await;
+backend_test! {
+async fn malformed_payments_are_bad_requests(backend) {
+    let server = common::start_server_on(&backend).await;
     let alice = party(&server, "alice").await;
     let bob = party(&server, "bob").await;
     // Amount 0, even when properly signed.
@@ -951,13 +970,14 @@ async fn malformed_payments_are_bad_requests() {
     let report = finish(server).await;
     assert_eq!(report.payments, 1);
 }
+}
 
+backend_test! {
 /// A full history page of maximal memos (control characters, which JSON
 /// escapes to six bytes each) is far longer than a request line may be;
 /// the client must still read it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_history_page_of_long_memos_is_readable() {
-    let server = start_server().await;
+async fn a_full_history_page_of_long_memos_is_readable(backend) {
+    let server = common::start_server_on(&backend).await;
     let alice = party(&server, "alice").await;
     let bob = party(&server, "bob").await;
     let memo = "\u{1}".repeat(micropay::core::limits::MEMO_BYTES_MAX);
@@ -980,12 +1000,13 @@ async fn a_full_history_page_of_long_memos_is_readable() {
     assert!(page.entries.iter().all(|e| e.memo == memo));
     finish(server).await;
 }
+}
 
+backend_test! {
 /// Issue 11, item 4: paging is exact and out-of-range values are refused,
 /// never clamped silently.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn history_paging_is_exact_at_every_size() {
-    let server = start_server().await;
+async fn history_paging_is_exact_at_every_size(backend) {
+    let server = common::start_server_on(&backend).await;
     let alice = party(&server, "alice").await;
     let bob = party(&server, "bob").await;
     // 510 payments: more than the largest page.
@@ -1025,13 +1046,14 @@ async fn history_paging_is_exact_at_every_size() {
     assert_eq!(code(page(None, Some(0)).await), ErrorCode::BadRequest);
     finish(server).await;
 }
+}
 
+backend_test! {
 /// Issue 11, item 1: every refusal the rules decide about a verified
 /// payment is final and recorded; replaying the same payment later gets
 /// the same refusal, even once it would otherwise settle.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refusals_of_verified_payments_are_final_and_recorded() {
-    let server = start_server().await;
+async fn refusals_of_verified_payments_are_final_and_recorded(backend) {
+    let server = common::start_server_on(&backend).await;
     let alice = party(&server, "alice").await;
     let bob = party(&server, "bob").await;
     // Too far ahead now; a few seconds later it would be within bounds.
@@ -1048,4 +1070,5 @@ async fn refusals_of_verified_payments_are_final_and_recorded() {
     assert_eq!(balances(&[&alice, &bob]).await, vec![GRANT, GRANT]);
     let report = finish(server).await;
     assert_eq!(report.rejections, 1);
+}
 }

@@ -1,6 +1,7 @@
 //! micropay-server: accounts, presence, signed settlement, receipts and a
 //! durable ledger, over mutual TLS 1.3. `micropay-server audit` checks a
-//! ledger file.
+//! ledger. The ledger is an SQLite file or, shared by several servers, a
+//! PostgreSQL database (`--db postgres://...`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,9 +10,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{ArgAction, Parser, Subcommand};
 use micropay::core::limits::*;
-use micropay::ledger::{audit, LedgerConfig};
+use micropay::ledger::{audit_at, DbLocation, LedgerConfig};
 use micropay::net::tls::{self, Material};
-use micropay::server::{ServerLimits, ServerOptions};
+use micropay::server::{random_server_id, PresenceOptions, ServerLimits, ServerOptions};
 
 /// The micropay server. Every limit is a flag.
 #[derive(Parser, Debug)]
@@ -29,9 +30,19 @@ struct Args {
     /// Address to listen on.
     #[arg(long, env = "MICROPAY_LISTEN", default_value = "127.0.0.1:7443")]
     listen: SocketAddr,
-    /// The ledger's SQLite file.
+    /// The ledger: an SQLite file, or a PostgreSQL database
+    /// (`postgres://USER:PASSWORD@HOST:PORT/DB`) that several servers
+    /// share.
     #[arg(long, env = "MICROPAY_DB", default_value = "micropay.db")]
-    db: PathBuf,
+    db: DbLocation,
+    /// This server's name among the servers sharing a PostgreSQL ledger
+    /// (unique among them); default: a random id.
+    #[arg(long, env = "MICROPAY_SERVER_ID")]
+    server_id: Option<String>,
+    /// How long a person's presence lasts in a shared PostgreSQL ledger
+    /// unless this server renews it (every third of it), ms.
+    #[arg(long, default_value_t = PRESENCE_LEASE_MS_DEFAULT)]
+    presence_lease_ms: u64,
     /// Balance granted to each new account, minor units.
     #[arg(long, default_value_t = INITIAL_BALANCE_DEFAULT)]
     initial_balance: u64,
@@ -69,9 +80,9 @@ struct Args {
 enum Command {
     /// Check a ledger: every signature verifies, balances sum to grants.
     Audit {
-        /// The ledger's SQLite file.
+        /// The ledger: an SQLite file or a PostgreSQL URL.
         #[arg(long, env = "MICROPAY_DB", default_value = "micropay.db")]
-        db: PathBuf,
+        db: DbLocation,
     },
 }
 
@@ -91,10 +102,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_audit(db: &std::path::Path) -> Result<ExitCode> {
-    anyhow::ensure!(db.exists(), "no ledger at {}", db.display());
-    let report = audit(db).with_context(|| format!("auditing {}", db.display()))?;
-    println!("ledger      {}", db.display());
+fn run_audit(db: &DbLocation) -> Result<ExitCode> {
+    if let Some(path) = db.sqlite_path() {
+        anyhow::ensure!(path.exists(), "no ledger at {}", path.display());
+    }
+    // The location prints without any password.
+    let report = audit_at(db).with_context(|| format!("auditing {db}"))?;
+    println!("ledger      {db}");
     println!("accounts    {}", report.accounts);
     println!("payments    {}", report.payments);
     println!("refusals    {}", report.rejections);
@@ -115,7 +129,8 @@ fn run_audit(db: &std::path::Path) -> Result<ExitCode> {
     }
 }
 
-fn serve(args: &Args) -> Result<ExitCode> {
+/// Checks the flags' bounds; returns this server's id.
+fn check_args(args: &Args) -> Result<String> {
     anyhow::ensure!(
         args.initial_balance <= INITIAL_BALANCE_MAX,
         "--initial-balance may be at most {INITIAL_BALANCE_MAX}"
@@ -132,14 +147,32 @@ fn serve(args: &Args) -> Result<ExitCode> {
         args.frame_bytes_max >= 256,
         "--frame-bytes-max must be at least 256"
     );
+    anyhow::ensure!(
+        args.presence_lease_ms >= PRESENCE_LEASE_MS_MIN,
+        "--presence-lease-ms must be at least {PRESENCE_LEASE_MS_MIN}"
+    );
+    let server_id = args.server_id.clone().unwrap_or_else(random_server_id);
+    anyhow::ensure!(
+        !server_id.is_empty() && server_id.len() <= 64,
+        "--server-id must be 1 to 64 characters"
+    );
+    Ok(server_id)
+}
+
+fn serve(args: &Args) -> Result<ExitCode> {
+    let server_id = check_args(args)?;
     let material = Material::from_files(&args.ca, &args.cert, &args.key)
         .context("loading the server's certificates (make them with scripts/gen-certs.sh)")?;
     let options = ServerOptions {
         tls: tls::server_config(&material)?,
         signing_key: material.signing_key()?,
         ledger: LedgerConfig {
-            path: args.db.clone(),
+            location: args.db.clone(),
             initial_balance: args.initial_balance,
+        },
+        presence: PresenceOptions {
+            server_id,
+            lease_ms: args.presence_lease_ms,
         },
         limits: ServerLimits {
             connections_max: args.connections_max,

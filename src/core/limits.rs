@@ -121,3 +121,20 @@ pub const REPLY_WRITE_TIMEOUT_MS: u64 = 30_000;
 
 // The supply bound: every grant fits, summed, in SQLite's signed integer.
 const _: () = assert!((INITIAL_BALANCE_MAX as u128) * (ACCOUNTS_MAX as u128) < i64::MAX as u128);
+
+/// How long connecting to PostgreSQL may take before the database counts
+/// as unavailable, ms (unless the URL sets `connect_timeout`).
+pub const PG_CONNECT_TIMEOUT_MS: u64 = 5_000;
+
+/// How many times a PostgreSQL commit that failed for a transient reason
+/// (serialization failure, deadlock, lost connection before COMMIT) is
+/// run again before the batch is answered with an error.
+pub const PG_COMMIT_ATTEMPTS: u32 = 4;
+
+/// Default presence lease on a shared database, ms: a server renews its
+/// people's presence every third of it; a server that stops renewing has
+/// its people disappear within it (`--presence-lease-ms`).
+pub const PRESENCE_LEASE_MS_DEFAULT: u64 = 10_000;
+
+/// The shortest presence lease allowed, ms.
+pub const PRESENCE_LEASE_MS_MIN: u64 = 300;

@@ -19,6 +19,8 @@ use crate::core::memory_ledger::MemoryLedger;
 use crate::core::name::Name;
 use crate::core::payment::{Payment, PaymentId, SignedPayment};
 use crate::core::rules::{Decision, VerifiedPayment};
+use crate::ledger::location::DbLocation;
+use crate::ledger::postgres::PgStore;
 use crate::ledger::sqlite::SqliteStore;
 use crate::ledger::{AuditVisitor, LedgerError, LedgerStore, StoredPayment};
 
@@ -43,6 +45,15 @@ pub struct AuditReport {
 pub fn audit(path: &Path) -> Result<AuditReport, LedgerError> {
     let store = SqliteStore::open_read_only(path)?;
     audit_store(&store)
+}
+
+/// Audits the ledger at `location` (an SQLite file or a PostgreSQL
+/// database), read-only.
+pub fn audit_at(location: &DbLocation) -> Result<AuditReport, LedgerError> {
+    match location {
+        DbLocation::Sqlite(path) => audit(path),
+        DbLocation::Postgres(url) => audit_store(&PgStore::open_read_only(url)?),
+    }
 }
 
 /// Audits any store.

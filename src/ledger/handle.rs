@@ -4,7 +4,6 @@
 //! connections verify signatures without touching the database.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
@@ -16,6 +15,8 @@ use crate::core::name::Name;
 use crate::core::payment::PaymentId;
 use crate::core::rules::{Refusal, VerifiedPayment};
 use crate::ledger::group_commit::{run_writer, Queued, WriterMessage};
+use crate::ledger::location::DbLocation;
+use crate::ledger::postgres::PgStore;
 use crate::ledger::sqlite::SqliteStore;
 use crate::ledger::{
     Account, Answer, Command, HistoryRow, LedgerError, LedgerStore, Outcome, Settlement,
@@ -24,8 +25,8 @@ use crate::ledger::{
 /// How the ledger is opened.
 #[derive(Debug, Clone)]
 pub struct LedgerConfig {
-    /// The SQLite file.
-    pub path: PathBuf,
+    /// Where the ledger lives: an SQLite file or a PostgreSQL database.
+    pub location: DbLocation,
     /// Balance granted to each new account.
     pub initial_balance: u64,
 }
@@ -44,13 +45,17 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Opens (creating if needed) the ledger and starts its writer.
+    /// Opens (creating if needed) the ledger on the configured backend
+    /// and starts its writer.
     pub fn open(config: &LedgerConfig) -> Result<Ledger, LedgerError> {
         if config.initial_balance > INITIAL_BALANCE_MAX {
             return Err(LedgerError::InitialBalance(INITIAL_BALANCE_MAX));
         }
-        let store = SqliteStore::open(&config.path, config.initial_balance)?;
-        Ledger::start(Arc::new(store))
+        let store: Arc<dyn LedgerStore> = match &config.location {
+            DbLocation::Sqlite(path) => Arc::new(SqliteStore::open(path, config.initial_balance)?),
+            DbLocation::Postgres(url) => Arc::new(PgStore::open(url, config.initial_balance)?),
+        };
+        Ledger::start(store)
     }
 
     /// Starts the writer over an opened store.

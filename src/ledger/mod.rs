@@ -7,24 +7,32 @@
 //! | [`handle`] | [`Ledger`]: what the server holds; queues writes to the group-commit writer, runs reads off the async runtime |
 //! | [`group_commit`] | the single writer thread: drains the queue into batches, one commit each, answers after the commit |
 //! | [`audit`] | the checks every backend shares: signatures, replay through the rules, conservation |
+//! | [`location`] | [`DbLocation`]: an SQLite path or a PostgreSQL URL, parsed in one place, shown without passwords |
 //! | [`sqlite`] | the embedded SQLite backend; the only place that knows SQL for it |
+//! | [`postgres`] | the PostgreSQL backend, shared by several servers, and the presence table |
+//! | `decode` | stored values back into domain values, for both backends |
 //!
 //! The settlement rules are not here: a backend gathers what a batch must
 //! read, decides it with [`crate::core::batch::Batch`], writes the effects
 //! in one transaction and commits.
 
 pub mod audit;
+mod decode;
 pub mod group_commit;
 pub mod handle;
+pub mod location;
+pub mod postgres;
 pub mod sqlite;
 
+use crate::core::batch::Batch;
 use crate::core::keys::VerifyingKey;
 use crate::core::name::Name;
 use crate::core::payment::{PaymentId, Receipt, SignedPayment};
-use crate::core::rules::{Refusal, VerifiedPayment};
+use crate::core::rules::{LedgerView, Refusal, VerifiedPayment};
 
-pub use audit::{audit, AuditReport};
+pub use audit::{audit, audit_at, AuditReport};
 pub use handle::{KeyRegistry, Ledger, LedgerConfig};
+pub use location::{DbLocation, DbLocationError};
 
 /// Why the ledger could not do what was asked (as opposed to a
 /// [`Refusal`], which is the rules saying no).
@@ -51,6 +59,9 @@ pub enum LedgerError {
     /// A commit failed; nothing of its batch was applied.
     #[error("the commit failed; nothing was moved")]
     CommitFailed,
+    /// The database cannot be reached (yet); retrying later may work.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// A new account.
@@ -219,4 +230,34 @@ pub trait LedgerStore: Send + Sync + 'static {
     fn scan(&self, visitor: &mut dyn AuditVisitor) -> Result<(), LedgerError>;
     /// Called once by the writer when it stops (e.g. to checkpoint).
     fn close(&self) -> Result<(), LedgerError>;
+}
+
+/// Decides one command of a batch with the rules, as every backend's
+/// writer does: a registration grants `initial_balance`.
+pub fn decide_command<V: LedgerView>(
+    batch: &mut Batch<'_, V>,
+    command: &Command,
+    initial_balance: u64,
+    now_ms: u64,
+) -> Answer {
+    match command {
+        Command::Register { name, key } => {
+            match batch.register(name, key, initial_balance, now_ms) {
+                Ok(()) => Answer::Registered(Account {
+                    name: name.clone(),
+                    balance: initial_balance,
+                }),
+                Err(refusal) => Answer::Refused(refusal),
+            }
+        }
+        Command::Settle(payment) => match batch.settle(payment, now_ms) {
+            Ok(settled) => Answer::Settled(Settlement {
+                seq: settled.seq,
+                settled_at_ms: settled.settled_at_ms,
+                replay: settled.replay,
+                payment_hash: payment.content_hash(),
+            }),
+            Err(refusal) => Answer::Refused(refusal),
+        },
+    }
 }

@@ -9,6 +9,7 @@
 //! requests may come back out of order: clients match them by `id`.
 
 pub mod cmd;
+pub mod pg_presence;
 pub mod presence;
 
 use std::net::SocketAddr;
@@ -21,11 +22,13 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
 use crate::core::keys::SigningKey;
-use crate::ledger::{Ledger, LedgerConfig, LedgerError};
+use crate::core::limits::PRESENCE_LEASE_MS_DEFAULT;
+use crate::ledger::{DbLocation, Ledger, LedgerConfig, LedgerError};
 use crate::net::session::{accept_loop, refuse, run_session, SessionLimits};
 use crate::wire::{ErrorCode, WireError};
 use cmd::{dispatch, Caller, Context};
-use presence::MemoryPresence;
+use pg_presence::PgPresence;
+use presence::{MemoryPresence, Presence, PresenceError};
 
 /// The server's limits; every one is a flag of `micropay-server`.
 pub type ServerLimits = SessionLimits;
@@ -40,6 +43,35 @@ pub struct ServerOptions {
     pub ledger: LedgerConfig,
     /// Limits.
     pub limits: ServerLimits,
+    /// How this server shares presence with others on a PostgreSQL
+    /// ledger (unused on SQLite, where presence stays in memory).
+    pub presence: PresenceOptions,
+}
+
+/// Shared presence settings (`--server-id`, `--presence-lease-ms`).
+#[derive(Debug, Clone)]
+pub struct PresenceOptions {
+    /// This server's name among those sharing the database; must be
+    /// unique among them.
+    pub server_id: String,
+    /// The presence lease, ms.
+    pub lease_ms: u64,
+}
+
+impl Default for PresenceOptions {
+    /// A random server id and the default lease.
+    fn default() -> PresenceOptions {
+        PresenceOptions {
+            server_id: random_server_id(),
+            lease_ms: PRESENCE_LEASE_MS_DEFAULT,
+        }
+    }
+}
+
+/// `srv-` and 16 random hex digits.
+pub fn random_server_id() -> String {
+    let id = crate::core::payment::PaymentId::random();
+    format!("srv-{}", hex::encode(&id.0[..8]))
 }
 
 /// Why the server could not start or run.
@@ -48,6 +80,9 @@ pub enum ServerError {
     /// The ledger failed to open.
     #[error("ledger: {0}")]
     Ledger(#[from] LedgerError),
+    /// Shared presence could not be set up.
+    #[error("presence: {0}")]
+    Presence(#[from] PresenceError),
     /// Binding or accepting failed.
     #[error("network: {0}")]
     Io(#[from] std::io::Error),
@@ -86,7 +121,7 @@ pub async fn spawn(
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let (shutdown, rx) = watch::channel(false);
-    let shared = open_shared(options)?;
+    let shared = open_shared(options).await?;
     let task = tokio::spawn(serve(listener, shared, rx));
     Ok(RunningServer {
         addr,
@@ -102,7 +137,7 @@ pub async fn run(
     options: ServerOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let shared = open_shared(options)?;
+    let shared = open_shared(options).await?;
     let (tx, rx) = watch::channel(false);
     let server = tokio::spawn(serve(listener, shared, rx));
     shutdown.await;
@@ -112,14 +147,27 @@ pub async fn run(
         .map_err(|e| ServerError::Io(std::io::Error::other(e.to_string())))?
 }
 
-fn open_shared(options: ServerOptions) -> Result<Arc<Shared>, ServerError> {
-    let ledger = Ledger::open(&options.ledger)?;
+async fn open_shared(options: ServerOptions) -> Result<Arc<Shared>, ServerError> {
+    // Opening may block (connecting to PostgreSQL on the store's own
+    // runtime), which is not allowed on this one.
+    let config = options.ledger.clone();
+    let ledger = tokio::task::spawn_blocking(move || Ledger::open(&config))
+        .await
+        .map_err(|e| LedgerError::Database(format!("opening the ledger failed: {e}")))??;
+    let presence: Box<dyn Presence> = match &options.ledger.location {
+        DbLocation::Postgres(url) => {
+            let p = &options.presence;
+            info!(server_id = %p.server_id, lease_ms = p.lease_ms, "presence shared in PostgreSQL");
+            Box::new(PgPresence::start(url, &p.server_id, p.lease_ms)?)
+        }
+        DbLocation::Sqlite(_) => Box::new(MemoryPresence::new()),
+    };
     let fingerprint = options.signing_key.verifying_key().fingerprint();
     Ok(Arc::new(Shared {
         tls: options.tls,
         cx: Context {
             ledger,
-            presence: Box::new(MemoryPresence::new()),
+            presence,
             signing_key: options.signing_key,
             fingerprint,
         },
@@ -153,6 +201,9 @@ async fn serve(
         },
     )
     .await;
+    if let Err(e) = shared.cx.presence.close().await {
+        tracing::warn!("withdrawing this server's presence failed: {e}");
+    }
     info!("connections finished; closing the ledger");
     shared.cx.ledger.close().await;
     info!("ledger closed; bye");

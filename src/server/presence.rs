@@ -1,6 +1,7 @@
 //! Who is online, and where: behind a trait so that several servers can
-//! later share one view (in a database, with leases). The in-memory
-//! implementation serves one process.
+//! share one view. The in-memory implementation serves one process;
+//! [`crate::server::pg_presence::PgPresence`] keeps it in PostgreSQL
+//! with leases.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -52,6 +53,11 @@ pub trait Presence: Send + Sync + 'static {
     fn locate(&self, name: &Name) -> PresenceFuture<'_, Option<String>>;
     /// The first `max` people online, by name, and the total.
     fn roster(&self, max: usize) -> PresenceFuture<'_, Roster>;
+    /// Called once when the server stops: withdraws everything this
+    /// server announced (shared presence) and stops any background work.
+    fn close(&self) -> PresenceFuture<'_, ()> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 struct Entry {

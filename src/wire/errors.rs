@@ -45,6 +45,8 @@ pub enum ErrorCode {
     TooLarge,
     /// The server is at a limit; try again later.
     Busy,
+    /// The server's database cannot be reached; try again later.
+    Unavailable,
     /// The server failed; nothing was moved.
     Internal,
 }
@@ -70,6 +72,7 @@ impl ErrorCode {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::Busy => "busy",
+            ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
     }

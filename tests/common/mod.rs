@@ -5,16 +5,37 @@
 use std::fs;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use micropay::certs::{Ca, CertError, CertifiedPem, KeyType, Validity};
 use micropay::core::name::Name;
-use micropay::ledger::LedgerConfig;
+use micropay::ledger::{DbLocation, LedgerConfig};
 use micropay::net::link::Link;
 use micropay::net::tls::{self, Material};
 use micropay::person::Person;
-use micropay::server::{self, RunningServer, ServerLimits, ServerOptions};
+use micropay::server::{self, PresenceOptions, RunningServer, ServerLimits, ServerOptions};
+
+pub mod backend;
+#[allow(unused_imports)]
+pub use backend::{backends, Backend, TestDb};
+
+/// Runs a test body once per ledger backend ([`backends`]): SQLite
+/// always, PostgreSQL when `MICROPAY_TEST_PG` is set. The body sees the
+/// backend as `$backend`.
+#[macro_export]
+macro_rules! backend_test {
+    ($(#[$meta:meta])* async fn $name:ident($backend:ident) $body:block) => {
+        $(#[$meta])*
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            for $backend in common::backends() {
+                eprintln!("{} on {}", stringify!($name), $backend);
+                $body
+            }
+        }
+    };
+}
 
 /// What every new account gets (the server's default grant).
 pub const GRANT: u64 = micropay::core::limits::INITIAL_BALANCE_DEFAULT;
@@ -90,8 +111,12 @@ fn write_file(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
 pub struct TestServer {
     pub running: RunningServer,
     pub pki: Arc<TestPki>,
-    pub db: PathBuf,
+    /// The ledger's location.
+    pub db: DbLocation,
+    /// Holds the temporary directory (and an SQLite ledger in it).
     pub dir: tempfile::TempDir,
+    /// A PostgreSQL test database, dropped with the server's handle.
+    pub pg: Option<Arc<TestDb>>,
 }
 
 impl TestServer {
@@ -109,7 +134,11 @@ pub fn pki() -> Arc<TestPki> {
     Arc::new(TestPki::new().expect("test PKI"))
 }
 
-pub fn server_options(pki: &TestPki, db: PathBuf, limits: ServerLimits) -> ServerOptions {
+pub fn server_options(
+    pki: &TestPki,
+    db: impl Into<DbLocation>,
+    limits: ServerLimits,
+) -> ServerOptions {
     let material = Material::from_pem(
         &pki.ca.pem.cert_pem,
         &pki.server.cert_pem,
@@ -120,10 +149,11 @@ pub fn server_options(pki: &TestPki, db: PathBuf, limits: ServerLimits) -> Serve
         tls: tls::server_config(&material).expect("server config"),
         signing_key: material.signing_key().expect("server key"),
         ledger: LedgerConfig {
-            path: db,
+            location: db.into(),
             initial_balance: GRANT,
         },
         limits,
+        presence: PresenceOptions::default(),
     }
 }
 
@@ -133,20 +163,57 @@ pub async fn start_server() -> TestServer {
 }
 
 pub async fn start_server_with(pki: Arc<TestPki>, limits: ServerLimits) -> TestServer {
+    start_server_on_with(&Backend::Sqlite, pki, limits).await
+}
+
+/// Starts a server with default limits on a fresh ledger of `backend`.
+pub async fn start_server_on(backend: &Backend) -> TestServer {
+    start_server_on_with(backend, pki(), ServerLimits::default()).await
+}
+
+/// Starts a server on a fresh ledger of `backend`.
+pub async fn start_server_on_with(
+    backend: &Backend,
+    pki: Arc<TestPki>,
+    limits: ServerLimits,
+) -> TestServer {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("ledger.db");
-    let running = server::spawn(
-        "127.0.0.1:0".parse().expect("addr"),
-        server_options(&pki, db.clone(), limits),
-    )
-    .await
-    .expect("server starts");
+    let (db, pg) = match backend.fresh_db(dir.path()).await {
+        (db, Some(pg)) => (db, Some(Arc::new(pg))),
+        (db, None) => (db, None),
+    };
+    let options = server_options(&pki, db.clone(), limits);
+    start_server_at(pki, db, dir, pg, options).await
+}
+
+/// Starts a server on `db` with `options` (whose ledger must be `db`).
+pub async fn start_server_at(
+    pki: Arc<TestPki>,
+    db: DbLocation,
+    dir: tempfile::TempDir,
+    pg: Option<Arc<TestDb>>,
+    options: ServerOptions,
+) -> TestServer {
+    let running = server::spawn("127.0.0.1:0".parse().expect("addr"), options)
+        .await
+        .expect("server starts");
     TestServer {
         running,
         pki,
         db,
         dir,
+        pg,
     }
+}
+
+/// Audits the ledger at `db` off the async runtime (the PostgreSQL store
+/// blocks on a runtime of its own).
+pub async fn audit(db: &DbLocation) -> micropay::ledger::AuditReport {
+    let db = db.clone();
+    tokio::task::spawn_blocking(move || micropay::ledger::audit_at(&db))
+        .await
+        .expect("audit task")
+        .expect("audit runs")
 }
 
 /// A person with a certificate from `pki`'s CA.
@@ -181,17 +248,21 @@ pub async fn balance(link: &Link) -> u64 {
 /// no violation, balances summing to the grants. Returns the report.
 pub async fn shutdown_and_audit(server: TestServer) -> micropay::ledger::AuditReport {
     let TestServer {
-        running, db, dir, ..
+        running,
+        db,
+        dir,
+        pg,
+        ..
     } = server;
     running.shutdown().await.expect("clean shutdown");
-    let report = micropay::ledger::audit(&db).expect("audit runs");
+    let report = audit(&db).await;
     assert!(
         report.violations.is_empty(),
         "audit: {:?}",
         report.violations
     );
     assert_eq!(report.total_balances, report.total_granted);
-    drop(dir);
+    drop((dir, pg));
     report
 }
 

@@ -1,42 +1,20 @@
-//! The read side: balances, history pages, payment outcomes, the audit
-//! scan, and turning stored values back into domain values (a stored
-//! value that does not fit is reported as corruption, never a panic).
+//! The read side: balances, history pages, payment outcomes and the audit
+//! scan (stored values become domain values in [`crate::ledger::decode`]).
 
 use std::collections::HashMap;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::core::keys::VerifyingKey;
-use crate::core::limits::{HISTORY_PAGE_MAX, MEMO_BYTES_MAX};
+use crate::core::limits::HISTORY_PAGE_MAX;
 use crate::core::name::Name;
-use crate::core::payment::{Payment, PaymentId, SignedPayment};
-use crate::core::rules::{Refusal, RefusalKind};
-use crate::ledger::{AuditVisitor, HistoryRow, LedgerError, Outcome, Settlement, StoredPayment};
+use crate::core::payment::PaymentId;
+use crate::ledger::{AuditVisitor, HistoryRow, LedgerError, Outcome, StoredPayment};
 
 type Read<T> = Result<Result<T, LedgerError>, rusqlite::Error>;
 
-/// A stored integer that must be non-negative.
-pub(super) fn to_u64(v: i64, what: &str) -> Result<u64, LedgerError> {
-    u64::try_from(v).map_err(|_| LedgerError::Corrupt(format!("negative {what} {v}")))
-}
-
-/// A stored SHA-256.
-pub(super) fn hash32(bytes: &[u8]) -> Result<[u8; 32], LedgerError> {
-    bytes
-        .try_into()
-        .map_err(|_| LedgerError::Corrupt(format!("a hash of {} bytes", bytes.len())))
-}
-
-/// A stored refusal.
-pub(super) fn refusal(code: &str, message: String) -> Result<Refusal, LedgerError> {
-    let kind = RefusalKind::parse(code)
-        .ok_or_else(|| LedgerError::Corrupt(format!("unknown refusal {code:?}")))?;
-    Ok(Refusal::new(kind, message))
-}
-
-fn name(s: &str) -> Result<Name, LedgerError> {
-    Name::parse(s).map_err(|e| LedgerError::Corrupt(format!("name {s:?}: {e}")))
-}
+pub(super) use crate::ledger::decode::{hash32, refusal, to_u64};
+use crate::ledger::decode::{name, refused_outcome, StoredHistory, StoredSettlement};
 
 pub(super) fn keys(c: &Connection) -> Read<Vec<(Name, VerifyingKey)>> {
     let mut stmt = c.prepare("SELECT name, public_key FROM accounts")?;
@@ -121,24 +99,16 @@ pub(super) fn history(
 }
 
 fn history_row(r: &Row<'_>) -> Read<HistoryRow> {
-    let id: Vec<u8> = r.get(1)?;
-    let (seq, amount, at): (i64, i64, i64) = (r.get(0)?, r.get(4)?, r.get(6)?);
-    let (payer, payee, memo) = (r.get(2)?, r.get(3)?, r.get(5)?);
-    Ok((|| {
-        let id: [u8; 16] = id
-            .as_slice()
-            .try_into()
-            .map_err(|_| LedgerError::Corrupt(format!("payment seq {seq} has a bad id")))?;
-        Ok(HistoryRow {
-            seq: to_u64(seq, "seq")?,
-            payment_id: PaymentId(id),
-            payer,
-            payee,
-            amount_minor: to_u64(amount, "amount")?,
-            memo,
-            settled_at_ms: to_u64(at, "settled_at_ms")?,
-        })
-    })())
+    Ok(StoredHistory {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        payer: r.get(2)?,
+        payee: r.get(3)?,
+        amount: r.get(4)?,
+        memo: r.get(5)?,
+        settled_at_ms: r.get(6)?,
+    }
+    .into_row())
 }
 
 pub(super) fn outcome(c: &Connection, party: &Name, id: &PaymentId) -> Read<Option<Outcome>> {
@@ -172,25 +142,7 @@ pub(super) fn outcome(c: &Connection, party: &Name, id: &PaymentId) -> Read<Opti
     let Some((payer, payee, code, message)) = refused else {
         return Ok(Ok(None));
     };
-    Ok((|| {
-        Ok(Some(Outcome::Refused {
-            payer: name(&payer)?,
-            payee: name(&payee)?,
-            refusal: refusal(&code, message)?,
-        }))
-    })())
-}
-
-/// A settled row as read, before it is checked.
-struct StoredSettlement {
-    payer: String,
-    payee: String,
-    amount: i64,
-    expires_at: i64,
-    memo: String,
-    signature: Vec<u8>,
-    seq: i64,
-    settled_at_ms: i64,
+    Ok(refused_outcome(&payer, &payee, &code, message).map(Some))
 }
 
 fn stored_settlement(
@@ -206,39 +158,6 @@ fn stored_settlement(
         seq: r.get(6)?,
         settled_at_ms: r.get(7)?,
     }))
-}
-
-impl StoredSettlement {
-    fn into_outcome(self, id: PaymentId) -> Result<Outcome, LedgerError> {
-        if self.memo.len() > MEMO_BYTES_MAX {
-            return Err(LedgerError::Corrupt(format!(
-                "payment seq {} has a memo of {} bytes",
-                self.seq,
-                self.memo.len()
-            )));
-        }
-        let payment = SignedPayment {
-            payment: Payment {
-                id,
-                payer: name(&self.payer)?,
-                payee: name(&self.payee)?,
-                amount_minor: to_u64(self.amount, "amount")?,
-                expires_at_s: to_u64(self.expires_at, "expires_at")?,
-                memo: self.memo,
-            },
-            signature: self.signature,
-        };
-        let payment_hash = payment.content_hash();
-        Ok(Outcome::Settled(
-            Box::new(payment),
-            Settlement {
-                seq: to_u64(self.seq, "seq")?,
-                settled_at_ms: to_u64(self.settled_at_ms, "settled_at_ms")?,
-                replay: true,
-                payment_hash,
-            },
-        ))
-    }
 }
 
 /// Feeds every row to the audit, payments in `seq` order.

@@ -11,7 +11,7 @@ use crate::core::keys::VerifyingKey;
 use crate::core::name::Name;
 use crate::core::payment::PaymentId;
 use crate::core::rules::{key_fingerprint, LedgerView, Prior, PriorOutcome, Refusal, RefusalKind};
-use crate::ledger::{Account, Answer, Command, LedgerError, Settlement};
+use crate::ledger::{decide_command, Answer, Command, LedgerError};
 
 use super::read;
 use super::schema::db;
@@ -87,7 +87,7 @@ impl Writer {
         let mut decided = Batch::new(&base, self.last_seq);
         let answers: Vec<Answer> = batch
             .iter()
-            .map(|command| self.decide(&mut decided, command, now_ms))
+            .map(|command| decide_command(&mut decided, command, self.initial_balance, now_ms))
             .collect();
         let (effects, last_seq) = decided.finish();
         if let Err(e) = self.write(&effects) {
@@ -97,34 +97,6 @@ impl Writer {
         }
         self.apply(&effects, last_seq);
         Ok(answers)
-    }
-
-    fn decide<V: LedgerView>(
-        &self,
-        batch: &mut Batch<'_, V>,
-        command: &Command,
-        now_ms: u64,
-    ) -> Answer {
-        match command {
-            Command::Register { name, key } => {
-                match batch.register(name, key, self.initial_balance, now_ms) {
-                    Ok(()) => Answer::Registered(Account {
-                        name: name.clone(),
-                        balance: self.initial_balance,
-                    }),
-                    Err(refusal) => Answer::Refused(refusal),
-                }
-            }
-            Command::Settle(payment) => match batch.settle(payment, now_ms) {
-                Ok(settled) => Answer::Settled(Settlement {
-                    seq: settled.seq,
-                    settled_at_ms: settled.settled_at_ms,
-                    replay: settled.replay,
-                    payment_hash: payment.content_hash(),
-                }),
-                Err(refusal) => Answer::Refused(refusal),
-            },
-        }
     }
 
     /// The stored decisions about the batch's payment ids.

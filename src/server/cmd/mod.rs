@@ -51,6 +51,10 @@ impl From<LedgerError> for WireError {
             LedgerError::Busy | LedgerError::Stopped => {
                 WireError::new(ErrorCode::Busy, e.to_string())
             }
+            LedgerError::Unavailable(_) => WireError::new(
+                ErrorCode::Unavailable,
+                "the ledger's database is unavailable; nothing was moved by this request unless its status says so; retry shortly",
+            ),
             other => WireError::new(ErrorCode::Internal, format!("ledger: {other}")),
         }
     }
@@ -58,7 +62,12 @@ impl From<LedgerError> for WireError {
 
 impl From<PresenceError> for WireError {
     fn from(e: PresenceError) -> WireError {
-        WireError::new(ErrorCode::Busy, e.to_string())
+        match e {
+            PresenceError::Unavailable(_) => WireError::new(
+                ErrorCode::Unavailable,
+                "presence is unavailable (its database cannot be reached); retry shortly",
+            ),
+        }
     }
 }
 

@@ -1,0 +1,257 @@
+//! The shared backend: one PostgreSQL database that several
+//! `micropay-server` processes use at once.
+//!
+//! The [`LedgerStore`] trait is blocking, so the store owns a small tokio
+//! runtime of its own (one worker, which drives the connections) and its
+//! methods `block_on` it; they are only ever called from the group-commit
+//! writer thread and from blocking tasks, never from inside an async
+//! task. The writer has its own connection; reads take one from a small
+//! pool. Each batch is decided and written in one transaction that first
+//! locks the single `ledger_meta` row (see [`write`]), which serializes
+//! batches across servers and keeps payment sequence numbers gap-free.
+//! No tokio-postgres type leaves this module except through [`presence`].
+
+pub mod presence;
+mod read;
+mod schema;
+mod write;
+
+use std::future::Future;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Config, NoTls};
+
+use crate::core::keys::VerifyingKey;
+use crate::core::limits::{LEDGER_READERS_MAX, PG_CONNECT_TIMEOUT_MS};
+use crate::core::name::Name;
+use crate::core::payment::PaymentId;
+use crate::ledger::location::redact_url;
+use crate::ledger::{Answer, AuditVisitor, Command, HistoryRow, LedgerError, LedgerStore, Outcome};
+
+pub use schema::SCHEMA_VERSION;
+
+/// A ledger in a PostgreSQL database.
+pub struct PgStore {
+    runtime: Option<tokio::runtime::Runtime>,
+    config: Config,
+    /// The URL without its password, for messages.
+    shown: String,
+    initial_balance: u64,
+    writable: bool,
+    writer: Mutex<Option<Client>>,
+    readers: Mutex<Vec<Client>>,
+}
+
+/// Parses `url` into a connection configuration (with a connect timeout).
+pub fn pg_config(url: &str) -> Result<Config, LedgerError> {
+    let mut config = Config::from_str(url).map_err(|_| {
+        LedgerError::Database(format!("{} is not a valid PostgreSQL URL", redact_url(url)))
+    })?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_millis(PG_CONNECT_TIMEOUT_MS));
+    }
+    Ok(config)
+}
+
+/// Connects on the current tokio runtime, which then drives the
+/// connection until the client is dropped.
+pub async fn connect(config: &Config, shown: &str) -> Result<Client, LedgerError> {
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| LedgerError::Unavailable(format!("cannot connect to {shown}: {e}")))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("a PostgreSQL connection ended: {e}");
+        }
+    });
+    Ok(client)
+}
+
+/// A database error as a ledger error: a lost or refused connection is
+/// [`LedgerError::Unavailable`], anything else [`LedgerError::Database`].
+pub(crate) fn pg_error(e: tokio_postgres::Error) -> LedgerError {
+    if e.is_closed() || (e.as_db_error().is_none() && e.code().is_none()) {
+        LedgerError::Unavailable(e.to_string())
+    } else {
+        LedgerError::Database(e.to_string())
+    }
+}
+
+/// Whether a failed transaction may simply be run again.
+fn retriable(e: &tokio_postgres::Error) -> bool {
+    let code = e.code();
+    code == Some(&SqlState::T_R_SERIALIZATION_FAILURE)
+        || code == Some(&SqlState::T_R_DEADLOCK_DETECTED)
+        || e.is_closed()
+        || (e.as_db_error().is_none() && code.is_none())
+}
+
+impl PgStore {
+    /// Connects to the database at `url`, creating or checking the
+    /// schema, for writing; new accounts get `initial_balance`.
+    pub fn open(url: &str, initial_balance: u64) -> Result<PgStore, LedgerError> {
+        let store = PgStore::new(url, initial_balance, true)?;
+        store.block_on(async {
+            let mut client = connect(&store.config, &store.shown).await?;
+            schema::migrate(&mut client, &store.shown).await?;
+            *store.writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(client);
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    /// Connects to an existing ledger for reading only (audit).
+    pub fn open_read_only(url: &str) -> Result<PgStore, LedgerError> {
+        let store = PgStore::new(url, 0, false)?;
+        store.block_on(async {
+            let client = connect(&store.config, &store.shown).await?;
+            schema::check(&client, &store.shown).await?;
+            store.give_back(client);
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    fn new(url: &str, initial_balance: u64, writable: bool) -> Result<PgStore, LedgerError> {
+        let config = pg_config(url)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("ledger-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| LedgerError::Database(format!("cannot start a runtime: {e}")))?;
+        Ok(PgStore {
+            runtime: Some(runtime),
+            config,
+            shown: redact_url(url),
+            initial_balance,
+            writable,
+            writer: Mutex::new(None),
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn block_on<T>(
+        &self,
+        f: impl Future<Output = Result<T, LedgerError>>,
+    ) -> Result<T, LedgerError> {
+        match &self.runtime {
+            Some(runtime) => runtime.block_on(f),
+            None => Err(LedgerError::Stopped),
+        }
+    }
+
+    /// A pooled read connection, or a new one; back to the pool when
+    /// dropped.
+    async fn reader(&self) -> Result<Pooled<'_>, LedgerError> {
+        loop {
+            let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            match pooled {
+                Some(client) if !client.is_closed() => {
+                    return Ok(Pooled {
+                        store: self,
+                        client: Some(client),
+                    })
+                }
+                Some(_) => continue,
+                None => {
+                    let client = connect(&self.config, &self.shown).await?;
+                    return Ok(Pooled {
+                        store: self,
+                        client: Some(client),
+                    });
+                }
+            }
+        }
+    }
+
+    fn give_back(&self, client: Client) {
+        let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < LEDGER_READERS_MAX && !client.is_closed() {
+            pool.push(client);
+        }
+    }
+}
+
+/// A read connection taken from the pool.
+struct Pooled<'s> {
+    store: &'s PgStore,
+    client: Option<Client>,
+}
+
+impl Pooled<'_> {
+    fn client(&mut self) -> Result<&mut Client, LedgerError> {
+        self.client.as_mut().ok_or(LedgerError::Stopped)
+    }
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            self.store.give_back(client);
+        }
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        // The store may be dropped on an async runtime (the server's),
+        // where blocking on our own runtime's shutdown is not allowed.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl LedgerStore for PgStore {
+    fn keys(&self) -> Result<Vec<(Name, VerifyingKey)>, LedgerError> {
+        self.block_on(async { read::keys(self.reader().await?.client()?).await })
+    }
+
+    fn key(&self, name: &Name) -> Result<Option<VerifyingKey>, LedgerError> {
+        self.block_on(async { read::key(self.reader().await?.client()?, name).await })
+    }
+
+    fn commit(&self, batch: &[Command], now_ms: u64) -> Result<Vec<Answer>, LedgerError> {
+        if !self.writable {
+            return Err(LedgerError::Database(
+                "the ledger was opened read-only".into(),
+            ));
+        }
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        self.block_on(write::commit(self, &mut writer, batch, now_ms))
+    }
+
+    fn balance(&self, name: &Name) -> Result<Option<u64>, LedgerError> {
+        self.block_on(async { read::balance(self.reader().await?.client()?, name).await })
+    }
+
+    fn history(
+        &self,
+        name: &Name,
+        limit: u32,
+        before_seq: Option<u64>,
+    ) -> Result<Vec<HistoryRow>, LedgerError> {
+        self.block_on(async {
+            let mut reader = self.reader().await?;
+            read::history(reader.client()?, name, limit, before_seq).await
+        })
+    }
+
+    fn outcome(&self, party: &Name, id: &PaymentId) -> Result<Option<Outcome>, LedgerError> {
+        self.block_on(async { read::outcome(self.reader().await?.client()?, party, id).await })
+    }
+
+    fn scan(&self, visitor: &mut dyn AuditVisitor) -> Result<(), LedgerError> {
+        self.block_on(async { read::scan(self.reader().await?.client()?, visitor).await })
+    }
+
+    fn close(&self) -> Result<(), LedgerError> {
+        // Nothing to fold back: every commit is already in the database.
+        Ok(())
+    }
+}

@@ -1,0 +1,234 @@
+//! The read side on PostgreSQL: keys, balances, history pages, payment
+//! outcomes and the audit scan (in one repeatable-read snapshot, payments
+//! in `seq` order, fetched in pages so memory stays bounded).
+
+use tokio_postgres::{Client, IsolationLevel, Row};
+
+use crate::core::keys::VerifyingKey;
+use crate::core::limits::HISTORY_PAGE_MAX;
+use crate::core::name::Name;
+use crate::core::payment::PaymentId;
+use crate::ledger::decode::{name, refused_outcome, StoredHistory, StoredSettlement};
+use crate::ledger::{AuditVisitor, HistoryRow, LedgerError, Outcome, StoredPayment};
+
+use super::pg_error;
+
+/// Payment rows fetched at a time by the audit scan.
+const SCAN_PAGE_ROWS: i32 = 1_000;
+
+fn bad_key(who: &str, e: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Corrupt(format!("account {who:?} has a bad key: {e}"))
+}
+
+pub(super) async fn keys(c: &mut Client) -> Result<Vec<(Name, VerifyingKey)>, LedgerError> {
+    let rows = c
+        .query("SELECT name, public_key FROM accounts", &[])
+        .await
+        .map_err(pg_error)?;
+    rows.iter()
+        .map(|r| {
+            let (n, spki): (String, Vec<u8>) = (
+                r.try_get(0).map_err(pg_error)?,
+                r.try_get(1).map_err(pg_error)?,
+            );
+            let key = VerifyingKey::from_spki_der(&spki).map_err(|e| bad_key(&n, e))?;
+            Ok((name(&n)?, key))
+        })
+        .collect()
+}
+
+pub(super) async fn key(c: &mut Client, who: &Name) -> Result<Option<VerifyingKey>, LedgerError> {
+    let row = c
+        .query_opt(
+            "SELECT public_key FROM accounts WHERE name = $1",
+            &[&who.as_str()],
+        )
+        .await
+        .map_err(pg_error)?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let spki: Vec<u8> = row.try_get(0).map_err(pg_error)?;
+    VerifyingKey::from_spki_der(&spki)
+        .map(Some)
+        .map_err(|e| bad_key(who.as_str(), e))
+}
+
+pub(super) async fn balance(c: &mut Client, who: &Name) -> Result<Option<u64>, LedgerError> {
+    let row = c
+        .query_opt(
+            "SELECT balance FROM accounts WHERE name = $1",
+            &[&who.as_str()],
+        )
+        .await
+        .map_err(pg_error)?;
+    row.map(|r| {
+        let b: i64 = r.try_get(0).map_err(pg_error)?;
+        crate::ledger::decode::to_u64(b, "balance")
+    })
+    .transpose()
+}
+
+pub(super) async fn history(
+    c: &mut Client,
+    who: &Name,
+    limit: u32,
+    before_seq: Option<u64>,
+) -> Result<Vec<HistoryRow>, LedgerError> {
+    // One more than a page: the caller asks for it to learn whether more exist.
+    let limit = i64::from(limit.clamp(1, HISTORY_PAGE_MAX + 1));
+    let before = before_seq.map_or(i64::MAX, |s| i64::try_from(s).unwrap_or(i64::MAX));
+    let rows = c
+        .query(
+            "SELECT seq, id, payer, payee, amount, memo, settled_at_ms FROM payments
+             WHERE seq < $2 AND (payer = $1 OR payee = $1)
+             ORDER BY seq DESC LIMIT $3",
+            &[&who.as_str(), &before, &limit],
+        )
+        .await
+        .map_err(pg_error)?;
+    rows.iter().map(history_row).collect()
+}
+
+fn history_row(r: &Row) -> Result<HistoryRow, LedgerError> {
+    StoredHistory {
+        seq: r.try_get(0).map_err(pg_error)?,
+        id: r.try_get(1).map_err(pg_error)?,
+        payer: r.try_get(2).map_err(pg_error)?,
+        payee: r.try_get(3).map_err(pg_error)?,
+        amount: r.try_get(4).map_err(pg_error)?,
+        memo: r.try_get(5).map_err(pg_error)?,
+        settled_at_ms: r.try_get(6).map_err(pg_error)?,
+    }
+    .into_row()
+}
+
+pub(super) async fn outcome(
+    c: &mut Client,
+    party: &Name,
+    id: &PaymentId,
+) -> Result<Option<Outcome>, LedgerError> {
+    // Ids are unique per payer; the caller's own payment comes first.
+    let (id_bytes, who) = (&id.0[..], party.as_str());
+    let settled = c
+        .query_opt(
+            "SELECT payer, payee, amount, expires_at, memo, signature, seq, settled_at_ms
+             FROM payments WHERE id = $1 AND (payer = $2 OR payee = $2)
+             ORDER BY (payer = $2) DESC LIMIT 1",
+            &[&id_bytes, &who],
+        )
+        .await
+        .map_err(pg_error)?;
+    if let Some(r) = settled {
+        return stored_settlement(&r)?.into_outcome(*id).map(Some);
+    }
+    let refused = c
+        .query_opt(
+            "SELECT payer, payee, code, message FROM rejections
+             WHERE id = $1 AND (payer = $2 OR payee = $2)
+             ORDER BY (payer = $2) DESC LIMIT 1",
+            &[&id_bytes, &who],
+        )
+        .await
+        .map_err(pg_error)?;
+    let Some(r) = refused else {
+        return Ok(None);
+    };
+    let text = |i: usize| r.try_get::<_, String>(i).map_err(pg_error);
+    refused_outcome(&text(0)?, &text(1)?, &text(2)?, text(3)?).map(Some)
+}
+
+fn stored_settlement(r: &Row) -> Result<StoredSettlement, LedgerError> {
+    Ok(StoredSettlement {
+        payer: r.try_get(0).map_err(pg_error)?,
+        payee: r.try_get(1).map_err(pg_error)?,
+        amount: r.try_get(2).map_err(pg_error)?,
+        expires_at: r.try_get(3).map_err(pg_error)?,
+        memo: r.try_get(4).map_err(pg_error)?,
+        signature: r.try_get(5).map_err(pg_error)?,
+        seq: r.try_get(6).map_err(pg_error)?,
+        settled_at_ms: r.try_get(7).map_err(pg_error)?,
+    })
+}
+
+/// Feeds every row to the audit, payments in `seq` order, all from one
+/// consistent snapshot.
+pub(super) async fn scan(
+    c: &mut Client,
+    visitor: &mut dyn AuditVisitor,
+) -> Result<(), LedgerError> {
+    let tx = c
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(pg_error)?;
+    for r in tx
+        .query("SELECT name, public_key, balance FROM accounts", &[])
+        .await
+        .map_err(pg_error)?
+    {
+        let (n, spki, balance): (String, Vec<u8>, i64) = (
+            r.try_get(0).map_err(pg_error)?,
+            r.try_get(1).map_err(pg_error)?,
+            r.try_get(2).map_err(pg_error)?,
+        );
+        visitor.account(&n, &spki, balance);
+    }
+    for r in tx
+        .query("SELECT name, amount FROM grants ORDER BY seq", &[])
+        .await
+        .map_err(pg_error)?
+    {
+        visitor.grant(
+            &r.try_get::<_, String>(0).map_err(pg_error)?,
+            r.try_get(1).map_err(pg_error)?,
+        );
+    }
+    let stmt = tx
+        .prepare(
+            "SELECT seq, id, payer, payee, amount, expires_at, memo, signature, content_hash, settled_at_ms
+             FROM payments ORDER BY seq",
+        )
+        .await
+        .map_err(pg_error)?;
+    let portal = tx.bind(&stmt, &[]).await.map_err(pg_error)?;
+    loop {
+        let rows = tx
+            .query_portal(&portal, SCAN_PAGE_ROWS)
+            .await
+            .map_err(pg_error)?;
+        if rows.is_empty() {
+            break;
+        }
+        for r in &rows {
+            visitor.payment(stored_payment(r)?);
+        }
+    }
+    let refusals: i64 = tx
+        .query_one("SELECT count(*) FROM rejections", &[])
+        .await
+        .map_err(pg_error)?
+        .try_get(0)
+        .map_err(pg_error)?;
+    for _ in 0..refusals {
+        visitor.refusal();
+    }
+    tx.commit().await.map_err(pg_error)
+}
+
+fn stored_payment(r: &Row) -> Result<StoredPayment, LedgerError> {
+    Ok(StoredPayment {
+        seq: r.try_get(0).map_err(pg_error)?,
+        id: r.try_get(1).map_err(pg_error)?,
+        payer: r.try_get(2).map_err(pg_error)?,
+        payee: r.try_get(3).map_err(pg_error)?,
+        amount: r.try_get(4).map_err(pg_error)?,
+        expires_at: r.try_get(5).map_err(pg_error)?,
+        memo: r.try_get(6).map_err(pg_error)?,
+        signature: r.try_get(7).map_err(pg_error)?,
+        content_hash: r.try_get(8).map_err(pg_error)?,
+        settled_at_ms: r.try_get(9).map_err(pg_error)?,
+    })
+}

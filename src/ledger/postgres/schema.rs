@@ -1,0 +1,138 @@
+//! The PostgreSQL schema: the same tables and meaning as SQLite's, with
+//! BIGINT money under CHECK constraints, plus `ledger_meta` (the one row
+//! every commit locks) and `presence` (who is online, with leases).
+//! Created on start under an advisory lock, so that servers starting
+//! together do not race; a newer schema is refused.
+
+use tokio_postgres::Client;
+
+use crate::ledger::LedgerError;
+
+use super::pg_error;
+
+/// The schema version this program writes.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// Held while the schema is checked or created (any fixed number).
+const MIGRATION_LOCK: i64 = 0x6d69_6372_6f70_6179; // "micropay"
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS micropay_schema (
+    version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS accounts (
+    name          TEXT PRIMARY KEY,
+    public_key    BYTEA NOT NULL,
+    balance       BIGINT NOT NULL CHECK (balance >= 0),
+    created_at_ms BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS grants (
+    seq           BIGSERIAL PRIMARY KEY,
+    name          TEXT NOT NULL REFERENCES accounts(name),
+    amount        BIGINT NOT NULL CHECK (amount >= 0),
+    granted_at_ms BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS payments (
+    seq           BIGINT PRIMARY KEY CHECK (seq > 0),
+    id            BYTEA NOT NULL,
+    payer         TEXT NOT NULL REFERENCES accounts(name),
+    payee         TEXT NOT NULL REFERENCES accounts(name),
+    amount        BIGINT NOT NULL CHECK (amount > 0),
+    expires_at    BIGINT NOT NULL,
+    memo          TEXT NOT NULL,
+    signature     BYTEA NOT NULL,
+    content_hash  BYTEA NOT NULL,
+    settled_at_ms BIGINT NOT NULL,
+    UNIQUE (payer, id)
+);
+CREATE INDEX IF NOT EXISTS payments_by_payer ON payments(payer, seq);
+CREATE INDEX IF NOT EXISTS payments_by_payee ON payments(payee, seq);
+CREATE INDEX IF NOT EXISTS payments_by_id ON payments(id);
+CREATE TABLE IF NOT EXISTS rejections (
+    id             BYTEA NOT NULL,
+    payer          TEXT NOT NULL,
+    payee          TEXT NOT NULL,
+    content_hash   BYTEA NOT NULL,
+    code           TEXT NOT NULL,
+    message        TEXT NOT NULL,
+    decided_at_ms  BIGINT NOT NULL,
+    PRIMARY KEY (payer, id)
+);
+CREATE INDEX IF NOT EXISTS rejections_by_id ON rejections(id);
+CREATE TABLE IF NOT EXISTS ledger_meta (
+    one       BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),
+    last_seq  BIGINT NOT NULL CHECK (last_seq >= 0)
+);
+INSERT INTO ledger_meta (one, last_seq) VALUES (TRUE, 0) ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS presence (
+    name       TEXT PRIMARY KEY,
+    address    TEXT NOT NULL,
+    server_id  TEXT NOT NULL,
+    conn_id    BIGINT NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX IF NOT EXISTS presence_by_server ON presence(server_id);
+";
+
+/// Creates the schema if missing; refuses a newer one.
+pub(super) async fn migrate(client: &mut Client, shown: &str) -> Result<(), LedgerError> {
+    let tx = client.transaction().await.map_err(pg_error)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(pg_error)?;
+    if let Some(version) = stored_version(&tx).await? {
+        check_version(version, shown)?;
+        return tx.commit().await.map_err(pg_error);
+    }
+    tx.batch_execute(SCHEMA).await.map_err(pg_error)?;
+    tx.execute(
+        "INSERT INTO micropay_schema (version) VALUES ($1)",
+        &[&SCHEMA_VERSION],
+    )
+    .await
+    .map_err(pg_error)?;
+    tx.commit().await.map_err(pg_error)
+}
+
+/// Checks that the database holds a ledger this program can read.
+pub(super) async fn check(client: &Client, shown: &str) -> Result<(), LedgerError> {
+    match stored_version(client).await? {
+        Some(version) => check_version(version, shown),
+        None => Err(LedgerError::Corrupt(format!(
+            "{shown} is not a micropay ledger"
+        ))),
+    }
+}
+
+async fn stored_version(
+    client: &impl tokio_postgres::GenericClient,
+) -> Result<Option<i32>, LedgerError> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('micropay_schema') IS NOT NULL", &[])
+        .await
+        .map_err(pg_error)?
+        .try_get(0)
+        .map_err(pg_error)?;
+    if !exists {
+        return Ok(None);
+    }
+    let row = client
+        .query_opt("SELECT max(version) FROM micropay_schema", &[])
+        .await
+        .map_err(pg_error)?;
+    Ok(row.and_then(|r| r.try_get::<_, Option<i32>>(0).ok().flatten()))
+}
+
+fn check_version(version: i32, shown: &str) -> Result<(), LedgerError> {
+    if version > SCHEMA_VERSION {
+        return Err(LedgerError::Corrupt(format!(
+            "{shown} has schema version {version}; this program knows up to {SCHEMA_VERSION}: upgrade micropay"
+        )));
+    }
+    if version < SCHEMA_VERSION {
+        return Err(LedgerError::Corrupt(format!(
+            "{shown} was written by an older micropay (schema version {version}); start a new ledger"
+        )));
+    }
+    Ok(())
+}

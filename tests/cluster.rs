@@ -1,0 +1,280 @@
+//! Several servers on one PostgreSQL ledger (run with
+//! `scripts/with-postgres.sh cargo test --release`; without
+//! `MICROPAY_TEST_PG` these tests say loudly that they did not run):
+//! an account opened on one server is known to the other, presence is
+//! shared with leases, a payment settled through one is verified and
+//! visible through the other, the same payment forwarded to both at once
+//! settles once with one receipt, and a server that stops renewing its
+//! leases has its people disappear within the lease.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{link, person, pki, server_options, Backend, TestDb, TestPki, TestServer};
+use micropay::core::payment::SignedReceipt;
+use micropay::ledger::DbLocation;
+use micropay::net::link::{CallError, Link};
+use micropay::server::{PresenceOptions, ServerLimits};
+use micropay::wire::{
+    ErrorCode, History, Online, OnlinePeer, PaymentJson, PaymentStatus, Registered, ServerRequest,
+    Settled,
+};
+
+/// The shared database, or `None` (and a loud note) without PostgreSQL.
+async fn shared_db() -> Option<(DbLocation, TestDb)> {
+    let backend = common::backends()
+        .into_iter()
+        .find(|b| matches!(b, Backend::Postgres { .. }))?;
+    let dir = tempfile::tempdir().expect("tempdir");
+    match backend.fresh_db(dir.path()).await {
+        (db, Some(pg)) => Some((db, pg)),
+        (_, None) => None,
+    }
+}
+
+/// A server on `db` named `id`, with a presence lease of `lease_ms`.
+async fn server_on(
+    pki: &Arc<TestPki>,
+    db: &DbLocation,
+    pg: &Arc<TestDb>,
+    id: &str,
+    lease_ms: u64,
+) -> TestServer {
+    let mut options = server_options(pki, db.clone(), ServerLimits::default());
+    options.presence = PresenceOptions {
+        server_id: id.to_owned(),
+        lease_ms,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    common::start_server_at(pki.clone(), db.clone(), dir, Some(pg.clone()), options).await
+}
+
+async fn online(l: &Link, port: u16) -> Online {
+    l.call(&ServerRequest::Online {
+        port,
+        address: Some("127.0.0.1".into()),
+    })
+    .await
+    .expect("online")
+}
+
+async fn locate(l: &Link, who: &str) -> Result<OnlinePeer, CallError> {
+    l.call(&ServerRequest::Locate { name: who.into() }).await
+}
+
+fn code<T: std::fmt::Debug>(r: Result<T, CallError>) -> ErrorCode {
+    match r {
+        Err(CallError::Refused(e)) => e.code,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+async fn settle(l: &Link, payment: &micropay::core::payment::SignedPayment) -> Settled {
+    l.call(&ServerRequest::Settle {
+        payment: PaymentJson::from(payment),
+    })
+    .await
+    .expect("settles")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_share_accounts_presence_and_payments() {
+    let Some((db, pg)) = shared_db().await else {
+        return;
+    };
+    let (pki, pg) = (pki(), Arc::new(pg));
+    let a = server_on(&pki, &db, &pg, "a", 10_000).await;
+    let b = server_on(&pki, &db, &pg, "b", 10_000).await;
+    let (alice, bob) = (person(&pki, "alice"), person(&pki, "bob"));
+    let (alice_a, bob_a) = (link(&alice, &a).await, link(&bob, &a).await);
+    // Registration on A; both accounts are known on B.
+    for l in [&alice_a, &bob_a] {
+        let r: Registered = l.call(&ServerRequest::Register {}).await.expect("register");
+        assert_eq!(r.balance, 10_000);
+    }
+    let (alice_b, bob_b) = (link(&alice, &b).await, link(&bob, &b).await);
+    assert_eq!(common::balance(&alice_b).await, 10_000);
+    assert_eq!(
+        code(
+            alice_b
+                .call::<Registered>(&ServerRequest::Register {})
+                .await
+        ),
+        ErrorCode::AlreadyRegistered
+    );
+    // Bob goes online on B; A sees him, and sees him go.
+    assert_eq!(code(locate(&alice_a, "bob").await), ErrorCode::PayeeOffline);
+    let announced = online(&bob_b, 9).await;
+    let found = locate(&alice_a, "bob").await.expect("bob is online");
+    assert_eq!(found.address, announced.address);
+    let listing: micropay::wire::Listing =
+        alice_a.call(&ServerRequest::List {}).await.expect("list");
+    assert_eq!(listing.online_count, 1);
+    assert_eq!(listing.online[0].name, "bob");
+    // A payment settled via B is verified and visible from A.
+    let server_key = pki_key(&pki);
+    let first = common::signed_payment(&alice, "bob", 250, "via b");
+    let settled = settle(&bob_b, &first).await;
+    let receipt = SignedReceipt::try_from(&settled.receipt).expect("receipt parses");
+    receipt.verify(&server_key).expect("receipt verifies");
+    assert!(receipt.matches(&first));
+    assert_eq!(common::balance(&alice_a).await, 9_750);
+    assert_eq!(common::balance(&bob_a).await, 10_250);
+    let history: History = alice_a
+        .call(&ServerRequest::History {
+            limit: None,
+            before_seq: None,
+        })
+        .await
+        .expect("history");
+    assert_eq!(history.entries.len(), 1);
+    let status: PaymentStatus = alice_a
+        .call(&ServerRequest::Status {
+            payment_id: first.payment.id.to_hex(),
+        })
+        .await
+        .expect("status");
+    assert_eq!(
+        status,
+        PaymentStatus::Settled {
+            receipt: settled.receipt.clone()
+        }
+    );
+    // The same payment forwarded to both servers at once settles once,
+    // and both answer with the same receipt.
+    let second = common::signed_payment(&alice, "bob", 100, "both");
+    let (via_a, via_b) = tokio::join!(settle(&bob_a, &second), settle(&bob_b, &second));
+    assert_eq!(via_a.receipt, via_b.receipt);
+    assert_eq!(via_a.receipt.seq, 2);
+    assert_eq!(common::balance(&alice_b).await, 9_650);
+    drop((alice_a, bob_a, alice_b, bob_b));
+    b.running.shutdown().await.expect("B stops");
+    // B's clean stop withdrew its people at once.
+    let alice_a = link(&alice, &a).await;
+    assert_eq!(code(locate(&alice_a, "bob").await), ErrorCode::PayeeOffline);
+    drop(alice_a);
+    let report = common::shutdown_and_audit(a).await;
+    assert_eq!(report.payments, 2);
+    assert_eq!(report.accounts, 2);
+}
+
+fn pki_key(pki: &TestPki) -> micropay::core::keys::VerifyingKey {
+    let material = micropay::net::tls::Material::from_pem(
+        &pki.ca.pem.cert_pem,
+        &pki.server.cert_pem,
+        &pki.server.key_pem,
+    )
+    .expect("server material");
+    material
+        .signing_key()
+        .expect("server key")
+        .verifying_key()
+        .clone()
+}
+
+/// The real server binary, killed (SIGKILL) on drop.
+struct ServerProcess {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `micropay-server` on `db` with certificates in `dir`.
+async fn start_binary(dir: &std::path::Path, db: &DbLocation, lease_ms: u64) -> ServerProcess {
+    let DbLocation::Postgres(url) = db else {
+        panic!("a PostgreSQL ledger")
+    };
+    let ready = dir.join("ready");
+    let child = Command::new(env!("CARGO_BIN_EXE_micropay-server"))
+        .args(["--listen", "127.0.0.1:0", "--server-id", "doomed", "-q"])
+        .arg("--cert")
+        .arg(dir.join("server.pem"))
+        .arg("--key")
+        .arg(dir.join("server.key"))
+        .arg("--ca")
+        .arg(dir.join("ca.pem"))
+        .arg("--presence-lease-ms")
+        .arg(lease_ms.to_string())
+        .arg("--ready-file")
+        .arg(&ready)
+        .env("MICROPAY_DB", url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("micropay-server starts");
+    let mut process = ServerProcess {
+        child,
+        addr: String::new(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(addr) = std::fs::read_to_string(&ready) {
+            process.addr = addr.trim().to_owned();
+            return process;
+        }
+        assert!(
+            process.child.try_wait().expect("wait").is_none(),
+            "the server exited early"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the server did not become ready");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_stops_renewing_loses_its_people_within_the_lease() {
+    let Some((db, pg)) = shared_db().await else {
+        return;
+    };
+    const LEASE_MS: u64 = 900;
+    let (pki, pg) = (pki(), Arc::new(pg));
+    let certs = tempfile::tempdir().expect("tempdir");
+    pki.write_to(certs.path(), &[])
+        .expect("certificates written");
+    let a = server_on(&pki, &db, &pg, "a", 10_000).await;
+    let doomed = start_binary(certs.path(), &db, LEASE_MS).await;
+    let (alice, bob) = (person(&pki, "alice"), person(&pki, "bob"));
+    let alice_a = link(&alice, &a).await;
+    let bob_b = bob.connect_server(&doomed.addr).await.expect("connects");
+    for l in [&alice_a, &bob_b] {
+        let _: Registered = l.call(&ServerRequest::Register {}).await.expect("register");
+    }
+    online(&bob_b, 9).await;
+    // Renewed while the server lives: still there after several leases.
+    tokio::time::sleep(Duration::from_millis(3 * LEASE_MS)).await;
+    locate(&alice_a, "bob")
+        .await
+        .expect("bob stays online while his server renews");
+    // The server dies without a word (SIGKILL): bob goes within the lease.
+    let killed_at = Instant::now();
+    drop(doomed);
+    let gone = loop {
+        match locate(&alice_a, "bob").await {
+            Ok(_) => {}
+            Err(CallError::Refused(e)) if e.code == ErrorCode::PayeeOffline => {
+                break killed_at.elapsed()
+            }
+            Err(other) => panic!("locate failed: {other}"),
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_millis(LEASE_MS + 2_000),
+            "bob is still online long after his server died"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        gone <= Duration::from_millis(LEASE_MS + 500),
+        "gone after {gone:?}"
+    );
+    drop((alice_a, bob_b));
+    common::shutdown_and_audit(a).await;
+}
