@@ -1,29 +1,22 @@
 //! micropay: person-to-person micropayments over mutual TLS 1.3, with
 //! every payment signed by its payer and settled durably by a server.
 //!
-//! Module map, from the pure core outwards:
+//! Module map, from the pure core outwards (data flows one way: binaries
+//! → `server` / `person` → `net` and `ledger` → `wire` → `core`):
 //!
 //! | module | what lives there | may touch |
 //! |---|---|---|
-//! | [`limits`] | every bound, named | nothing |
-//! | [`name`] | person names and their grammar | nothing |
-//! | [`keys`] | signing/verifying keys (Ed25519, P-256) via ring | nothing |
-//! | [`payment`] | payments, receipts, canonical bytes, sign/verify | nothing |
-//! | [`protocol`] | wire messages, error codes, request decoding | nothing |
-//! | [`identity`] | a verified certificate → name, key, validity | nothing |
-//! | [`certs`] | making CA/server/person certificates with rcgen, writing them | files |
-//! | [`tls`] | rustls configurations from PEM files or memory | files |
-//! | [`frame`] | bounded newline-delimited frames on async streams | sockets |
-//! | [`ledger`] | SQLite ledger: schema, single writer, group commit, audit | the database |
-//! | [`session`] | accept loop and request/reply loop shared by server and peer listener | sockets |
-//! | [`server`] | the server: accept loop, connections, presence, dispatch | sockets, ledger |
-//! | [`client`] | a pipelined connection to the server or a peer | sockets |
-//! | [`peer`] | the payee's listener (`serve`) and the payer's `send` | sockets |
-//! | [`logging`] | tracing set-up for the binaries | stderr |
-//! | [`signal`] | Ctrl-C and SIGTERM as one future | signals |
-//! | [`clock`] | wall-clock time in the units the protocol uses | the clock |
+//! | [`core`] | the pure core: [`core::limits`] (every bound), [`core::name`], [`core::keys`] (Ed25519, P-256 via ring), [`core::payment`] (payments, receipts, canonical bytes), [`core::rules`] (the settlement rules: `decide`), [`core::batch`] (deciding a commit batch in memory), [`core::memory_ledger`] (the reference ledger the rules are tested against and audit replays through) | nothing: no I/O, no clock, no tokio, no database |
+//! | [`wire`] | the protocol: [`wire::request`] (`ServerRequest`, `PeerRequest`, decoding), [`wire::reply`], [`wire::messages`] (JSON forms), [`wire::errors`] (codes; refusals → codes in one place), [`wire::frame`] (bounded lines on async streams) | sockets (frame only) |
+//! | [`ledger`] | the [`ledger::LedgerStore`] trait, [`ledger::handle::Ledger`] (what the server holds), [`ledger::group_commit`] (the single writer), [`mod@ledger::audit`] (shared checks), and one backend each: [`ledger::sqlite`], [`ledger::postgres`] | the database |
+//! | [`net`] | [`net::tls`] (rustls configurations), [`net::identity`] (a verified certificate → name, key, validity), [`net::session`] (accept loop and per-connection request loop, shared by server and peer listener), [`net::link`] (a pipelined client connection) | sockets, files (certificates) |
+//! | [`server`] | the server: listener and connections ([`server`]), one handler per operation ([`server::cmd`]), presence ([`server::presence`] in memory, [`server::pg_presence`] shared) | sockets, ledger |
+//! | [`person`] | one person's side: [`person::send`] (pay a peer) and [`person::serve`] (take payments) | sockets |
+//! | [`certs`] | making CA/server/person certificates with rcgen and writing them | files |
+//! | [`system`] | [`system::clock`], [`system::logging`], [`system::signal`], [`system::terminal`] (escaping what peers control) | the clock, stderr, signals |
 //!
-//! The binaries in `src/bin/` parse flags and call into these modules.
+//! The binaries in `src/bin/` parse flags and call into these modules;
+//! the load generator lives only in `src/bin/micropay-bench/`.
 
 pub mod certs;
 pub mod core;

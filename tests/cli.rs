@@ -743,3 +743,17 @@ fn a_second_server_on_the_same_ledger_refuses_to_start() {
     world.run("alice", &["send", "bob", "5"]).expect(0);
     assert_eq!(world.balance("bob"), 10005);
 }
+
+/// Issue 10, item 14: the ledger holds every payment and memo, so only
+/// its owner may read it.
+#[test]
+fn the_ledger_file_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let world = World::start();
+    world.register(&["alice"]);
+    let mode = std::fs::metadata(&world.db)
+        .expect("ledger")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{:o}", mode & 0o777);
+}

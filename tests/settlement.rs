@@ -1072,3 +1072,31 @@ async fn refusals_of_verified_payments_are_final_and_recorded(backend) {
     assert_eq!(report.rejections, 1);
 }
 }
+
+backend_test! {
+/// Issue 10, item 15: payment ids are scoped to their payer, so mallory
+/// reusing alice's id (even before alice's payment arrives) changes
+/// nothing for alice.
+async fn another_payer_cannot_take_a_payment_id(backend) {
+    let server = common::start_server_on(&backend).await;
+    let alice = party(&server, "alice").await;
+    let bob = party(&server, "bob").await;
+    let mallory = party(&server, "mallory").await;
+    let alices = pay(&alice.person, "bob", 100);
+    let mut copy = payment("mallory", "bob", 1);
+    copy.id = alices.payment.id;
+    let copy = copy.sign(&mallory.person.key);
+    settle(&bob.link, &copy).await.expect("mallory's own payment settles");
+    let receipt = settle(&bob.link, &alices).await.expect("alice's settles too");
+    assert_eq!(receipt.receipt.amount, 100);
+    match status(&alice.link, &alices.payment.id).await.expect("status") {
+        PaymentStatus::Settled { receipt } => assert_eq!(receipt.payer, "alice"),
+        other => panic!("expected settled, got {other:?}"),
+    }
+    assert_eq!(
+        balances(&[&alice, &bob, &mallory]).await,
+        vec![GRANT - 100, GRANT + 101, GRANT - 1]
+    );
+    finish(server).await;
+}
+}

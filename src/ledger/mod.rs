@@ -6,7 +6,7 @@
 //! | `mod.rs` | the trait every database implements, the types it speaks |
 //! | [`handle`] | [`Ledger`]: what the server holds; queues writes to the group-commit writer, runs reads off the async runtime |
 //! | [`group_commit`] | the single writer thread: drains the queue into batches, one commit each, answers after the commit |
-//! | [`audit`] | the checks every backend shares: signatures, replay through the rules, conservation |
+//! | [`mod@audit`] | the checks every backend shares: signatures, replay through the rules, conservation |
 //! | [`location`] | [`DbLocation`]: an SQLite path or a PostgreSQL URL, parsed in one place, shown without passwords |
 //! | [`sqlite`] | the embedded SQLite backend; the only place that knows SQL for it |
 //! | [`postgres`] | the PostgreSQL backend, shared by several servers, and the presence table |
