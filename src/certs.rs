@@ -54,7 +54,9 @@ pub enum CertError {
     #[error("{0} already exists; pass --renew-server to replace the server's certificate and key")]
     ServerExists(PathBuf),
     /// A person name the deployment uses for itself.
-    #[error("{name:?} is reserved ({reserved}); a person cannot have this name, nothing was written")]
+    #[error(
+        "{name:?} is reserved ({reserved}); a person cannot have this name, nothing was written"
+    )]
     ReservedName {
         /// The name asked for.
         name: String,
@@ -66,7 +68,9 @@ pub enum CertError {
     ServerNameIsAPerson(String),
     /// The existing server certificate cannot be read, so its names
     /// cannot be reserved.
-    #[error("{0}: cannot read the server's names from this certificate; fix it or pass --renew-server")]
+    #[error(
+        "{0}: cannot read the server's names from this certificate; fix it or pass --renew-server"
+    )]
     ServerCertUnreadable(PathBuf),
     /// Only one of `ca.pem` and `ca.key` exists.
     #[error("{0} exists without its partner (ca.pem and ca.key go together); remove it or restore the other")]
@@ -460,7 +464,10 @@ fn check_before_writing(
     server_names: &[String],
 ) -> Result<(), CertError> {
     let dir = &opts.out_dir;
-    let mut taken: Vec<String> = server_names.iter().map(|n| n.to_ascii_lowercase()).collect();
+    let mut taken: Vec<String> = server_names
+        .iter()
+        .map(|n| n.to_ascii_lowercase())
+        .collect();
     if files.server_cert.exists() {
         match dns_names_of_pem_file(&files.server_cert) {
             Some(names) => taken.extend(names.iter().map(|n| n.to_ascii_lowercase())),
@@ -496,7 +503,10 @@ fn check_before_writing(
         return Err(CertError::ServerExists(files.server_key.clone()));
     }
     for name in server_names {
-        if dir.join(format!("{}.pem", name.to_ascii_lowercase())).exists() {
+        if dir
+            .join(format!("{}.pem", name.to_ascii_lowercase()))
+            .exists()
+        {
             return Err(CertError::ServerNameIsAPerson(name.clone()));
         }
     }

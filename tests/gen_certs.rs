@@ -1227,3 +1227,45 @@ fn help_describes_the_tool() {
         "--help describes the tool, not the project:\n{help}"
     );
 }
+
+#[test]
+fn only_the_server_certificate_carries_the_server_role() {
+    use micropay::net::identity::{server_key_of_cert, SERVER_ROLE_POLICY_DER};
+    let tmp = tempdir();
+    let dir = tmp.path().join("certs");
+    assert_success(&certs(tmp.path(), &["--out", "certs", "alice"]), "run");
+    let der = |file: &str| {
+        let pem = read(&dir.join(file));
+        x509_parser::pem::parse_x509_pem(&pem)
+            .expect("PEM")
+            .1
+            .contents
+    };
+    let policies = |file: &str| {
+        let der = der(file);
+        let (_, cert) = X509Certificate::from_der(&der).expect("X.509");
+        let mut found = Vec::new();
+        for ext in cert.extensions() {
+            if let ParsedExtension::CertificatePolicies(p) = ext.parsed_extension() {
+                assert!(!ext.critical, "{file}: the mark is not critical");
+                found.extend(p.iter().map(|i| i.policy_id.as_bytes().to_vec()));
+            }
+        }
+        found
+    };
+    assert_eq!(
+        policies("server.pem"),
+        vec![SERVER_ROLE_POLICY_DER.to_vec()]
+    );
+    assert!(server_key_of_cert(&der("server.pem")).is_ok());
+    for file in ["alice.pem", "ca.pem"] {
+        assert!(policies(file).is_empty(), "{file} carries no policy");
+        assert!(
+            server_key_of_cert(&der(file)).is_err(),
+            "{file} is not the server"
+        );
+    }
+    if have_openssl() {
+        assert_openssl_ok(&dir, "server.pem", Some("sslserver"));
+    }
+}

@@ -80,6 +80,11 @@ impl Identity {
     /// have verified the certificate's chain (rustls did, in the handshake).
     pub fn from_cert_der(der: &[u8]) -> Result<Identity, IdentityError> {
         let (_, cert) = X509Certificate::from_der(der).map_err(|_| IdentityError::Malformed)?;
+        if has_server_role(&cert) {
+            return Err(IdentityError::ServerCertificate {
+                subject: cert.subject().to_string(),
+            });
+        }
         let mut dns_names = Vec::new();
         if let Ok(Some(san)) = cert.subject_alternative_name() {
             for general_name in &san.value.general_names {
@@ -94,11 +99,6 @@ impl Identity {
         let name = Name::parse(dns)?;
         if is_reserved(name.as_str()) {
             return Err(IdentityError::ReservedName(name.to_string()));
-        }
-        if has_server_role(&cert) {
-            return Err(IdentityError::ServerCertificate {
-                subject: cert.subject().to_string(),
-            });
         }
         let key = VerifyingKey::from_spki_der(cert.public_key().raw)?;
         Ok(Identity {
