@@ -2,10 +2,15 @@
 # Make micropay certificates with rcgen (through the micropay-certs binary).
 #
 #   scripts/gen-certs.sh [--out DIR] [--days N] [--key-type ed25519|ecdsa-p256]
-#                        [--server-name DNS]... [--server-ip IP]... [--force] NAME...
+#                        [--server-name DNS]... [--server-ip IP]...
+#                        [--force] [--renew-server] NAME...
 #
-# Writes DIR/ca.pem + ca.key (made once, reused afterwards), DIR/server.pem +
-# server.key and DIR/NAME.pem + NAME.key per person. Keys get mode 0600.
+# Writes DIR/ca.pem + ca.key (made once, reused afterwards, never replaced),
+# DIR/server.pem + server.key (made once; replaced only with --renew-server)
+# and DIR/NAME.pem + NAME.key per person (replaced only with --force, which
+# touches the people named and nothing else). Keys get mode 0600. The names
+# ca, server, crl, localhost and the server's DNS names are reserved.
+# `micropay-certs --help` says more.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # Build quietly; the binary runs in the caller's directory so that --out

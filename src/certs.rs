@@ -1,7 +1,12 @@
 //! Making certificates with rcgen: a CA, the server's certificate and one
 //! certificate per person, plus writing them to a directory the way
 //! `micropay-certs` (and `scripts/gen-certs.sh`) promise: keys with mode
-//! 0600, the CA reused, nothing overwritten without `force`.
+//! 0600, the CA reused, a person's files replaced only with `force`, the
+//! server's only with `renew_server`, the CA's never, and no person named
+//! after the CA's or the server's files or the server's host names.
+//!
+//! Server certificates, and only they, carry the server-role mark
+//! ([`crate::net::identity::SERVER_ROLE_POLICY`]); clients check it.
 //!
 //! Tests build their in-memory PKIs with the same functions.
 
@@ -11,12 +16,15 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::core::name::Name;
+use crate::core::name::{is_reserved, Name, RESERVED_NAMES};
+use crate::net::identity::SERVER_ROLE_POLICY_DER;
 
 /// How far in the past a new certificate's validity starts, to absorb
 /// clock skew between machines.
@@ -39,9 +47,31 @@ pub enum CertError {
         /// What went wrong.
         error: std::io::Error,
     },
-    /// A file exists and `force` was not given.
-    #[error("{0} already exists; pass --force to replace it")]
+    /// A person's file exists and `force` was not given.
+    #[error("{0} already exists; pass --force to replace it (a registered person re-keyed this way gets key_mismatch)")]
     Exists(PathBuf),
+    /// A server file exists and `renew_server` was not given.
+    #[error("{0} already exists; pass --renew-server to replace the server's certificate and key")]
+    ServerExists(PathBuf),
+    /// A person name the deployment uses for itself.
+    #[error(
+        "{name:?} is reserved ({reserved}); a person cannot have this name, nothing was written"
+    )]
+    ReservedName {
+        /// The name asked for.
+        name: String,
+        /// Every reserved name, for the message.
+        reserved: String,
+    },
+    /// A server name that is already a person's (`NAME.pem` exists).
+    #[error("server name {0:?} is a person's name in this directory; nothing was written")]
+    ServerNameIsAPerson(String),
+    /// The existing server certificate cannot be read, so its names
+    /// cannot be reserved.
+    #[error(
+        "{0}: cannot read the server's names from this certificate; fix it or pass --renew-server"
+    )]
+    ServerCertUnreadable(PathBuf),
     /// Only one of `ca.pem` and `ca.key` exists.
     #[error("{0} exists without its partner (ca.pem and ca.key go together); remove it or restore the other")]
     HalfCa(PathBuf),
@@ -188,7 +218,8 @@ impl Ca {
     }
 
     /// Issues the server's certificate for the given DNS names and IPs
-    /// (ServerAuth only: a server certificate cannot log in as a person).
+    /// (ServerAuth only: a server certificate cannot log in as a person),
+    /// with the server-role mark that clients require of the server.
     pub fn issue_server(
         &self,
         dns_names: &[String],
@@ -212,18 +243,23 @@ impl Ca {
             params.subject_alt_names.push(SanType::IpAddress(*ip));
         }
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.custom_extensions.push(server_role_extension());
         self.issue_leaf(params, key_type, validity)
     }
 
     /// Issues a person's certificate: CN and the only DNS subjectAltName
     /// are the name; ClientAuth for talking to the server and paying,
-    /// ServerAuth for their own peer listener.
+    /// ServerAuth for their own peer listener. Never the server-role mark;
+    /// a [reserved](RESERVED_NAMES) name is refused.
     pub fn issue_person(
         &self,
         name: &Name,
         key_type: KeyType,
         validity: Validity,
     ) -> Result<CertifiedPem, CertError> {
+        if is_reserved(name.as_str()) {
+            return Err(reserved(name.as_str(), &[]));
+        }
         let mut params = CertificateParams::new(vec![name.to_string()])?;
         params.distinguished_name = DistinguishedName::new();
         params
@@ -256,6 +292,36 @@ impl Ca {
     }
 }
 
+/// The server-role mark: a non-critical certificatePolicies extension
+/// (OID 2.5.29.32) holding one PolicyInformation whose policyIdentifier is
+/// [`crate::net::identity::SERVER_ROLE_POLICY`], without qualifiers.
+fn server_role_extension() -> CustomExtension {
+    const OID_LEN: u8 = SERVER_ROLE_POLICY_DER.len() as u8;
+    // SEQUENCE { SEQUENCE { OBJECT IDENTIFIER } }
+    let mut content = vec![0x30, OID_LEN + 4, 0x30, OID_LEN + 2, 0x06, OID_LEN];
+    content.extend_from_slice(&SERVER_ROLE_POLICY_DER);
+    let mut ext = CustomExtension::from_oid_content(&[2, 5, 29, 32], content);
+    ext.set_criticality(false);
+    ext
+}
+
+/// The refusal for a reserved person name.
+fn reserved(name: &str, server_names: &[String]) -> CertError {
+    let mut all: Vec<String> = RESERVED_NAMES.iter().map(|n| (*n).to_owned()).collect();
+    for extra in server_names {
+        if !all.contains(extra) {
+            all.push(extra.clone());
+        }
+    }
+    CertError::ReservedName {
+        name: name.to_owned(),
+        reserved: format!(
+            "the CA's and server's files and the server's names: {}",
+            all.join(", ")
+        ),
+    }
+}
+
 /// A positive 16-byte random serial (RFC 5280 wants at most 20 octets and
 /// no sign bit).
 fn random_serial() -> SerialNumber {
@@ -274,12 +340,17 @@ pub struct GenerateOptions {
     pub days: u32,
     /// Key algorithm of new keys.
     pub key_type: KeyType,
-    /// The server's DNS names.
+    /// The server's DNS names (none and no IPs: `localhost`). Used when
+    /// the server's certificate is made: the first time, or with
+    /// `renew_server`.
     pub server_names: Vec<String>,
-    /// The server's IP addresses.
+    /// The server's IP addresses (none: 127.0.0.1 and ::1).
     pub server_ips: Vec<IpAddr>,
-    /// Replace existing leaf certificates.
+    /// Replace the existing files of the people named in `people`, and
+    /// only theirs (never the CA's or the server's).
     pub force: bool,
+    /// Replace the server's certificate and key (the CA is kept).
+    pub renew_server: bool,
     /// People to issue certificates for.
     pub people: Vec<Name>,
 }
@@ -291,13 +362,53 @@ pub struct GenerateReport {
     pub written: Vec<PathBuf>,
     /// Files found and reused.
     pub reused: Vec<PathBuf>,
+    /// Things the caller asked for that were not done, for the user.
+    pub notes: Vec<String>,
 }
 
 /// Validity of the CA: longer than any leaf it signs.
 const CA_VALIDITY_DAYS: u32 = VALIDITY_DAYS_MAX + 365;
 
-/// Makes the CA (unless present), the server certificate (unless present,
-/// or when `force`) and every person's certificate, into `out_dir`.
+/// The files of one certificate directory.
+struct Files {
+    ca_cert: PathBuf,
+    ca_key: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+}
+
+impl Files {
+    fn in_dir(dir: &Path) -> Files {
+        Files {
+            ca_cert: dir.join("ca.pem"),
+            ca_key: dir.join("ca.key"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+        }
+    }
+}
+
+/// The server's DNS names and IPs, with the defaults filled in.
+fn server_sans(opts: &GenerateOptions) -> (Vec<String>, Vec<IpAddr>) {
+    let names = if opts.server_names.is_empty() && opts.server_ips.is_empty() {
+        vec!["localhost".to_owned()]
+    } else {
+        opts.server_names.clone()
+    };
+    let ips = if opts.server_ips.is_empty() {
+        vec![
+            IpAddr::from([127, 0, 0, 1]),
+            IpAddr::from([0, 0, 0, 0, 0, 0, 0, 1]),
+        ]
+    } else {
+        opts.server_ips.clone()
+    };
+    (names, ips)
+}
+
+/// Makes the CA (unless present), the server certificate (unless
+/// present, or when `renew_server`) and every person's certificate, into
+/// `out_dir`. `force` replaces the named people's files only.
 ///
 /// Everything is checked before anything is written, so a refusal leaves
 /// the directory as it was.
@@ -306,69 +417,31 @@ pub fn generate(opts: &GenerateOptions) -> Result<GenerateReport, CertError> {
         return Err(CertError::BadDays);
     }
     let dir = &opts.out_dir;
-    let ca_cert_path = dir.join("ca.pem");
-    let ca_key_path = dir.join("ca.key");
-    let server_cert_path = dir.join("server.pem");
-    let server_key_path = dir.join("server.key");
-    let mut report = GenerateReport::default();
-
-    // Refuse up front: every person file that exists needs --force.
-    if !opts.force {
-        for person in &opts.people {
-            for path in [
-                dir.join(format!("{person}.pem")),
-                dir.join(format!("{person}.key")),
-            ] {
-                if path.exists() {
-                    return Err(CertError::Exists(path));
-                }
-            }
-        }
-    }
-    match (ca_cert_path.exists(), ca_key_path.exists()) {
-        (true, false) => return Err(CertError::HalfCa(ca_cert_path)),
-        (false, true) => return Err(CertError::HalfCa(ca_key_path)),
-        _ => {}
-    }
+    let files = Files::in_dir(dir);
+    let make_server = opts.renew_server || !files.server_cert.exists();
+    let (server_names, server_ips) = server_sans(opts);
+    check_before_writing(opts, &files, make_server, &server_names)?;
     fs::create_dir_all(dir).map_err(|error| CertError::Io {
         path: dir.clone(),
         error,
     })?;
-
-    let ca = if ca_cert_path.exists() {
-        let cert_pem = read_to_string(&ca_cert_path)?;
-        let key_pem = read_to_string(&ca_key_path)?;
-        let ca = Ca::from_pem(&cert_pem, &key_pem)?;
-        check_key_matches(&ca, &ca_key_path)?;
-        report.reused.push(ca_cert_path.clone());
-        ca
-    } else {
-        let ca = Ca::new(
-            "micropay CA",
-            opts.key_type,
-            Validity::days_from_now(CA_VALIDITY_DAYS),
-        )?;
-        write_pair(&ca.pem, &ca_cert_path, &ca_key_path, false)?;
-        report.written.push(ca_cert_path.clone());
-        report.written.push(ca_key_path.clone());
-        ca
-    };
-
+    let mut report = GenerateReport::default();
+    let ca = load_or_make_ca(opts.key_type, &files, &mut report)?;
     let validity = Validity::days_from_now(opts.days);
-    if server_cert_path.exists() && !opts.force {
-        report.reused.push(server_cert_path);
+    if make_server {
+        let server = ca.issue_server(&server_names, &server_ips, opts.key_type, validity)?;
+        write_pair(&server, &files.server_cert, &files.server_key, true)?;
+        report.written.push(files.server_cert.clone());
+        report.written.push(files.server_key.clone());
     } else {
-        let server = ca.issue_server(
-            &opts.server_names,
-            &opts.server_ips,
-            opts.key_type,
-            validity,
-        )?;
-        write_pair(&server, &server_cert_path, &server_key_path, opts.force)?;
-        report.written.push(server_cert_path);
-        report.written.push(server_key_path);
+        report.reused.push(files.server_cert.clone());
+        if !opts.server_names.is_empty() || !opts.server_ips.is_empty() {
+            report.notes.push(format!(
+                "{} kept: --server-name/--server-ip not applied (pass --renew-server to re-issue the server's certificate with them)",
+                files.server_cert.display()
+            ));
+        }
     }
-
     for person in &opts.people {
         let pem = ca.issue_person(person, opts.key_type, validity)?;
         let cert_path = dir.join(format!("{person}.pem"));
@@ -378,6 +451,109 @@ pub fn generate(opts: &GenerateOptions) -> Result<GenerateReport, CertError> {
         report.written.push(key_path);
     }
     Ok(report)
+}
+
+/// Every refusal `generate` can make, before anything is written:
+/// reserved person names, existing person files without `force`, half a
+/// CA, a server key without its certificate, a server name that is a
+/// person's.
+fn check_before_writing(
+    opts: &GenerateOptions,
+    files: &Files,
+    make_server: bool,
+    server_names: &[String],
+) -> Result<(), CertError> {
+    let dir = &opts.out_dir;
+    let mut taken: Vec<String> = server_names
+        .iter()
+        .map(|n| n.to_ascii_lowercase())
+        .collect();
+    if files.server_cert.exists() {
+        match dns_names_of_pem_file(&files.server_cert) {
+            Some(names) => taken.extend(names.iter().map(|n| n.to_ascii_lowercase())),
+            None if make_server => {}
+            None => return Err(CertError::ServerCertUnreadable(files.server_cert.clone())),
+        }
+    }
+    for person in &opts.people {
+        if is_reserved(person.as_str()) || taken.iter().any(|t| t == person.as_str()) {
+            return Err(reserved(person.as_str(), &taken));
+        }
+        if opts.force {
+            continue;
+        }
+        for path in [
+            dir.join(format!("{person}.pem")),
+            dir.join(format!("{person}.key")),
+        ] {
+            if path.exists() {
+                return Err(CertError::Exists(path));
+            }
+        }
+    }
+    match (files.ca_cert.exists(), files.ca_key.exists()) {
+        (true, false) => return Err(CertError::HalfCa(files.ca_cert.clone())),
+        (false, true) => return Err(CertError::HalfCa(files.ca_key.clone())),
+        _ => {}
+    }
+    if !make_server {
+        return Ok(());
+    }
+    if !opts.renew_server && files.server_key.exists() {
+        return Err(CertError::ServerExists(files.server_key.clone()));
+    }
+    for name in server_names {
+        if dir
+            .join(format!("{}.pem", name.to_ascii_lowercase()))
+            .exists()
+        {
+            return Err(CertError::ServerNameIsAPerson(name.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// The DNS subjectAltNames of the certificate in a PEM file, or `None`
+/// when it cannot be read.
+fn dns_names_of_pem_file(path: &Path) -> Option<Vec<String>> {
+    let bytes = fs::read(path).ok()?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&bytes).ok()?;
+    let (_, cert) = X509Certificate::from_der(&pem.contents).ok()?;
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for general_name in &san.value.general_names {
+            if let GeneralName::DNSName(dns) = general_name {
+                names.push((*dns).to_owned());
+            }
+        }
+    }
+    Some(names)
+}
+
+/// Loads the CA from `ca.pem`/`ca.key`, or makes and writes a new one
+/// when neither exists. Never replaces it.
+fn load_or_make_ca(
+    key_type: KeyType,
+    files: &Files,
+    report: &mut GenerateReport,
+) -> Result<Ca, CertError> {
+    if files.ca_cert.exists() {
+        let cert_pem = read_to_string(&files.ca_cert)?;
+        let key_pem = read_to_string(&files.ca_key)?;
+        let ca = Ca::from_pem(&cert_pem, &key_pem)?;
+        check_key_matches(&ca, &files.ca_key)?;
+        report.reused.push(files.ca_cert.clone());
+        return Ok(ca);
+    }
+    let ca = Ca::new(
+        "micropay CA",
+        key_type,
+        Validity::days_from_now(CA_VALIDITY_DAYS),
+    )?;
+    write_pair(&ca.pem, &files.ca_cert, &files.ca_key, false)?;
+    report.written.push(files.ca_cert.clone());
+    report.written.push(files.ca_key.clone());
+    Ok(ca)
 }
 
 /// Checks that the CA key file's public key is the CA certificate's.

@@ -1069,3 +1069,204 @@ async fn ecdsa_p256_people_register_and_pay() {
     let report = ledger::audit(&db).expect("audit runs");
     assert!(report.violations.is_empty(), "{:?}", report.violations);
 }
+
+// ---------------------------------------------------------------------
+// Names the deployment uses, and what --force may touch
+// ---------------------------------------------------------------------
+
+/// The CA's and the server's files, byte for byte.
+fn deployment_files(dir: &Path) -> Vec<Vec<u8>> {
+    ["ca.pem", "ca.key", "server.pem", "server.key"]
+        .iter()
+        .map(|f| read(&dir.join(f)))
+        .collect()
+}
+
+#[test]
+fn reserved_names_are_refused_and_nothing_is_written() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("certs");
+    assert_success(
+        &certs(
+            tmp.path(),
+            &["--out", "certs", "--server-name", "paybox", "alice"],
+        ),
+        "first run",
+    );
+    let before = deployment_files(&dir);
+    let files = listing(&dir);
+    // The tool's own files, the deployment's names and this server's
+    // DNS name (read back from server.pem): never a person, --force or not.
+    for who in ["ca", "server", "crl", "localhost", "paybox"] {
+        for force in [false, true] {
+            let mut args = vec!["--out", "certs"];
+            if force {
+                args.push("--force");
+            }
+            args.push(who);
+            let stderr = assert_refused(&certs(tmp.path(), &args), &format!("{args:?}"));
+            assert!(stderr.contains("reserved"), "{args:?}: says why: {stderr}");
+            assert!(
+                !stderr.contains("--force"),
+                "{args:?}: does not suggest --force: {stderr}"
+            );
+            assert_eq!(
+                deployment_files(&dir),
+                before,
+                "{args:?}: CA and server kept"
+            );
+            assert_eq!(listing(&dir), files, "{args:?}: nothing written");
+        }
+    }
+    // A server name given on this very run is reserved too.
+    let stderr = assert_refused(
+        &certs(
+            tmp.path(),
+            &["--out", "fresh", "--server-name", "gateway", "gateway"],
+        ),
+        "a person named after this run's server",
+    );
+    assert!(stderr.contains("reserved"), "{stderr}");
+    assert!(!tmp.path().join("fresh").exists(), "nothing written");
+}
+
+#[test]
+fn force_replaces_only_the_named_people() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("certs");
+    assert_success(
+        &certs(
+            tmp.path(),
+            &[
+                "--out",
+                "certs",
+                "--server-name",
+                "paybox",
+                "--server-ip",
+                "10.0.0.5",
+                "alice",
+                "dave",
+            ],
+        ),
+        "first run",
+    );
+    let before = deployment_files(&dir);
+    let alice = (read(&dir.join("alice.pem")), read(&dir.join("alice.key")));
+    let dave = read(&dir.join("dave.pem"));
+
+    // --force dave, through the script: dave only.
+    if let Some(run) = script(
+        tmp.path(),
+        Cargo::Recorded,
+        &["--out", "certs", "--force", "dave"],
+    ) {
+        assert_success(&run.output, "gen-certs.sh --force dave");
+    } else {
+        assert_success(
+            &certs(tmp.path(), &["--out", "certs", "--force", "dave"]),
+            "--force dave",
+        );
+    }
+    assert_ne!(read(&dir.join("dave.pem")), dave, "dave re-issued");
+    assert_eq!(deployment_files(&dir), before, "CA and server untouched");
+    assert_eq!(
+        (read(&dir.join("alice.pem")), read(&dir.join("alice.key"))),
+        alice,
+        "alice untouched"
+    );
+    let server = facts(&dir.join("server.pem"));
+    assert_eq!(server.dns, vec!["paybox"], "custom server name kept");
+    assert_eq!(server.ips, vec![vec![10, 0, 0, 5]], "custom server IP kept");
+
+    // A new server name without --renew-server: said to be not applied.
+    let out = certs(
+        tmp.path(),
+        &["--out", "certs", "--server-name", "other", "erin"],
+    );
+    assert_success(&out, "--server-name on an existing directory");
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        said.contains("not applied") && said.contains("--renew-server"),
+        "says the server name was not applied: {said}"
+    );
+    assert_eq!(deployment_files(&dir), before, "server kept");
+
+    // --renew-server replaces the server's pair (and only it).
+    let out = certs(
+        tmp.path(),
+        &["--out", "certs", "--renew-server", "--server-name", "other"],
+    );
+    assert_success(&out, "--renew-server");
+    let after = deployment_files(&dir);
+    assert_eq!(after[..2], before[..2], "CA kept");
+    assert_ne!(after[2], before[2], "new server.pem");
+    assert_ne!(after[3], before[3], "new server.key");
+    assert_eq!(facts(&dir.join("server.pem")).dns, vec!["other"]);
+    assert_eq!(
+        (read(&dir.join("alice.pem")), read(&dir.join("alice.key"))),
+        alice,
+        "alice untouched"
+    );
+}
+
+#[test]
+fn help_describes_the_tool() {
+    let out = certs(Path::new("."), &["--help"]);
+    assert_success(&out, "--help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "certificate",
+        "--renew-server",
+        "--force",
+        "key_mismatch",
+        "reserved",
+    ] {
+        assert!(help.contains(needle), "--help mentions {needle}:\n{help}");
+    }
+    assert!(
+        !help.contains(env!("CARGO_PKG_DESCRIPTION")),
+        "--help describes the tool, not the project:\n{help}"
+    );
+}
+
+#[test]
+fn only_the_server_certificate_carries_the_server_role() {
+    use micropay::net::identity::{server_key_of_cert, SERVER_ROLE_POLICY_DER};
+    let tmp = tempdir();
+    let dir = tmp.path().join("certs");
+    assert_success(&certs(tmp.path(), &["--out", "certs", "alice"]), "run");
+    let der = |file: &str| {
+        let pem = read(&dir.join(file));
+        x509_parser::pem::parse_x509_pem(&pem)
+            .expect("PEM")
+            .1
+            .contents
+    };
+    let policies = |file: &str| {
+        let der = der(file);
+        let (_, cert) = X509Certificate::from_der(&der).expect("X.509");
+        let mut found = Vec::new();
+        for ext in cert.extensions() {
+            if let ParsedExtension::CertificatePolicies(p) = ext.parsed_extension() {
+                assert!(!ext.critical, "{file}: the mark is not critical");
+                found.extend(p.iter().map(|i| i.policy_id.as_bytes().to_vec()));
+            }
+        }
+        found
+    };
+    assert_eq!(
+        policies("server.pem"),
+        vec![SERVER_ROLE_POLICY_DER.to_vec()]
+    );
+    assert!(server_key_of_cert(&der("server.pem")).is_ok());
+    for file in ["alice.pem", "ca.pem"] {
+        assert!(policies(file).is_empty(), "{file} carries no policy");
+        assert!(
+            server_key_of_cert(&der(file)).is_err(),
+            "{file} is not the server"
+        );
+    }
+    if have_openssl() {
+        assert_openssl_ok(&dir, "server.pem", Some("sslserver"));
+    }
+}

@@ -942,3 +942,227 @@ async fn real_server_accepts_its_own_people_only() {
         .expect("alice's balance again");
     assert_eq!(balance["balance"], 10_000, "{balance}");
 }
+
+// ---------------------------------------------------------------------
+// The server-role mark: a person certificate cannot be the server, and
+// the server's certificate cannot be a person
+// ---------------------------------------------------------------------
+
+/// A certificate a careless CA might issue, made with rcgen directly
+/// (bypassing `Ca::issue_person`'s reserved-name check): CN and DNS name
+/// `dns`, ClientAuth and ServerAuth, with or without the server-role mark.
+fn mis_issued(ca: &Ca, dns: &str, server_mark: bool) -> CertifiedPem {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("key");
+    let mut params = rcgen::CertificateParams::new(vec![dns.to_owned()]).expect("params");
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, dns);
+    params.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+    ];
+    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    params.not_before = day().not_before;
+    params.not_after = day().not_after;
+    if server_mark {
+        let oid = micropay::net::identity::SERVER_ROLE_POLICY_DER;
+        let len = u8::try_from(oid.len()).expect("short OID");
+        let mut content = vec![0x30, len + 4, 0x30, len + 2, 0x06, len];
+        content.extend_from_slice(&oid);
+        params
+            .custom_extensions
+            .push(rcgen::CustomExtension::from_oid_content(
+                &[2, 5, 29, 32],
+                content,
+            ));
+    }
+    let ca_key = rcgen::KeyPair::from_pem(&ca.pem.key_pem).expect("CA key");
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca.pem.cert_pem, ca_key).expect("issuer");
+    let cert = params.signed_by(&key, &issuer).expect("signed");
+    CertifiedPem {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    }
+}
+
+/// A micropay server (the real code) presenting `pem` and signing
+/// receipts with its key.
+async fn impostor_server(
+    pki: &TestPki,
+    pem: &CertifiedPem,
+    dir: &Path,
+) -> micropay::server::RunningServer {
+    let material = material(&pki.ca, pem);
+    micropay::server::spawn(
+        "127.0.0.1:0".parse().expect("addr"),
+        micropay::server::ServerOptions {
+            tls: tls::server_config(&material).expect("impostor config"),
+            signing_key: material.signing_key().expect("impostor key"),
+            ledger: micropay::ledger::LedgerConfig {
+                location: dir.join("impostor.db").into(),
+                initial_balance: common::GRANT,
+            },
+            limits: micropay::server::ServerLimits::default(),
+            presence: Default::default(),
+        },
+    )
+    .await
+    .expect("impostor starts")
+}
+
+/// Issue 10 item 6: a person certificate named after the server's host,
+/// signed by the deployment's CA, served by the real server code. Before
+/// the server-role mark, clients took it for the server and "verified"
+/// the receipts its person key signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_certificate_named_like_the_server_is_refused_as_the_server() {
+    let pki = common::pki();
+    let fake = mis_issued(&pki.ca, "localhost", false);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let impostor = impostor_server(&pki, &fake, dir.path()).await;
+    let at = format!("localhost:{}", impostor.addr.port());
+    let alice = common::person(&pki, "alice");
+    let bob = Arc::new(common::person(&pki, "bob"));
+
+    // Everything the attack needs, tolerated if refused: both register
+    // at the impostor and bob goes online there.
+    for p in [&alice, &*bob] {
+        if let Ok(link) = p.connect_server(&at).await {
+            let _ = link
+                .call::<serde_json::Value>(&ServerRequest::Register {})
+                .await;
+        }
+    }
+    let (events_tx, mut events) = tokio::sync::mpsc::channel(16);
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let options = micropay::person::ServeOptions {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        advertise: None,
+        server: at.clone(),
+        limits: micropay::net::session::SessionLimits::default(),
+    };
+    let serving = tokio::spawn(micropay::person::serve(
+        bob.clone(),
+        options,
+        events_tx,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    let _ = tokio::time::timeout(STEP, events.recv()).await;
+
+    // alice pays bob through "the server at localhost": refused before
+    // anything is sent, naming the certificate; no receipt signed by the
+    // person key is ever accepted.
+    let mut send = micropay::person::SendOptions::new(&at, name("bob"), 25);
+    send.timeout_ms = 5_000;
+    match micropay::person::send(&alice, &send).await {
+        Ok(sent) => panic!(
+            "alice accepted a receipt signed by the person key of `localhost`: {:?}",
+            sent.receipt
+        ),
+        Err(e) => {
+            let said = e.to_string();
+            assert!(
+                said.contains("not a micropay server certificate")
+                    && said.contains("CN=localhost")
+                    && said.contains(micropay::net::identity::SERVER_ROLE_POLICY),
+                "a clear refusal naming the certificate: {said}"
+            );
+        }
+    }
+    // Typed, for connect_server itself; bob's serve stopped on it too.
+    match alice.connect_server(&at).await {
+        Err(micropay::net::link::CallError::NotTheServer { addr, reason }) => {
+            assert_eq!(addr, at);
+            assert!(reason.contains("CN=localhost"), "{reason}");
+        }
+        Err(other) => panic!("expected NotTheServer, got {other:?}"),
+        Ok(_) => panic!("alice took a person certificate for the server"),
+    }
+    let _ = stop.send(());
+    let served = tokio::time::timeout(STEP, serving)
+        .await
+        .expect("serve ends")
+        .expect("serve task");
+    assert!(
+        served.is_err_and(|e| e.to_string().contains("not a micropay server certificate")),
+        "bob did not go online at the impostor"
+    );
+
+    // Even a client that skips connect_server gets no receipt key from
+    // it: TLS alone accepts it (the CA signed it for `localhost`).
+    let link = micropay::net::link::Link::connect(&at, "localhost", alice.payer_config(), 5_000)
+        .await
+        .expect("the handshake alone succeeds");
+    assert!(matches!(
+        link.server_key(),
+        Err(micropay::net::identity::IdentityError::NotAServer { .. })
+    ));
+
+    // Control: the genuine server, dialled by the same name, is accepted
+    // and its key is the receipt key.
+    let real = common::start_server_with(pki.clone(), Default::default()).await;
+    let link = alice
+        .connect_server(&format!("localhost:{}", real.addr().port()))
+        .await
+        .expect("the real server is the server");
+    assert_eq!(link.server_key().ok(), link.peer_key());
+    impostor.shutdown().await.expect("impostor stops");
+}
+
+/// The server's certificate (or one with its mark, issued by mistake with
+/// ClientAuth) is never a person: the library refuses it as an identity
+/// and the server refuses it as a client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_with_the_server_mark_is_refused_as_a_person() {
+    let server = common::start_server().await;
+    let der = |pem: &CertifiedPem| {
+        CertificateDer::from_pem_slice(pem.cert_pem.as_bytes())
+            .expect("certificate")
+            .to_vec()
+    };
+    // The real server certificate: marked, not a person.
+    let server_der = der(&server.pki.server);
+    assert!(micropay::net::identity::server_key_of_cert(&server_der).is_ok());
+    assert!(matches!(
+        Identity::from_cert_der(&server_der),
+        Err(micropay::net::identity::IdentityError::ServerCertificate { .. })
+    ));
+    // A person certificate: not marked.
+    let alice = server.pki.person("alice").expect("alice");
+    assert!(matches!(
+        micropay::net::identity::server_key_of_cert(&der(&alice)),
+        Err(micropay::net::identity::IdentityError::NotAServer { .. })
+    ));
+
+    // A marked certificate with a person's name and ClientAuth.
+    let mallory = mis_issued(&server.pki.ca, "mallory", true);
+    let refused = Person::from_material(material(&server.pki.ca, &mallory));
+    assert!(
+        refused.is_err_and(|e| e.to_string().contains("server-role")),
+        "the library refuses to load it as a person"
+    );
+    let config = tls::client_config(&material(&server.pki.ca, &mallory)).expect("config");
+    let link =
+        micropay::net::link::Link::connect(&server.addr_string(), "127.0.0.1", config, 5_000)
+            .await
+            .expect("TLS handshake");
+    let reply = link
+        .call::<serde_json::Value>(&ServerRequest::Register {})
+        .await;
+    match reply {
+        Err(micropay::net::link::CallError::Refused(w)) => {
+            assert!(w.message.contains("server-role"), "{}", w.message);
+        }
+        Err(micropay::net::link::CallError::Closed) => {}
+        other => panic!("the server took the server's mark for a person: {other:?}"),
+    }
+    // ... and a reserved name is not a person either.
+    let localhost = mis_issued(&server.pki.ca, "localhost", false);
+    assert!(matches!(
+        Identity::from_cert_der(&der(&localhost)),
+        Err(micropay::net::identity::IdentityError::ReservedName(_))
+    ));
+}

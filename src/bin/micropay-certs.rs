@@ -15,10 +15,23 @@ enum KeyTypeArg {
     EcdsaP256,
 }
 
-/// Make micropay certificates: a CA (kept and reused), the server's
-/// certificate and one per person. Keys are written with mode 0600.
+/// Make the certificates of a micropay deployment, with rcgen.
+///
+/// Into the output directory: ca.pem/ca.key, the CA (made on the first run,
+/// then always reused, never replaced); server.pem/server.key, the server's
+/// certificate (made on the first run; replaced only with --renew-server;
+/// it carries the server-role mark clients require); and NAME.pem/NAME.key
+/// for each person named (replaced only with --force). Keys are written
+/// with mode 0600 and never printed.
+///
+/// The names ca, server, crl, localhost and the server's own DNS names are
+/// reserved: no person can have them.
+///
+/// Re-keying a person who has registered (--force NAME) gives them a new
+/// key, but their account stays bound to the old one: the server answers
+/// key_mismatch until key rotation exists.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Output directory.
     #[arg(long = "out", default_value = "certs")]
@@ -30,17 +43,28 @@ struct Args {
     #[arg(long, value_enum, default_value = "ed25519")]
     key_type: KeyTypeArg,
     /// DNS name for the server certificate (repeatable; default: localhost).
+    /// Applied when the server's certificate is made: the first run, or
+    /// with --renew-server.
     #[arg(long = "server-name")]
     server_names: Vec<String>,
     /// IP address for the server certificate (repeatable; default:
-    /// 127.0.0.1 and ::1).
+    /// 127.0.0.1 and ::1). Applied like --server-name.
     #[arg(long = "server-ip")]
     server_ips: Vec<IpAddr>,
-    /// Replace existing certificates.
+    /// Replace the certificates and keys of the people named, and only
+    /// theirs (never the CA's or the server's). A registered person
+    /// re-keyed this way gets key_mismatch from the server: their account
+    /// stays bound to the old key.
     #[arg(long)]
     force: bool,
+    /// Replace the server's certificate and key (new key, the
+    /// --server-name/--server-ip given, the CA kept). Clients need
+    /// nothing new: they trust the CA.
+    #[arg(long)]
+    renew_server: bool,
     /// People to make certificates for: lowercase [a-z0-9][a-z0-9-]{0,31},
-    /// not ending in '-' and not number-like (a name is dialled as a DNS name).
+    /// not ending in '-', not number-like (a name is dialled as a DNS name)
+    /// and not reserved.
     #[arg(value_parser = parse_name)]
     names: Vec<Name>,
 }
@@ -51,19 +75,6 @@ fn parse_name(s: &str) -> Result<Name, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let server_names = if args.server_names.is_empty() && args.server_ips.is_empty() {
-        vec!["localhost".to_owned()]
-    } else {
-        args.server_names
-    };
-    let server_ips = if args.server_ips.is_empty() {
-        vec![
-            IpAddr::from([127, 0, 0, 1]),
-            "::1".parse().unwrap_or(IpAddr::from([127, 0, 0, 1])),
-        ]
-    } else {
-        args.server_ips
-    };
     let opts = GenerateOptions {
         out_dir: args.out_dir,
         days: args.days,
@@ -71,9 +82,10 @@ fn main() -> ExitCode {
             KeyTypeArg::Ed25519 => KeyType::Ed25519,
             KeyTypeArg::EcdsaP256 => KeyType::EcdsaP256,
         },
-        server_names,
-        server_ips,
+        server_names: args.server_names,
+        server_ips: args.server_ips,
         force: args.force,
+        renew_server: args.renew_server,
         people: args.names,
     };
     match generate(&opts) {
@@ -83,6 +95,9 @@ fn main() -> ExitCode {
             }
             for path in &report.written {
                 println!("wrote   {}", path.display());
+            }
+            for note in &report.notes {
+                eprintln!("micropay-certs: note: {note}");
             }
             ExitCode::SUCCESS
         }

@@ -5,6 +5,10 @@
 //! so it must also be a name TLS accepts as a DNS name: it may not end in
 //! `-` (no DNS label does) and may not look like a number (`42`, `0x1f`),
 //! which TLS stacks refuse as server names.
+//!
+//! Some grammatical names are [reserved](RESERVED_NAMES) for the
+//! deployment itself (the CA's and the server's files, the server's host):
+//! no person certificate may carry them.
 
 use std::fmt;
 
@@ -28,6 +32,19 @@ pub enum NameError {
     /// Grammatical, but not usable as a TLS server name.
     #[error("a name may not end in '-' or look like a number (it is dialled as a DNS name)")]
     NotDnsName,
+}
+
+/// Names the deployment uses for itself, which no person may have:
+/// `ca`, `server` and `crl` are file stems of `micropay-certs` (`ca.pem`,
+/// `server.pem`, a future `crl.pem`), `localhost` is the server's default
+/// host name. `micropay-certs` also reserves the server's own DNS names
+/// (`--server-name`); the server and peers refuse a person certificate
+/// with one of these names.
+pub const RESERVED_NAMES: &[&str] = &["ca", "server", "crl", "localhost"];
+
+/// Whether `s` is one of the [`RESERVED_NAMES`].
+pub fn is_reserved(s: &str) -> bool {
+    RESERVED_NAMES.contains(&s)
 }
 
 /// A validated person name.
@@ -118,5 +135,15 @@ mod tests {
         for not_dns in ["a-", "0", "42", "0x1f"] {
             assert_eq!(validate(not_dns), Err(NameError::NotDnsName), "{not_dns}");
         }
+    }
+
+    #[test]
+    fn reserved_names_are_grammatical_but_reserved() {
+        for name in RESERVED_NAMES {
+            assert!(validate(name).is_ok(), "{name}");
+            assert!(is_reserved(name), "{name}");
+        }
+        assert!(!is_reserved("alice"));
+        assert!(!is_reserved("ca-1"));
     }
 }

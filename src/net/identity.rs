@@ -1,15 +1,34 @@
 //! Who is on the other end: a person's name, public key and validity, read
 //! from a certificate that TLS has already verified.
 //!
-//! X.509 parsing is x509-parser's; this module only applies micropay's rule
-//! that a person certificate names exactly one DNS subjectAltName, which is
-//! the person's name.
+//! X.509 parsing is x509-parser's; this module only applies micropay's
+//! rules: a person certificate names exactly one DNS subjectAltName, which
+//! is the person's (not reserved) name, and never carries the server-role
+//! mark; the server's certificate always carries it.
+//!
+//! The server-role mark ([`SERVER_ROLE_POLICY`]) is a certificate policy
+//! in a non-critical certificatePolicies extension (RFC 5280 4.2.1.4).
+//! `micropay-certs` puts it in the server's certificate only, so a person
+//! certificate, even one whose name is the server's host, cannot pass for
+//! the server, and a server certificate cannot pass for a person.
 
-use x509_parser::extensions::GeneralName;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::core::keys::{KeyError, VerifyingKey};
-use crate::core::name::{Name, NameError};
+use crate::core::name::{is_reserved, Name, NameError};
+
+/// The server-role certificate policy OID, dotted: `2.25.` followed by
+/// the UUID `472f3b65-67f7-477e-b8ab-bbf08db2770c` as a decimal integer
+/// (ITU-T X.667).
+pub const SERVER_ROLE_POLICY: &str = "2.25.94620430349467091578624673126001309452";
+
+/// [`SERVER_ROLE_POLICY`] as DER content octets (without the `06 14` tag
+/// and length), as it appears in the certificate.
+pub const SERVER_ROLE_POLICY_DER: [u8; 20] = [
+    0x69, 0x81, 0x8e, 0xaf, 0x9d, 0xd9, 0xac, 0xff, 0xba, 0x9d, 0xfd, 0xb8, 0xd5, 0xee, 0xfe, 0x88,
+    0xed, 0xc9, 0xee, 0x0c,
+];
 
 /// Why a certificate cannot serve as a person's identity.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,6 +45,23 @@ pub enum IdentityError {
     /// The key is not one micropay can use.
     #[error("the certificate's key cannot be used: {0}")]
     Key(#[from] KeyError),
+    /// The name is reserved for the deployment (`ca`, `server`, `localhost`...).
+    #[error("the certificate's name {0:?} is reserved for the deployment, not a person's")]
+    ReservedName(String),
+    /// A server certificate (it carries the server-role mark) used as a
+    /// person's.
+    #[error("the certificate {subject:?} is the server's (it carries the server-role policy {SERVER_ROLE_POLICY}), not a person's")]
+    ServerCertificate {
+        /// The certificate's subject.
+        subject: String,
+    },
+    /// A certificate without the server-role mark where the server's is
+    /// expected.
+    #[error("the certificate {subject:?} is not a micropay server certificate (it lacks the server-role policy {SERVER_ROLE_POLICY})")]
+    NotAServer {
+        /// The certificate's subject.
+        subject: String,
+    },
 }
 
 /// A verified person: name, key and the end of the certificate's validity.
@@ -44,6 +80,11 @@ impl Identity {
     /// have verified the certificate's chain (rustls did, in the handshake).
     pub fn from_cert_der(der: &[u8]) -> Result<Identity, IdentityError> {
         let (_, cert) = X509Certificate::from_der(der).map_err(|_| IdentityError::Malformed)?;
+        if has_server_role(&cert) {
+            return Err(IdentityError::ServerCertificate {
+                subject: cert.subject().to_string(),
+            });
+        }
         let mut dns_names = Vec::new();
         if let Ok(Some(san)) = cert.subject_alternative_name() {
             for general_name in &san.value.general_names {
@@ -56,6 +97,9 @@ impl Identity {
             return Err(IdentityError::DnsNameCount(dns_names.len()));
         };
         let name = Name::parse(dns)?;
+        if is_reserved(name.as_str()) {
+            return Err(IdentityError::ReservedName(name.to_string()));
+        }
         let key = VerifyingKey::from_spki_der(cert.public_key().raw)?;
         Ok(Identity {
             name,
@@ -72,9 +116,56 @@ impl Identity {
     }
 }
 
-/// The public key of any certificate (the server's, say), without the
-/// person-name rule.
+/// Whether the certificate carries the server-role mark: a
+/// certificatePolicies extension listing [`SERVER_ROLE_POLICY`].
+pub fn has_server_role(cert: &X509Certificate<'_>) -> bool {
+    cert.extensions()
+        .iter()
+        .any(|ext| match ext.parsed_extension() {
+            ParsedExtension::CertificatePolicies(policies) => policies
+                .iter()
+                .any(|p| p.policy_id.as_bytes() == SERVER_ROLE_POLICY_DER),
+            _ => false,
+        })
+}
+
+/// The server's receipt key: the public key of a certificate that
+/// carries the server-role mark. A certificate without it (a person's,
+/// whatever its name) is [`IdentityError::NotAServer`]. The caller must
+/// already have verified the certificate's chain and host name.
+pub fn server_key_of_cert(der: &[u8]) -> Result<VerifyingKey, IdentityError> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|_| IdentityError::Malformed)?;
+    if !has_server_role(&cert) {
+        return Err(IdentityError::NotAServer {
+            subject: cert.subject().to_string(),
+        });
+    }
+    Ok(VerifyingKey::from_spki_der(cert.public_key().raw)?)
+}
+
+/// The public key of any certificate, without the person-name or the
+/// server-role rule.
 pub fn public_key_of_cert(der: &[u8]) -> Result<VerifyingKey, IdentityError> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|_| IdentityError::Malformed)?;
     Ok(VerifyingKey::from_spki_der(cert.public_key().raw)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_der_is_the_documented_oid() {
+        // First octet 0x69 = 2 * 40 + 25 (arcs 2.25), then one base-128 arc.
+        let (first, rest) = SERVER_ROLE_POLICY_DER.split_first().expect("octets");
+        assert_eq!(*first, 2 * 40 + 25);
+        let mut arc: u128 = 0;
+        for (i, b) in rest.iter().enumerate() {
+            assert_eq!(b & 0x80 == 0, i + 1 == rest.len(), "continuation bits");
+            arc = (arc << 7) | u128::from(b & 0x7f);
+        }
+        assert_eq!(SERVER_ROLE_POLICY, format!("2.25.{arc}"));
+        let uuid = u128::from_str_radix("472f3b6567f7477eb8abbbf08db2770c", 16).expect("hex");
+        assert_eq!(arc, uuid);
+    }
 }

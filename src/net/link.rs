@@ -20,7 +20,7 @@ use crate::core::keys::VerifyingKey;
 use crate::core::limits::{
     LINK_QUEUE_REQUESTS_MAX, REPLY_BYTES_MAX, REQUEST_TIMEOUT_MS_DEFAULT, WRITE_COALESCE_BYTES_MAX,
 };
-use crate::net::identity::{public_key_of_cert, Identity};
+use crate::net::identity::{public_key_of_cert, server_key_of_cert, Identity, IdentityError};
 use crate::wire::frame::read_frame;
 use crate::wire::{encode_body, encode_request_body, Reply, WireError};
 
@@ -37,6 +37,17 @@ pub enum CallError {
         /// Where.
         addr: String,
         /// The TLS error, naming the expected name.
+        reason: String,
+    },
+    /// The certificate at the server's address chains to the CA and names
+    /// the dialled host, but lacks the server-role mark: a person (or a
+    /// mis-issued certificate) answers where the server should. Nothing
+    /// was sent on the connection.
+    #[error("refusing {addr} as the micropay server: {reason}; nothing was sent")]
+    NotTheServer {
+        /// Where.
+        addr: String,
+        /// Why, naming the certificate's subject.
         reason: String,
     },
     /// Could not connect, or the TLS handshake failed.
@@ -133,9 +144,17 @@ impl Link {
         &self.peer_cert
     }
 
-    /// The other side's public key (for the server: the receipt key).
+    /// The other side's public key, whatever its certificate (use
+    /// [`Link::server_key`] for receipts).
     pub fn peer_key(&self) -> Option<VerifyingKey> {
         public_key_of_cert(&self.peer_cert).ok()
+    }
+
+    /// The receipt key: the other side's public key, only if its
+    /// certificate carries the server-role mark
+    /// ([`crate::net::identity::SERVER_ROLE_POLICY`]).
+    pub fn server_key(&self) -> Result<VerifyingKey, IdentityError> {
+        server_key_of_cert(&self.peer_cert)
     }
 
     /// The other side as a person (for peers).

@@ -108,14 +108,22 @@ impl Person {
         self.client.clone()
     }
 
-    /// Connects to the server at `addr` (`host:port`).
+    /// Connects to the server at `addr` (`host:port`): the certificate
+    /// must chain to the CA, name the dialled host and carry the
+    /// server-role mark, or the link is dropped before anything is sent
+    /// ([`CallError::NotTheServer`], naming the certificate's subject).
     pub async fn connect_server(&self, addr: &str) -> Result<Link, CallError> {
-        Link::connect(
+        let link = Link::connect(
             addr,
             host_of(addr),
             self.client.clone(),
             CONNECT_TIMEOUT_MS_DEFAULT,
         )
-        .await
+        .await?;
+        link.server_key().map_err(|e| CallError::NotTheServer {
+            addr: addr.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Ok(link)
     }
 }

@@ -59,7 +59,9 @@ pub struct Sent {
 /// signed payment, verify the server's receipt they hand back.
 pub async fn send(person: &Person, options: &SendOptions) -> Result<Sent, PeerError> {
     let server = person.connect_server(&options.server).await?;
-    let server_key = server.peer_key();
+    // The key of the certificate carrying the server-role mark, never a
+    // person's (connect_server has refused anything else).
+    let server_key = server.server_key().ok();
     let located: OnlinePeer = server
         .call(&ServerRequest::Locate {
             name: options.payee.to_string(),

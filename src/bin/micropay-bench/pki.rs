@@ -30,6 +30,7 @@ impl BenchPki {
             server_names: vec!["localhost".to_owned()],
             server_ips: vec![IpAddr::from([127, 0, 0, 1])],
             force: false,
+            renew_server: false,
             people: Vec::new(),
         })
         .map_err(setup("making certificates"))?;

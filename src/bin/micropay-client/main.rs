@@ -159,6 +159,7 @@ impl From<CallError> for Failure {
             CallError::Connect { .. } | CallError::NotThatPeer { .. } => {
                 Failure::new(3, "connect_failed", e.to_string())
             }
+            CallError::NotTheServer { .. } => Failure::new(3, "not_the_server", e.to_string()),
             CallError::Timeout(_) => Failure::new(3, "timeout", e.to_string()),
             CallError::Closed => Failure::new(3, "connection_closed", e.to_string()),
         }
