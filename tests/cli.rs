@@ -608,9 +608,12 @@ fn a_payee_who_vanishes_after_taking_the_payment() {
 
     let started = Instant::now();
     let out = world.run("alice", &["send", "bob", "40", "--timeout", "1"]);
-    out.expect(3)
+    // Issue 11, item 7: "the payment may have gone through" has its own
+    // exit code, and says how to find out or retry.
+    out.expect(4)
         .stderr_has("bob took payment")
-        .stderr_has("status");
+        .stderr_has("status")
+        .stderr_has("--expires-at");
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "--timeout 1 took {:?}",
@@ -636,6 +639,36 @@ fn a_payee_who_vanishes_after_taking_the_payment() {
         .expect(1)
         .stderr_has("not_found");
     assert_balances(&world, &[("alice", 10000), ("bob", 10000)]);
+    let (status, _) = bob.interrupt();
+    assert_eq!(status.code(), Some(0));
+
+    // The same payment, retried by id and expiry once bob is really
+    // online, settles once; a second retry returns the same receipt.
+    let expires_at = out
+        .stderr
+        .split("--expires-at ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .expect("expiry in the message")
+        .to_owned();
+    let mut bob = world.serve("bob", &[], false);
+    bob.online();
+    let retry = [
+        "send",
+        "bob",
+        "40",
+        "--id",
+        &id,
+        "--expires-at",
+        &expires_at,
+    ];
+    let first = world.run("alice", &retry);
+    first.expect(0);
+    assert_eq!(payment_id_of(&first), id);
+    let again = world.run("alice", &retry);
+    again.expect(0);
+    assert_eq!(payment_id_of(&again), id);
+    assert_balances(&world, &[("alice", 10000 - 40), ("bob", 10000 + 40)]);
     let (status, _) = bob.interrupt();
     assert_eq!(status.code(), Some(0));
 }

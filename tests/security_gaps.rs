@@ -484,6 +484,10 @@ enum Forgery {
     /// Does not settle; returns a genuine server receipt for an earlier
     /// payment.
     OtherPayment,
+    /// Settles, then tells the payer the payment was refused.
+    SettleThenRefuse,
+    /// Does not settle, and says the payment was refused.
+    RefuseWithoutForwarding,
 }
 
 /// A payee's listener with bob's real certificate that lies about
@@ -541,6 +545,17 @@ async fn fake_take(fake: &FakePayee, request: PeerRequest) -> Result<Settled, Wi
             settled.receipt.amount += 1;
             Ok(settled)
         }
+        Forgery::SettleThenRefuse => {
+            forward().await?;
+            Err(WireError::new(
+                ErrorCode::InsufficientFunds,
+                "\u{1b}[2Jalice cannot pay",
+            ))
+        }
+        Forgery::RefuseWithoutForwarding => Err(WireError::new(
+            ErrorCode::InsufficientFunds,
+            "alice cannot pay",
+        )),
         Forgery::OtherPayment => {
             let receipt = lock(&fake.genuine)
                 .clone()
@@ -683,6 +698,30 @@ async fn a_payer_rejects_a_forged_receipt_from_the_payee() {
         }
         assert_eq!(balance(&la).await, balance_now, "{mode:?}");
     }
+
+    // Issue 10, item 3: a payee that settles and then claims a refusal is
+    // not believed: the payer asks the server, which has the receipt, so
+    // `send` succeeds and a retry would pay nothing twice.
+    *lock(&fake.mode) = Forgery::SettleThenRefuse;
+    let sent = send(&alice, &server)
+        .await
+        .expect("the server's record wins over the payee's word");
+    sent.receipt.verify(&server_key).expect("genuine receipt");
+    balance_now -= 10;
+    assert_eq!(sent.balance, balance_now);
+    // A payee that says no without forwarding: the outcome is unknown
+    // (it could still forward until expiry), never a plain refusal.
+    *lock(&fake.mode) = Forgery::RefuseWithoutForwarding;
+    match send(&alice, &server).await {
+        Err(PeerError::OutcomeUnknown {
+            payment_id, reason, ..
+        }) => {
+            assert_eq!(Some(&payment_id), lock(&fake.seen).last());
+            assert!(reason.contains("no record"), "{reason}");
+        }
+        other => panic!("expected OutcomeUnknown, got {other:?}"),
+    }
+    assert_eq!(balance(&la).await, balance_now);
 
     // The real command line says the same: exit 1, `bad_receipt`.
     *lock(&fake.mode) = Forgery::WrongKey;

@@ -91,6 +91,10 @@ pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 /// Default time `send` waits for the receipt.
 pub const SEND_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 
+/// Time `send` gives the server to say what became of a payment after
+/// the payee failed to hand back a receipt.
+pub const STATUS_AFTER_FAILURE_TIMEOUT_MS: u64 = 5_000;
+
 /// Requests a client link queues for its writer before `send` waits.
 pub const LINK_QUEUE_REQUESTS_MAX: usize = 1024;
 

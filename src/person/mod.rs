@@ -44,13 +44,17 @@ pub enum PeerError {
         /// Why.
         error: std::io::Error,
     },
-    /// The payee took the payment and then went silent or away.
-    #[error("{payee} took payment {payment_id} but no receipt came back ({reason}); run `micropay-client status {payment_id}` to find out whether it settled")]
-    Vanished {
+    /// The payee holds the signed payment, no receipt came back, and the
+    /// server has no outcome for it yet: it may still settle until it
+    /// expires. Retrying with the same id and expiry is idempotent.
+    #[error("{payee} took payment {payment_id} but the outcome is not known yet ({reason}); it can settle until it expires at {expires_at_s} (unix s): run `micropay-client status {payment_id}`, or retry the same payment with `--id {payment_id} --expires-at {expires_at_s}`")]
+    OutcomeUnknown {
         /// The payee.
         payee: Name,
-        /// The payment, for `status`.
+        /// The payment, for `status` and a retry.
         payment_id: PaymentId,
+        /// Its expiry, for a retry of the identical payment.
+        expires_at_s: u64,
         /// What happened.
         reason: String,
     },
@@ -113,13 +117,20 @@ impl Person {
     /// server-role mark, or the link is dropped before anything is sent
     /// ([`CallError::NotTheServer`], naming the certificate's subject).
     pub async fn connect_server(&self, addr: &str) -> Result<Link, CallError> {
-        let link = Link::connect(
-            addr,
-            host_of(addr),
-            self.client.clone(),
-            CONNECT_TIMEOUT_MS_DEFAULT,
-        )
-        .await?;
+        self.connect_server_within(addr, CONNECT_TIMEOUT_MS_DEFAULT)
+            .await
+    }
+
+    /// [`Person::connect_server`] allowing at most `timeout_ms` for the
+    /// connection and the handshake. The certificate must carry the
+    /// server-role mark: a person's certificate is never taken for the
+    /// server.
+    pub async fn connect_server_within(
+        &self,
+        addr: &str,
+        timeout_ms: u64,
+    ) -> Result<Link, CallError> {
+        let link = Link::connect(addr, host_of(addr), self.client.clone(), timeout_ms).await?;
         link.server_key().map_err(|e| CallError::NotTheServer {
             addr: addr.to_owned(),
             reason: e.to_string(),

@@ -4,14 +4,19 @@
 //! receipt they hand back.
 
 use super::{PeerError, Person};
+use std::time::{Duration, Instant};
+
 use crate::core::limits::{
     CONNECT_TIMEOUT_MS_DEFAULT, PAYMENT_LIFETIME_DEFAULT_S, SEND_TIMEOUT_MS_DEFAULT,
+    STATUS_AFTER_FAILURE_TIMEOUT_MS,
 };
 use crate::core::name::Name;
-use crate::core::payment::{Payment, PaymentId, SignedReceipt};
+use crate::core::payment::{Payment, PaymentId, SignedPayment, SignedReceipt};
 use crate::net::link::{CallError, Link};
 use crate::system::clock::now_s;
-use crate::wire::{Balance, OnlinePeer, PaymentJson, PeerRequest, ServerRequest, Settled};
+use crate::wire::{
+    Balance, ErrorCode, OnlinePeer, PaymentJson, PaymentStatus, PeerRequest, ServerRequest, Settled,
+};
 
 /// What `send` asks for.
 #[derive(Debug, Clone)]
@@ -24,10 +29,15 @@ pub struct SendOptions {
     pub amount_minor: u64,
     /// Memo.
     pub memo: String,
-    /// How long to wait for the receipt, ms.
+    /// How long the whole `send` may take, ms: connecting to the server,
+    /// locating the payee, dialling them and waiting for the receipt.
     pub timeout_ms: u64,
-    /// The payment's lifetime, s.
+    /// The payment's lifetime, s (when no `expires_at_s` is given).
     pub lifetime_s: u64,
+    /// Retry an earlier payment: its id and expiry. With the same payee,
+    /// amount and memo this is the identical payment, so the server
+    /// settles it at most once and a retry returns the original receipt.
+    pub retry: Option<(PaymentId, u64)>,
 }
 
 impl SendOptions {
@@ -40,6 +50,7 @@ impl SendOptions {
             memo: String::new(),
             timeout_ms: SEND_TIMEOUT_MS_DEFAULT,
             lifetime_s: PAYMENT_LIFETIME_DEFAULT_S,
+            retry: None,
         }
     }
 }
@@ -55,74 +66,151 @@ pub struct Sent {
     pub payee_address: String,
 }
 
+/// What is left of the time `send` was given.
+struct Deadline(Instant);
+
+impl Deadline {
+    fn after_ms(ms: u64) -> Deadline {
+        Deadline(Instant::now() + Duration::from_millis(ms))
+    }
+
+    /// Milliseconds left, at least 1 so that a step fails by timing out
+    /// rather than not starting.
+    fn left_ms(&self) -> u64 {
+        let left = self.0.saturating_duration_since(Instant::now()).as_millis();
+        u64::try_from(left).unwrap_or(u64::MAX).max(1)
+    }
+}
+
 /// Pays a peer directly: find them, dial them as their name, hand them a
-/// signed payment, verify the server's receipt they hand back.
+/// signed payment, verify the server's receipt they hand back. A payee's
+/// word is never taken for a refusal: after any failure once the payee
+/// holds the signed payment, the server is asked for its outcome.
 pub async fn send(person: &Person, options: &SendOptions) -> Result<Sent, PeerError> {
-    let server = person.connect_server(&options.server).await?;
+    let deadline = Deadline::after_ms(options.timeout_ms);
+    let mut server = person
+        .connect_server_within(
+            &options.server,
+            deadline.left_ms().min(CONNECT_TIMEOUT_MS_DEFAULT),
+        )
+        .await?;
     // The key of the certificate carrying the server-role mark, never a
     // person's (connect_server has refused anything else).
     let server_key = server.server_key().ok();
+    server.set_request_timeout_ms(deadline.left_ms());
     let located: OnlinePeer = server
         .call(&ServerRequest::Locate {
             name: options.payee.to_string(),
         })
         .await?;
-    let payment = Payment {
-        id: PaymentId::random(),
-        payer: person.name.clone(),
-        payee: options.payee.clone(),
-        amount_minor: options.amount_minor,
-        expires_at_s: now_s().saturating_add(options.lifetime_s),
-        memo: options.memo.clone(),
-    };
-    payment
-        .check_fields()
-        .map_err(|e| CallError::Refused(e.into()))?;
-    let signed = payment.sign(&person.key);
-    let mut peer = Link::connect(
-        &located.address,
-        options.payee.as_str(),
-        person.client.clone(),
-        options.timeout_ms.min(CONNECT_TIMEOUT_MS_DEFAULT),
-    )
-    .await
-    .map_err(|e| match e {
-        // A certificate for another name: someone else answers there.
-        CallError::NotThatPeer { reason, .. } => PeerError::WrongListener {
-            payee: options.payee.clone(),
-            address: located.address.clone(),
-            reason,
-        },
-        other => other.into(),
-    })?;
-    peer.set_request_timeout_ms(options.timeout_ms);
-    let settled: Settled = match peer
-        .call(&PeerRequest::Pay {
+    let signed = sign(person, options)?;
+    let mut peer = dial(person, options, &located.address, &deadline).await?;
+    peer.set_request_timeout_ms(deadline.left_ms());
+    let handed = peer
+        .call::<Settled>(&PeerRequest::Pay {
             payment: PaymentJson::from(&signed),
         })
-        .await
-    {
-        Ok(settled) => settled,
-        Err(CallError::Refused(w)) => return Err(CallError::Refused(w).into()),
-        Err(other) => {
-            return Err(PeerError::Vanished {
-                payee: options.payee.clone(),
-                payment_id: signed.payment.id,
-                reason: other.to_string(),
-            })
+        .await;
+    let receipt = match handed {
+        Ok(settled) => SignedReceipt::try_from(&settled.receipt).map_err(CallError::Refused)?,
+        Err(payee_error) => {
+            server.set_request_timeout_ms(STATUS_AFTER_FAILURE_TIMEOUT_MS);
+            outcome_from_server(&server, options, &signed, payee_error).await?
         }
     };
-    let receipt = SignedReceipt::try_from(&settled.receipt).map_err(CallError::Refused)?;
     let genuine = server_key
         .as_ref()
         .is_some_and(|k| receipt.verify(k).is_ok() && receipt.matches(&signed));
     if !genuine {
         return Err(PeerError::BadReceipt(signed.payment.id));
     }
+    server.set_request_timeout_ms(STATUS_AFTER_FAILURE_TIMEOUT_MS);
     let balance: Balance = server.call(&ServerRequest::Balance {}).await?;
     Ok(Sent {
         receipt,
         balance: balance.balance,
         payee_address: located.address,
     })
+}
+
+/// The signed payment: new, or the identical one again for a retry.
+fn sign(person: &Person, options: &SendOptions) -> Result<SignedPayment, PeerError> {
+    let (id, expires_at_s) = options.retry.unwrap_or_else(|| {
+        (
+            PaymentId::random(),
+            now_s().saturating_add(options.lifetime_s),
+        )
+    });
+    let payment = Payment {
+        id,
+        payer: person.name.clone(),
+        payee: options.payee.clone(),
+        amount_minor: options.amount_minor,
+        expires_at_s,
+        memo: options.memo.clone(),
+    };
+    payment
+        .check_fields()
+        .map_err(|e| CallError::Refused(e.into()))?;
+    Ok(payment.sign(&person.key))
+}
+
+/// Dials the payee by name; a certificate for another name means someone
+/// else answers at that address.
+async fn dial(
+    person: &Person,
+    options: &SendOptions,
+    address: &str,
+    deadline: &Deadline,
+) -> Result<Link, PeerError> {
+    let timeout_ms = deadline.left_ms().min(CONNECT_TIMEOUT_MS_DEFAULT);
+    Link::connect(
+        address,
+        options.payee.as_str(),
+        person.client.clone(),
+        timeout_ms,
+    )
+    .await
+    .map_err(|e| match e {
+        CallError::NotThatPeer { reason, .. } => PeerError::WrongListener {
+            payee: options.payee.clone(),
+            address: address.to_owned(),
+            reason,
+        },
+        other => other.into(),
+    })
+}
+
+/// After the payee failed to hand back a receipt (or said no), the
+/// server's record decides: its receipt, its refusal, or "not known yet".
+async fn outcome_from_server(
+    server: &Link,
+    options: &SendOptions,
+    signed: &SignedPayment,
+    payee_error: CallError,
+) -> Result<SignedReceipt, PeerError> {
+    let id = signed.payment.id;
+    let unknown = |reason: String| PeerError::OutcomeUnknown {
+        payee: options.payee.clone(),
+        payment_id: id,
+        expires_at_s: signed.payment.expires_at_s,
+        reason,
+    };
+    let status = server
+        .call::<PaymentStatus>(&ServerRequest::Status {
+            payment_id: id.to_hex(),
+        })
+        .await;
+    match status {
+        Ok(PaymentStatus::Settled { receipt }) => {
+            Ok(SignedReceipt::try_from(&receipt).map_err(CallError::Refused)?)
+        }
+        Ok(PaymentStatus::Rejected { error }) => Err(CallError::Refused(error).into()),
+        Err(CallError::Refused(e)) if e.code == ErrorCode::NotFound => Err(unknown(format!(
+            "the payee said: {payee_error}; the server has no record of it yet"
+        ))),
+        Err(status_error) => Err(unknown(format!(
+            "the payee said: {payee_error}; asking the server failed: {status_error}"
+        ))),
+    }
 }

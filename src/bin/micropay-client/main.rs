@@ -2,9 +2,13 @@
 //! take payments, see who is online, pay them directly, check balance,
 //! history and the status of a payment.
 //!
-//! Exit codes: 0 success; 1 refused by the server or the peer; 2 usage
-//! error (including missing certificate files); 3 could not connect or
-//! timed out.
+//! Exit codes: 0 success; 1 refused (by the server, or by the payee
+//! before it held the payment); 2 usage error (including missing
+//! certificate files); 3 could not connect or timed out, and nothing was
+//! paid; 4 outcome unknown: the payee holds the signed payment and the
+//! server has no outcome for it yet, so it may still settle until it
+//! expires (the payment id and expiry are printed: ask `status ID`, or
+//! retry the identical payment with `send --id ID --expires-at E`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -87,9 +91,19 @@ enum Command {
         /// A note for the payee (at most 140 bytes).
         #[arg(long, default_value = "")]
         memo: String,
-        /// Seconds to wait for the receipt.
+        /// Seconds the whole payment may take (connecting, finding the
+        /// payee, the receipt); at least 1.
         #[arg(long, default_value_t = 30)]
         timeout: u64,
+        /// Retry an earlier payment whose outcome was unknown: its id
+        /// (with --expires-at, exactly as printed), so it settles at most
+        /// once.
+        #[arg(long, requires = "expires_at")]
+        id: Option<String>,
+        /// The expiry of the payment being retried (unix seconds, as
+        /// printed).
+        #[arg(long, requires = "id")]
+        expires_at: Option<u64>,
     },
     /// My balance.
     Balance,
@@ -115,10 +129,14 @@ struct Failure {
     code: u8,
     /// Stable machine-readable code: a server/peer error code, or one of
     /// `usage`, `connect_failed`, `timeout`, `connection_closed`,
-    /// `wrong_listener`, `payee_vanished`, `server_gone`, `bad_receipt`.
+    /// `wrong_listener`, `outcome_unknown`, `server_gone`, `bad_receipt`.
     error_code: String,
     /// What happened, for people.
     message: String,
+    /// The payment concerned, when one was handed over.
+    payment_id: Option<String>,
+    /// Its expiry, for a retry.
+    expires_at_s: Option<u64>,
 }
 
 impl Failure {
@@ -127,6 +145,8 @@ impl Failure {
             code,
             error_code: error_code.to_owned(),
             message: message.into(),
+            payment_id: None,
+            expires_at_s: None,
         }
     }
 
@@ -139,7 +159,8 @@ impl Failure {
         if json_mode {
             println!(
                 "{}",
-                json!({"ok": false, "error": {"code": self.error_code, "message": self.message}, "exit_code": self.code})
+                json!({"ok": false, "error": {"code": self.error_code, "message": self.message}, "exit_code": self.code,
+                       "payment_id": self.payment_id, "expires_at": self.expires_at_s})
             );
         } else if self.code == 1 {
             // Refusals carry text from the server or a peer: escaped.
@@ -175,7 +196,15 @@ impl From<PeerError> for Failure {
             }
             PeerError::BadReceipt(_) => Failure::new(1, "bad_receipt", e.to_string()),
             PeerError::WrongListener { .. } => Failure::new(3, "wrong_listener", e.to_string()),
-            PeerError::Vanished { .. } => Failure::new(3, "payee_vanished", e.to_string()),
+            PeerError::OutcomeUnknown {
+                payment_id,
+                expires_at_s,
+                ..
+            } => Failure {
+                payment_id: Some(payment_id.to_hex()),
+                expires_at_s: Some(expires_at_s),
+                ..Failure::new(4, "outcome_unknown", e.to_string())
+            },
             PeerError::ServerGone => Failure::new(3, "server_gone", e.to_string()),
         }
     }
@@ -269,12 +298,15 @@ async fn run(args: &Args) -> Result<(), Failure> {
             amount,
             memo,
             timeout,
+            id,
+            expires_at,
         } => {
             let request = send::Request {
                 payee,
                 amount,
                 memo,
                 timeout_s: *timeout,
+                retry: id.as_deref().zip(*expires_at),
             };
             send::run(&person, &args.server, &request, json).await
         }

@@ -2,6 +2,7 @@
 
 use micropay::core::limits::MEMO_BYTES_MAX;
 use micropay::core::name::Name;
+use micropay::core::payment::PaymentId;
 use micropay::person::{self, Person, SendOptions};
 use micropay::system::terminal::escape;
 use micropay::wire::ReceiptJson;
@@ -17,8 +18,10 @@ pub struct Request<'a> {
     pub amount: &'a str,
     /// The memo.
     pub memo: &'a str,
-    /// Seconds to wait for the receipt.
+    /// Seconds the whole payment may take.
     pub timeout_s: u64,
+    /// The id and expiry of an earlier payment to retry.
+    pub retry: Option<(&'a str, u64)>,
 }
 
 /// Checks the arguments, pays and prints the verified receipt.
@@ -81,8 +84,20 @@ fn options(person: &Person, server: &str, request: &Request<'_>) -> Result<SendO
             request.memo.len()
         )));
     }
+    if request.timeout_s == 0 {
+        return Err(Failure::usage("--timeout must be at least 1 second"));
+    }
     let mut options = SendOptions::new(server, payee, amount);
     options.memo = request.memo.to_owned();
     options.timeout_ms = request.timeout_s.saturating_mul(1000);
+    if let Some((id, expires_at_s)) = request.retry {
+        let id = PaymentId::from_hex(id).ok_or_else(|| {
+            Failure::usage(format!(
+                "--id {:?} is not a payment id (32 hex digits)",
+                escape(id)
+            ))
+        })?;
+        options.retry = Some((id, expires_at_s));
+    }
     Ok(options)
 }
