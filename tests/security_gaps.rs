@@ -538,6 +538,7 @@ async fn fake_take(fake: &FakePayee, request: PeerRequest) -> Result<Settled, Wi
             .sign(&SigningKey::ed25519_from_seed(&[7u8; 32]));
             Ok(Settled {
                 receipt: ReceiptJson::from(&receipt),
+                replay: false,
             })
         }
         Forgery::ChangedAmount => {
@@ -560,7 +561,10 @@ async fn fake_take(fake: &FakePayee, request: PeerRequest) -> Result<Settled, Wi
             let receipt = lock(&fake.genuine)
                 .clone()
                 .ok_or_else(|| WireError::new(ErrorCode::Internal, "no earlier receipt"))?;
-            Ok(Settled { receipt })
+            Ok(Settled {
+                receipt,
+                replay: false,
+            })
         }
     }
 }

@@ -383,6 +383,8 @@ async fn a_replay_returns_the_original_receipt_and_moves_nothing(backend) {
     // Again by the payee, by the payer, and on a fresh connection.
     let again = settle(&bob.link, &signed).await.expect("replay");
     assert_eq!(again.receipt, first.receipt);
+    // The reply says which one moved money (issue 10, item 9).
+    assert!(!first.replay && again.replay);
     let by_payer = settle(&alice.link, &signed).await.expect("replay by payer");
     assert_eq!(by_payer.receipt, first.receipt);
     let fresh = link(&bob.person, &server).await;

@@ -235,4 +235,8 @@ pub enum PaymentStatus {
 pub struct Settled {
     /// The server-signed receipt.
     pub receipt: ReceiptJson,
+    /// Whether this payment had settled before: the receipt is the
+    /// original one and nothing moved now.
+    #[serde(default)]
+    pub replay: bool,
 }

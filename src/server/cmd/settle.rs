@@ -56,5 +56,6 @@ pub async fn run(
     }
     reply(Settled {
         receipt: ReceiptJson::from(&receipt),
+        replay: settlement.replay,
     })
 }
