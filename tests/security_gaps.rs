@@ -449,6 +449,19 @@ async fn a_connection_opened_before_the_certificate_expired_is_refused_after() {
         ErrorCode::CertificateExpired
     );
     assert_eq!(balance(&lb).await, 10_000, "nothing moved");
+    // Issue 10, item 1: whoever holds alice's key (a thief) cannot cash a
+    // payment signed with it through a valid account once her certificate
+    // has expired: the ledger knows until when her key may spend.
+    assert_eq!(
+        code(settle(&lb, &late).await),
+        ErrorCode::CertificateExpired
+    );
+    let fresh = pay(&alice, "bob", 20);
+    assert_eq!(
+        code(settle(&lb, &fresh).await),
+        ErrorCode::CertificateExpired
+    );
+    assert_eq!(balance(&lb).await, 10_000, "nothing moved");
 
     // A new connection with that certificate fails the handshake (or, in
     // TLS 1.3, its first request, after the server's alert).

@@ -17,7 +17,7 @@ use crate::core::name::Name;
 use crate::core::payment::PaymentId;
 use crate::core::rules::{
     decide, decide_registration, key_fingerprint, Decision, LedgerView, Prior, PriorOutcome,
-    Refusal, RefusalKind, Transfer, VerifiedPayment,
+    Refusal, RefusalKind, RegisteredKey, Transfer, VerifiedPayment,
 };
 
 /// A state change to write, in the order decided.
@@ -29,6 +29,8 @@ pub enum Effect {
         name: Name,
         /// The registered key.
         key: VerifyingKey,
+        /// Its certificate's notAfter, unix seconds.
+        key_not_after_s: u64,
         /// The opening grant.
         grant_minor: u64,
         /// When, unix ms.
@@ -71,7 +73,7 @@ pub struct Settled {
 pub struct Batch<'a, V: LedgerView> {
     base: &'a V,
     balances: HashMap<Name, u64>,
-    keys: HashMap<Name, [u8; 32]>,
+    keys: HashMap<Name, RegisteredKey>,
     priors: HashMap<(Name, PaymentId), Prior>,
     accounts_added: u64,
     last_seq: u64,
@@ -86,11 +88,11 @@ impl<V: LedgerView> LedgerView for Batch<'_, V> {
             .or_else(|| self.base.balance_minor(name))
     }
 
-    fn key_fingerprint(&self, name: &Name) -> Option<[u8; 32]> {
+    fn registered_key(&self, name: &Name) -> Option<RegisteredKey> {
         self.keys
             .get(name)
             .copied()
-            .or_else(|| self.base.key_fingerprint(name))
+            .or_else(|| self.base.registered_key(name))
     }
 
     fn accounts(&self) -> u64 {
@@ -119,21 +121,28 @@ impl<'a, V: LedgerView> Batch<'a, V> {
         }
     }
 
-    /// Decides the registration of `name` with `key` and `grant_minor`.
+    /// Decides the registration of `name` with `key` (whose certificate
+    /// is valid until `key_not_after_s`) and `grant_minor`.
     pub fn register(
         &mut self,
         name: &Name,
         key: &VerifyingKey,
+        key_not_after_s: u64,
         grant_minor: u64,
         now_ms: u64,
     ) -> Result<(), Refusal> {
         decide_registration(self, name)?;
         self.balances.insert(name.clone(), grant_minor);
-        self.keys.insert(name.clone(), key_fingerprint(key));
+        let registered = RegisteredKey {
+            fingerprint: key_fingerprint(key),
+            not_after_s: key_not_after_s,
+        };
+        self.keys.insert(name.clone(), registered);
         self.accounts_added += 1;
         self.effects.push(Effect::Account {
             name: name.clone(),
             key: key.clone(),
+            key_not_after_s,
             grant_minor,
             at_ms: now_ms,
         });

@@ -9,14 +9,14 @@ use crate::core::name::Name;
 use crate::core::payment::PaymentId;
 use crate::core::rules::{
     decide, decide_registration, key_fingerprint, Decision, LedgerView, Prior, PriorOutcome,
-    Refusal, VerifiedPayment,
+    Refusal, RegisteredKey, VerifiedPayment,
 };
 
 /// Accounts, balances and every decision, in memory.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryLedger {
     balances: HashMap<Name, u64>,
-    keys: HashMap<Name, [u8; 32]>,
+    keys: HashMap<Name, RegisteredKey>,
     priors: HashMap<(Name, PaymentId), Prior>,
     last_seq: u64,
     granted_minor: u128,
@@ -27,7 +27,7 @@ impl LedgerView for MemoryLedger {
         self.balances.get(name).copied()
     }
 
-    fn key_fingerprint(&self, name: &Name) -> Option<[u8; 32]> {
+    fn registered_key(&self, name: &Name) -> Option<RegisteredKey> {
         self.keys.get(name).copied()
     }
 
@@ -46,26 +46,22 @@ impl MemoryLedger {
         MemoryLedger::default()
     }
 
-    /// Opens an account for `name` bound to `key` with `grant_minor`.
+    /// Opens an account for `name` bound to `key`, whose certificate is
+    /// valid until `key_not_after_s`, with `grant_minor`.
     pub fn register(
         &mut self,
         name: &Name,
         key: &VerifyingKey,
-        grant_minor: u64,
-    ) -> Result<(), Refusal> {
-        self.register_fingerprint(name, key_fingerprint(key), grant_minor)
-    }
-
-    /// [`MemoryLedger::register`] with the key's fingerprint.
-    pub fn register_fingerprint(
-        &mut self,
-        name: &Name,
-        fingerprint: [u8; 32],
+        key_not_after_s: u64,
         grant_minor: u64,
     ) -> Result<(), Refusal> {
         decide_registration(self, name)?;
         self.balances.insert(name.clone(), grant_minor);
-        self.keys.insert(name.clone(), fingerprint);
+        let registered = RegisteredKey {
+            fingerprint: key_fingerprint(key),
+            not_after_s: key_not_after_s,
+        };
+        self.keys.insert(name.clone(), registered);
         self.granted_minor += u128::from(grant_minor);
         Ok(())
     }

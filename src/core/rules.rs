@@ -50,11 +50,13 @@ pub enum RefusalKind {
     Overflow,
     /// The key that verified the signature is no longer the payer's.
     KeyChanged,
+    /// The certificate of the payer's registered key has expired.
+    KeyExpired,
 }
 
 impl RefusalKind {
     /// Every kind, for tests and for parsing stored refusals.
-    pub const ALL: [RefusalKind; 14] = [
+    pub const ALL: [RefusalKind; 15] = [
         RefusalKind::AlreadyRegistered,
         RefusalKind::LedgerFull,
         RefusalKind::Conflict,
@@ -69,6 +71,7 @@ impl RefusalKind {
         RefusalKind::InsufficientFunds,
         RefusalKind::Overflow,
         RefusalKind::KeyChanged,
+        RefusalKind::KeyExpired,
     ];
 
     /// A stable name, as stored with a recorded refusal.
@@ -88,6 +91,7 @@ impl RefusalKind {
             RefusalKind::InsufficientFunds => "insufficient_funds",
             RefusalKind::Overflow => "overflow",
             RefusalKind::KeyChanged => "key_changed",
+            RefusalKind::KeyExpired => "key_expired",
         }
     }
 
@@ -185,12 +189,24 @@ pub enum PriorOutcome {
     Refused(Refusal),
 }
 
+/// A registered key as the rules see it: which key, and until when the
+/// certificate it came with is valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegisteredKey {
+    /// SHA-256 of the key's SubjectPublicKeyInfo.
+    pub fingerprint: [u8; 32],
+    /// The certificate's notAfter, unix seconds: a payment signed with
+    /// this key settles only up to then, so a stolen key stops spending
+    /// when its certificate expires.
+    pub not_after_s: u64,
+}
+
 /// What [`decide`] needs to read from a ledger.
 pub trait LedgerView {
     /// The balance of `name`, or `None` when `name` has no account.
     fn balance_minor(&self, name: &Name) -> Option<u64>;
-    /// SHA-256 of `name`'s registered key, or `None` without an account.
-    fn key_fingerprint(&self, name: &Name) -> Option<[u8; 32]>;
+    /// `name`'s registered key, or `None` without an account.
+    fn registered_key(&self, name: &Name) -> Option<RegisteredKey>;
     /// How many accounts exist.
     fn accounts(&self) -> u64;
     /// The earlier decision about payment `id` of `payer`, if any.
@@ -282,10 +298,22 @@ fn transfer(
     let payee_balance = view
         .balance_minor(&p.payee)
         .ok_or_else(|| no_account(RefusalKind::UnknownPayee, &p.payee))?;
-    if view.key_fingerprint(&p.payer) != Some(payment.key_fingerprint) {
+    let key = view
+        .registered_key(&p.payer)
+        .filter(|k| k.fingerprint == payment.key_fingerprint)
+        .ok_or_else(|| {
+            Refusal::new(
+                RefusalKind::KeyChanged,
+                format!("{}'s key changed before the payment settled", p.payer),
+            )
+        })?;
+    if now_ms / 1000 > key.not_after_s {
         return Err(Refusal::new(
-            RefusalKind::KeyChanged,
-            format!("{}'s key changed before the payment settled", p.payer),
+            RefusalKind::KeyExpired,
+            format!(
+                "{}'s certificate expired at {} (unix s); its key spends nothing more",
+                p.payer, key.not_after_s
+            ),
         ));
     }
     let payer_after_minor = payer_balance.checked_sub(p.amount_minor).ok_or_else(|| {

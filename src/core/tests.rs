@@ -33,7 +33,7 @@ fn ledger() -> MemoryLedger {
     let mut l = MemoryLedger::new();
     for (i, n) in ["alice", "bob", "carol"].iter().enumerate() {
         let k = key(i as u8 + 1);
-        l.register(&name(n), k.verifying_key(), GRANT)
+        l.register(&name(n), k.verifying_key(), u64::MAX, GRANT)
             .expect("registers");
     }
     l
@@ -211,9 +211,9 @@ fn the_same_id_with_other_content_conflicts_but_ids_are_per_payer() {
 #[test]
 fn a_payee_balance_never_overflows() {
     let mut l = MemoryLedger::new();
-    l.register(&name("alice"), key(1).verifying_key(), 10)
+    l.register(&name("alice"), key(1).verifying_key(), u64::MAX, 10)
         .expect("registers");
-    l.register(&name("bob"), key(2).verifying_key(), u64::MAX - 5)
+    l.register(&name("bob"), key(2).verifying_key(), u64::MAX, u64::MAX - 5)
         .expect("registers");
     let d = l.settle(&verified(payment(1, "alice", "bob", 6)), T0_MS);
     assert_eq!(refusal_kind(&d), Some(RefusalKind::Overflow));
@@ -225,9 +225,9 @@ fn a_payee_balance_never_overflows() {
 #[test]
 fn a_payment_verified_with_a_key_no_longer_registered_is_refused() {
     let mut l = MemoryLedger::new();
-    l.register(&name("alice"), key(7).verifying_key(), GRANT)
+    l.register(&name("alice"), key(7).verifying_key(), u64::MAX, GRANT)
         .expect("registers");
-    l.register(&name("bob"), key(2).verifying_key(), GRANT)
+    l.register(&name("bob"), key(2).verifying_key(), u64::MAX, GRANT)
         .expect("registers");
     // Signed and verified with key 1, but alice's account has key 7.
     let d = l.settle(&verified(payment(1, "alice", "bob", 5)), T0_MS);
@@ -235,9 +235,24 @@ fn a_payment_verified_with_a_key_no_longer_registered_is_refused() {
 }
 
 #[test]
+fn a_key_spends_nothing_after_its_certificate_expires() {
+    let mut l = MemoryLedger::new();
+    l.register(&name("alice"), key(1).verifying_key(), T0_S, GRANT)
+        .expect("registers");
+    l.register(&name("bob"), key(2).verifying_key(), u64::MAX, GRANT)
+        .expect("registers");
+    let last_good_ms = T0_S * 1000 + 999;
+    let d = l.settle(&verified(payment(1, "alice", "bob", 5)), last_good_ms);
+    assert!(matches!(d, Decision::Settle(_)));
+    let d = l.settle(&verified(payment(2, "alice", "bob", 5)), last_good_ms + 1);
+    assert_eq!(refusal_kind(&d), Some(RefusalKind::KeyExpired));
+    assert_eq!(balance(&l, "alice"), GRANT - 5);
+}
+
+#[test]
 fn registration_is_refused_for_an_existing_name() {
     let mut l = ledger();
-    let again = l.register(&name("alice"), key(4).verifying_key(), GRANT);
+    let again = l.register(&name("alice"), key(4).verifying_key(), u64::MAX, GRANT);
     assert_eq!(
         again.map_err(|r| r.kind),
         Err(RefusalKind::AlreadyRegistered)
@@ -363,7 +378,7 @@ proptest! {
         let mut model = Model { balances: HashMap::new(), seen: HashMap::new() };
         for (i, person) in PEOPLE.iter().enumerate() {
             let grant = if i == 3 { 0 } else { GRANT };
-            ledger.register(&name(person), keys[i].verifying_key(), grant).expect("registers");
+            ledger.register(&name(person), keys[i].verifying_key(), u64::MAX, grant).expect("registers");
             model.balances.insert(person, i128::from(grant));
         }
         let mut now_ms = T0_MS;
@@ -397,7 +412,7 @@ proptest! {
         let keys = signing_keys();
         let mut one_by_one = MemoryLedger::new();
         for (i, person) in PEOPLE.iter().enumerate() {
-            one_by_one.register(&name(person), keys[i].verifying_key(), GRANT).expect("registers");
+            one_by_one.register(&name(person), keys[i].verifying_key(), u64::MAX, GRANT).expect("registers");
         }
         let base = one_by_one.clone();
         let mut batch = Batch::new(&base, 0);

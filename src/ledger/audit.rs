@@ -71,12 +71,15 @@ pub struct Auditor {
     expected: HashMap<String, i128>,
     stored: HashMap<String, i128>,
     grants: HashMap<String, u64>,
+    not_after: HashMap<String, u64>,
     model: Option<MemoryLedger>,
     next_seq: i64,
 }
 
 impl AuditVisitor for Auditor {
-    fn account(&mut self, name: &str, key_spki: &[u8], balance: i64) {
+    fn account(&mut self, name: &str, key_spki: &[u8], balance: i64, key_not_after_s: i64) {
+        self.not_after
+            .insert(name.to_owned(), u64::try_from(key_not_after_s).unwrap_or(0));
         let report = &mut self.report;
         report.accounts += 1;
         if balance < 0 {
@@ -182,9 +185,10 @@ impl Auditor {
                 continue;
             };
             let grant = self.grants.get(name).copied().unwrap_or(0);
+            let not_after_s = self.not_after.get(name).copied().unwrap_or(0);
             // Names are unique in the store, so registration cannot be
             // refused here; a refusal would show up as unknown accounts.
-            let _ = model.register(&parsed, key, grant);
+            let _ = model.register(&parsed, key, not_after_s, grant);
         }
         model
     }

@@ -111,13 +111,20 @@ impl Ledger {
         Ok(self.key_of(name).await?.is_some())
     }
 
-    /// Creates an account bound to `key`; answers once durable.
+    /// Creates an account bound to `key`, whose certificate is valid until
+    /// `key_not_after_s`; answers once durable.
     pub async fn register(
         &self,
         name: Name,
         key: VerifyingKey,
+        key_not_after_s: u64,
     ) -> Result<Result<Account, Refusal>, LedgerError> {
-        match self.submit(Command::Register { name, key }).await? {
+        let command = Command::Register {
+            name,
+            key,
+            key_not_after_s,
+        };
+        match self.submit(command).await? {
             Answer::Registered(account) => Ok(Ok(account)),
             Answer::Refused(refusal) => Ok(Err(refusal)),
             Answer::Settled(_) => Err(LedgerError::Corrupt(

@@ -146,6 +146,8 @@ pub enum Command {
         name: Name,
         /// Its key.
         key: VerifyingKey,
+        /// The notAfter of the certificate that registers it, unix s.
+        key_not_after_s: u64,
     },
     /// Settle a verified payment.
     Settle(Box<VerifiedPayment>),
@@ -165,8 +167,9 @@ pub enum Answer {
 /// What `audit` reads from a store, row by row, so that a ledger of any
 /// size is audited in bounded memory (beyond one entry per account).
 pub trait AuditVisitor {
-    /// An account as stored.
-    fn account(&mut self, name: &str, key_spki: &[u8], balance: i64);
+    /// An account as stored, with the notAfter (unix s) of the
+    /// certificate behind its key.
+    fn account(&mut self, name: &str, key_spki: &[u8], balance: i64, key_not_after_s: i64);
     /// A grant.
     fn grant(&mut self, name: &str, amount: i64);
     /// A settled payment; called in ascending `seq` order.
@@ -241,15 +244,17 @@ pub fn decide_command<V: LedgerView>(
     now_ms: u64,
 ) -> Answer {
     match command {
-        Command::Register { name, key } => {
-            match batch.register(name, key, initial_balance, now_ms) {
-                Ok(()) => Answer::Registered(Account {
-                    name: name.clone(),
-                    balance: initial_balance,
-                }),
-                Err(refusal) => Answer::Refused(refusal),
-            }
-        }
+        Command::Register {
+            name,
+            key,
+            key_not_after_s,
+        } => match batch.register(name, key, *key_not_after_s, initial_balance, now_ms) {
+            Ok(()) => Answer::Registered(Account {
+                name: name.clone(),
+                balance: initial_balance,
+            }),
+            Err(refusal) => Answer::Refused(refusal),
+        },
         Command::Settle(payment) => match batch.settle(payment, now_ms) {
             Ok(settled) => Answer::Settled(Settlement {
                 seq: settled.seq,

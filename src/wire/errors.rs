@@ -128,6 +128,7 @@ impl From<Refusal> for WireError {
             RefusalKind::InsufficientFunds => ErrorCode::InsufficientFunds,
             RefusalKind::Overflow => ErrorCode::Internal,
             RefusalKind::KeyChanged => ErrorCode::KeyMismatch,
+            RefusalKind::KeyExpired => ErrorCode::CertificateExpired,
         };
         WireError::new(code, r.message)
     }

@@ -165,7 +165,10 @@ pub(super) async fn scan(
         .await
         .map_err(pg_error)?;
     for r in tx
-        .query("SELECT name, public_key, balance FROM accounts", &[])
+        .query(
+            "SELECT name, public_key, balance, key_not_after_s FROM accounts",
+            &[],
+        )
         .await
         .map_err(pg_error)?
     {
@@ -174,7 +177,7 @@ pub(super) async fn scan(
             r.try_get(1).map_err(pg_error)?,
             r.try_get(2).map_err(pg_error)?,
         );
-        visitor.account(&n, &spki, balance);
+        visitor.account(&n, &spki, balance, r.try_get(3).map_err(pg_error)?);
     }
     for r in tx
         .query("SELECT name, amount FROM grants ORDER BY seq", &[])

@@ -11,7 +11,7 @@ use crate::ledger::LedgerError;
 use super::pg_error;
 
 /// The schema version this program writes.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Held while the schema is checked or created (any fixed number).
 const MIGRATION_LOCK: i64 = 0x6d69_6372_6f70_6179; // "micropay"
@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS accounts (
     name          TEXT PRIMARY KEY,
     public_key    BYTEA NOT NULL,
     balance       BIGINT NOT NULL CHECK (balance >= 0),
-    created_at_ms BIGINT NOT NULL
+    created_at_ms BIGINT NOT NULL,
+    key_not_after_s BIGINT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS grants (
     seq           BIGSERIAL PRIMARY KEY,

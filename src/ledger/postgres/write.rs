@@ -29,7 +29,7 @@ use crate::core::batch::{Batch, Effect};
 use crate::core::limits::PG_COMMIT_ATTEMPTS;
 use crate::core::name::Name;
 use crate::core::payment::{content_hash, PaymentId};
-use crate::core::rules::{LedgerView, Prior, PriorOutcome};
+use crate::core::rules::{LedgerView, Prior, PriorOutcome, RegisteredKey};
 use crate::ledger::decode::{hash32, name, payment_id, refusal, to_u64};
 use crate::ledger::{decide_command, Answer, Command, LedgerError};
 
@@ -39,7 +39,7 @@ use super::{connect, pg_error, retriable, PgStore};
 #[derive(Default)]
 struct BaseView {
     balances: HashMap<Name, u64>,
-    keys: HashMap<Name, [u8; 32]>,
+    keys: HashMap<Name, RegisteredKey>,
     accounts: u64,
     priors: HashMap<(Name, PaymentId), Prior>,
 }
@@ -49,7 +49,7 @@ impl LedgerView for BaseView {
         self.balances.get(name).copied()
     }
 
-    fn key_fingerprint(&self, name: &Name) -> Option<[u8; 32]> {
+    fn registered_key(&self, name: &Name) -> Option<RegisteredKey> {
         self.keys.get(name).copied()
     }
 
@@ -218,7 +218,7 @@ async fn load_accounts(
 ) -> Result<(), Failure> {
     let rows = tx
         .query(
-            "SELECT name, public_key, balance FROM accounts WHERE name = ANY($1)",
+            "SELECT name, public_key, balance, key_not_after_s FROM accounts WHERE name = ANY($1)",
             &[&names],
         )
         .await?;
@@ -226,7 +226,11 @@ async fn load_accounts(
         let n = name(r.try_get(0)?)?;
         let spki: &[u8] = r.try_get(1)?;
         let balance = to_u64(r.try_get(2)?, "balance")?;
-        base.keys.insert(n.clone(), content_hash(spki));
+        let registered = RegisteredKey {
+            fingerprint: content_hash(spki),
+            not_after_s: to_u64(r.try_get(3)?, "key_not_after_s")?,
+        };
+        base.keys.insert(n.clone(), registered);
         base.balances.insert(n, balance);
     }
     Ok(())
@@ -290,6 +294,7 @@ struct Columns<'a> {
     acct_key: Vec<&'a [u8]>,
     acct_grant: Vec<i64>,
     acct_at: Vec<i64>,
+    acct_not_after: Vec<i64>,
     pay_seq: Vec<i64>,
     pay_id: Vec<&'a [u8]>,
     pay_payer: Vec<&'a str>,
@@ -324,6 +329,7 @@ impl<'a> Columns<'a> {
                 Effect::Account {
                     name,
                     key,
+                    key_not_after_s,
                     grant_minor,
                     at_ms,
                 } => {
@@ -331,6 +337,9 @@ impl<'a> Columns<'a> {
                     c.acct_key.push(key.spki_der());
                     c.acct_grant.push(big(*grant_minor, "grant")?);
                     c.acct_at.push(big(*at_ms, "time")?);
+                    // Certificates end long before i64 seconds run out.
+                    c.acct_not_after
+                        .push(i64::try_from(*key_not_after_s).unwrap_or(i64::MAX));
                 }
                 Effect::Payment {
                     seq,
@@ -390,9 +399,15 @@ async fn write_effects(tx: &Transaction<'_>, effects: &[Effect]) -> Result<(), F
     let c = Columns::of(effects)?;
     if !c.acct_name.is_empty() {
         tx.execute(
-            "INSERT INTO accounts (name, public_key, balance, created_at_ms)
-             SELECT * FROM unnest($1::text[], $2::bytea[], $3::int8[], $4::int8[])",
-            &[&c.acct_name, &c.acct_key, &c.acct_grant, &c.acct_at],
+            "INSERT INTO accounts (name, public_key, balance, created_at_ms, key_not_after_s)
+             SELECT * FROM unnest($1::text[], $2::bytea[], $3::int8[], $4::int8[], $5::int8[])",
+            &[
+                &c.acct_name,
+                &c.acct_key,
+                &c.acct_grant,
+                &c.acct_at,
+                &c.acct_not_after,
+            ],
         )
         .await?;
         tx.execute(

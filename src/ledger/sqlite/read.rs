@@ -8,13 +8,36 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use crate::core::keys::VerifyingKey;
 use crate::core::limits::HISTORY_PAGE_MAX;
 use crate::core::name::Name;
-use crate::core::payment::PaymentId;
+use crate::core::payment::{content_hash, PaymentId};
+use crate::core::rules::RegisteredKey;
 use crate::ledger::{AuditVisitor, HistoryRow, LedgerError, Outcome, StoredPayment};
 
 type Read<T> = Result<Result<T, LedgerError>, rusqlite::Error>;
 
 pub(super) use crate::ledger::decode::{hash32, refusal, to_u64};
 use crate::ledger::decode::{name, refused_outcome, StoredHistory, StoredSettlement};
+
+/// Every registered key with its certificate's notAfter, for the writer.
+pub(super) fn registered_keys(c: &Connection) -> Read<HashMap<Name, RegisteredKey>> {
+    let mut stmt = c.prepare("SELECT name, public_key, key_not_after_s FROM accounts")?;
+    let mut rows = stmt.query([])?;
+    let mut keys = HashMap::new();
+    while let Some(row) = rows.next()? {
+        let (n, spki, not_after): (String, Vec<u8>, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
+        let parsed = name(&n).and_then(|n| Ok((n, to_u64(not_after, "key_not_after_s")?)));
+        match parsed {
+            Ok((n, not_after_s)) => keys.insert(
+                n,
+                RegisteredKey {
+                    fingerprint: content_hash(&spki),
+                    not_after_s,
+                },
+            ),
+            Err(e) => return Ok(Err(e)),
+        };
+    }
+    Ok(Ok(keys))
+}
 
 pub(super) fn keys(c: &Connection) -> Read<Vec<(Name, VerifyingKey)>> {
     let mut stmt = c.prepare("SELECT name, public_key FROM accounts")?;
@@ -162,11 +185,11 @@ fn stored_settlement(
 
 /// Feeds every row to the audit, payments in `seq` order.
 pub(super) fn scan(c: &Connection, visitor: &mut dyn AuditVisitor) -> Result<(), rusqlite::Error> {
-    let mut stmt = c.prepare("SELECT name, public_key, balance FROM accounts")?;
+    let mut stmt = c.prepare("SELECT name, public_key, balance, key_not_after_s FROM accounts")?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
         let (n, spki, balance): (String, Vec<u8>, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
-        visitor.account(&n, &spki, balance);
+        visitor.account(&n, &spki, balance, r.get(3)?);
     }
     let mut stmt = c.prepare("SELECT name, amount FROM grants ORDER BY seq")?;
     let mut rows = stmt.query([])?;

@@ -12,15 +12,17 @@ use crate::core::limits::{
 use crate::ledger::LedgerError;
 
 /// The schema version this program writes (`PRAGMA user_version`).
-/// Version 2 scopes payment ids to their payer.
-pub const SCHEMA_VERSION: i64 = 2;
+/// Version 2 scopes payment ids to their payer; version 3 records the
+/// notAfter of the certificate behind each registered key.
+pub const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS accounts (
     name          TEXT PRIMARY KEY,
     public_key    BLOB NOT NULL,
     balance       INTEGER NOT NULL CHECK (balance >= 0),
-    created_at_ms INTEGER NOT NULL
+    created_at_ms INTEGER NOT NULL,
+    key_not_after_s INTEGER NOT NULL
 ) STRICT;
 CREATE TABLE IF NOT EXISTS grants (
     seq           INTEGER PRIMARY KEY,

@@ -10,7 +10,9 @@ use crate::core::batch::{Batch, Effect};
 use crate::core::keys::VerifyingKey;
 use crate::core::name::Name;
 use crate::core::payment::PaymentId;
-use crate::core::rules::{key_fingerprint, LedgerView, Prior, PriorOutcome, Refusal, RefusalKind};
+use crate::core::rules::{
+    key_fingerprint, LedgerView, Prior, PriorOutcome, Refusal, RefusalKind, RegisteredKey,
+};
 use crate::ledger::{decide_command, Answer, Command, LedgerError};
 
 use super::read;
@@ -22,7 +24,7 @@ pub(super) struct Writer {
     conn: Connection,
     initial_balance: u64,
     balances: HashMap<Name, u64>,
-    keys: HashMap<Name, [u8; 32]>,
+    keys: HashMap<Name, RegisteredKey>,
     last_seq: u64,
 }
 
@@ -37,7 +39,7 @@ impl LedgerView for BaseView<'_> {
         self.writer.balances.get(name).copied()
     }
 
-    fn key_fingerprint(&self, name: &Name) -> Option<[u8; 32]> {
+    fn registered_key(&self, name: &Name) -> Option<RegisteredKey> {
         self.writer.keys.get(name).copied()
     }
 
@@ -53,11 +55,7 @@ impl LedgerView for BaseView<'_> {
 impl Writer {
     pub(super) fn load(conn: Connection, initial_balance: u64) -> Result<Writer, LedgerError> {
         let balances = read::balances(&conn).map_err(db)??;
-        let keys = read::keys(&conn)
-            .map_err(db)??
-            .into_iter()
-            .map(|(name, key)| (name, key_fingerprint(&key)))
-            .collect();
+        let keys = read::registered_keys(&conn).map_err(db)??;
         let last_seq: i64 = conn
             .query_row("SELECT COALESCE(MAX(seq), 0) FROM payments", [], |r| {
                 r.get(0)
@@ -176,9 +174,10 @@ impl Writer {
             Effect::Account {
                 name,
                 key,
+                key_not_after_s,
                 grant_minor,
                 at_ms,
-            } => self.write_account(name, key, *grant_minor, *at_ms),
+            } => self.write_account(name, (key, *key_not_after_s), *grant_minor, *at_ms),
             Effect::Payment {
                 seq,
                 payment,
@@ -223,16 +222,25 @@ impl Writer {
     fn write_account(
         &self,
         name: &Name,
-        key: &VerifyingKey,
+        (key, key_not_after_s): (&VerifyingKey, u64),
         grant_minor: u64,
         at_ms: u64,
     ) -> Result<(), rusqlite::Error> {
         let grant = grant_minor as i64;
+        // Certificates end long before i64 seconds run out.
+        let not_after = i64::try_from(key_not_after_s).unwrap_or(i64::MAX);
         self.conn
             .prepare_cached(
-                "INSERT INTO accounts (name, public_key, balance, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO accounts (name, public_key, balance, created_at_ms, key_not_after_s)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
-            .execute(params![name.as_str(), key.spki_der(), grant, at_ms as i64])?;
+            .execute(params![
+                name.as_str(),
+                key.spki_der(),
+                grant,
+                at_ms as i64,
+                not_after
+            ])?;
         self.conn
             .prepare_cached("INSERT INTO grants (name, amount, granted_at_ms) VALUES (?1, ?2, ?3)")?
             .execute(params![name.as_str(), grant, at_ms as i64])?;
@@ -272,11 +280,16 @@ impl Writer {
                 Effect::Account {
                     name,
                     key,
+                    key_not_after_s,
                     grant_minor,
                     ..
                 } => {
                     self.balances.insert(name.clone(), *grant_minor);
-                    self.keys.insert(name.clone(), key_fingerprint(key));
+                    let registered = RegisteredKey {
+                        fingerprint: key_fingerprint(key),
+                        not_after_s: *key_not_after_s,
+                    };
+                    self.keys.insert(name.clone(), registered);
                 }
                 Effect::Payment {
                     payment, transfer, ..

@@ -10,7 +10,11 @@ pub async fn run(cx: &Context, caller: &Caller) -> Result<ResultJson, WireError>
     let me = &caller.identity.name;
     let account = cx
         .ledger
-        .register(me.clone(), caller.identity.key.clone())
+        .register(
+            me.clone(),
+            caller.identity.key.clone(),
+            u64::try_from(caller.identity.not_after_s).unwrap_or(0),
+        )
         .await??;
     info!(name = %me, balance = account.balance, "registered");
     reply(Registered {
