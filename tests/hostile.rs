@@ -1138,6 +1138,7 @@ async fn go_online(person: Arc<Person>, server: &TestServer, limits: ServerLimit
         advertise: None,
         server: server.addr_string(),
         limits,
+        reconnect: micropay::person::Reconnect::default(),
     };
     let task = tokio::spawn(person::serve(person, options, events_tx, async move {
         let _ = stop_rx.await;
