@@ -1292,6 +1292,25 @@ async fn the_peer_listener_has_the_same_protections() {
     bob_serves.stop().await;
 }
 
+/// Issue 11: a payment that reaches a payee whose server is away is
+/// refused at once with `unavailable` (nothing was paid), not left
+/// hanging; and stopping `serve` while it reconnects ends it cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_while_the_server_is_away_is_refused_as_unavailable() {
+    let server = server_with(ServerLimits::default()).await;
+    let alice = registered(&server, "alice").await;
+    let bob = Arc::new(registered(&server, "bob").await);
+    let bob_serves = go_online(bob.clone(), &server, ServerLimits::default()).await;
+    let listen = bob_serves.listen;
+    within("server stops", common::shutdown_and_audit(server)).await;
+
+    let mut raw = Raw::open_at(listen, "bob", &alice).await;
+    let payment = signed(&alice, "bob", 100, "while away");
+    let reply = raw.ask(&pay_line(1, &payment)).await;
+    assert_eq!(reply_code(&reply), ErrorCode::Unavailable, "{reply:?}");
+    bob_serves.stop().await;
+}
+
 // ---------------------------------------------------------------------
 // Authentication
 // ---------------------------------------------------------------------
