@@ -265,6 +265,7 @@ async fn supervise<S: Future<Output = ()>>(
 async fn keep_alive(ctx: &PayeeCtx, session: &Session, every_ms: u64) -> String {
     let every = Duration::from_millis(every_ms);
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let me = ctx.person.name.to_string();
     let mut superseded = false;
     loop {

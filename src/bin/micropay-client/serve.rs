@@ -98,7 +98,7 @@ fn describe(event: &ServeEvent) -> String {
                 "superseded: another serve of yours took over, payers are now sent to {}; this one is no longer advertised",
                 escape(address)
             ),
-            None => "superseded: you are no longer advertised as online; this serve is no longer advertised".to_owned(),
+            None => "superseded: the server no longer lists you as online; payers are not sent here".to_owned(),
         },
         ServeEvent::Received {
             payment_id,
