@@ -709,14 +709,47 @@ fn stopping_an_older_serve_keeps_the_newer_one_online() {
     assert_eq!(listed["online_count"], 0, "{listed}");
 }
 
-/// The server stopping under a running `serve`: serve says so, goes
-/// offline and exits 3 (connection lost), not 0 and not hanging.
+/// Issue 10 item 13: an idle `serve` keeps its server connection alive
+/// past the server's idle timeout, stays listed and takes a payment
+/// without ever losing the server.
 #[test]
-fn serve_exits_3_when_the_server_stops() {
+fn serve_stays_online_past_the_servers_idle_timeout() {
+    let world = World::start_with(&["--idle-timeout-ms", "600"]);
+    world.register(&["alice", "bob"]);
+    let mut bob = world.serve("bob", &["--keepalive-ms", "150"], true);
+    let (address, _) = bob.online();
+
+    // Three idle timeouts without any payment traffic.
+    std::thread::sleep(Duration::from_millis(1800));
+    let listed = world.run("alice", &["--json", "list"]).expect(0).json();
+    assert_eq!(
+        listed["online"],
+        serde_json::json!([{"name": "bob", "address": address}]),
+        "bob was dropped: {:?}",
+        bob.seen
+    );
+    world.run("alice", &["send", "bob", "5"]).expect(0);
+    bob.line_where("the received event", |l| {
+        l.contains(r#""event":"received""#)
+    });
+    assert!(
+        !bob.seen.iter().any(|l| l.contains("reconnecting")),
+        "serve lost the server while idle: {:?}",
+        bob.seen
+    );
+    let (status, _) = bob.interrupt();
+    assert_eq!(status.code(), Some(0));
+}
+
+/// Issue 10 item 13, issue 11: the server restarting under a running
+/// `serve`: serve says it lost the server, reconnects (with backoff) on
+/// the same listener, says it is online again, and takes payments again.
+#[test]
+fn serve_reconnects_after_the_server_restarts() {
     let mut world = World::start();
-    world.register(&["bob"]);
+    world.register(&["alice", "bob"]);
     let mut bob = world.serve("bob", &[], true);
-    bob.online();
+    let (address, listen) = bob.online();
 
     assert_eq!(
         world.stop_server().code(),
@@ -724,24 +757,83 @@ fn serve_exits_3_when_the_server_stops() {
         "{}",
         world.server_log()
     );
-    let (status, rest, stderr) = bob.finish();
+    let line = bob.line_where("a reconnecting event", |l| l.contains("reconnecting"));
+    let event: Value = serde_json::from_str(&line).expect("JSON event");
+    assert_eq!(event["event"], "reconnecting", "{event}");
+    assert!(event["retry_in_ms"].as_u64().is_some(), "{event}");
+    assert!(event["reason"].is_string(), "{event}");
+    // A few attempts fail (and back off) while the server is down.
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(bob.exited().is_none(), "serve gave up: {:?}", bob.seen);
+
+    world.restart_server();
+    let line = bob.line_where("online again", |l| l.contains(r#""event":"online""#));
+    let event: Value = serde_json::from_str(&line).expect("JSON event");
+    assert_eq!(event["address"], address, "{event}");
+    assert_eq!(event["listen"], listen, "{event}");
+    assert_eq!(event["replaced"], false, "{event}");
+    let waits: Vec<u64> = bob
+        .seen
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["event"] == "reconnecting")
+        .filter_map(|e| e["retry_in_ms"].as_u64())
+        .collect();
+    assert!(waits.len() >= 2, "{waits:?}");
+    assert!(waits.windows(2).all(|w| w[1] >= w[0]), "{waits:?}");
+
+    world.run("alice", &["send", "bob", "9"]).expect(0);
+    bob.line_where("the received event", |l| {
+        l.contains(r#""event":"received""#)
+    });
+    let (status, rest) = bob.interrupt();
+    assert_eq!(status.code(), Some(0), "{rest:?}");
     assert_eq!(
-        status.code(),
-        Some(3),
-        "serve: {status}; {rest:?}; {stderr}"
+        rest.last().map(String::as_str),
+        Some(r#"{"event":"offline"}"#)
     );
-    // The offline event, then the error as the command's JSON object.
-    assert_eq!(rest.len(), 2, "{rest:?} {stderr}");
-    assert_eq!(rest[0], r#"{"event":"offline"}"#);
-    let error: Value = serde_json::from_str(&rest[1]).expect("JSON error");
-    assert_eq!(error["ok"], false, "{error}");
-    assert_eq!(error["exit_code"], 3, "{error}");
+}
+
+/// Issue 11: a second `serve` of the same person takes over; it says so,
+/// and the first learns (by its keep-alive) that payers no longer reach it.
+#[test]
+fn a_second_serve_takes_over_and_both_are_told() {
+    let world = World::start();
+    world.register(&["alice", "bob"]);
+    let mut first = world.serve("bob", &["--keepalive-ms", "100"], true);
+    let line = first.next_line();
+    assert!(line.contains(r#""replaced":false"#), "{line}");
+    let mut second = world.serve("bob", &[], false);
+    let line = second.next_line();
     assert!(
-        error["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("server closed")),
-        "{error}"
+        line.starts_with("online as ") && line.contains("took over from an earlier serve of yours"),
+        "{line}"
     );
+    let (newer, _) = {
+        let listed = world.run("alice", &["--json", "list"]).expect(0).json();
+        let address = listed["online"][0]["address"]
+            .as_str()
+            .expect("bob listed")
+            .to_owned();
+        (address, ())
+    };
+    assert!(line.starts_with(&format!("online as {newer} ")), "{line}");
+    let line = first.line_where("superseded", |l| l.contains("superseded"));
+    let event: Value = serde_json::from_str(&line).expect("JSON event");
+    assert_eq!(
+        event,
+        serde_json::json!({"event": "superseded", "address": newer})
+    );
+    // Only once, however many keep-alives follow.
+    std::thread::sleep(Duration::from_millis(400));
+    let (status, rest) = first.interrupt();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        !rest.iter().any(|l| l.contains("superseded")),
+        "superseded reported twice: {rest:?}"
+    );
+    let (status, _) = second.interrupt();
+    assert_eq!(status.code(), Some(0));
 }
 
 /// Issue 11, item 3: a second server on a ledger file another server is

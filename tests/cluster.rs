@@ -35,6 +35,35 @@ async fn shared_db() -> Option<(DbLocation, TestDb)> {
     }
 }
 
+/// `online` says whether it took over a live presence another connection
+/// announced, on this server or another sharing the database; the same
+/// connection announcing again took over nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_says_whether_it_took_over_another_connections_presence() {
+    let Some((db, pg)) = shared_db().await else {
+        return;
+    };
+    let (pki, pg) = (pki(), Arc::new(pg));
+    let a = server_on(&pki, &db, &pg, "a", 10_000).await;
+    let b = server_on(&pki, &db, &pg, "b", 10_000).await;
+    let bob = person(&pki, "bob");
+    let bob_a = link(&bob, &a).await;
+    let _: Registered = bob_a
+        .call(&ServerRequest::Register {})
+        .await
+        .expect("register");
+    let (bob_b, bob_a2) = (link(&bob, &b).await, link(&bob, &a).await);
+    assert!(!online(&bob_a, 9).await.replaced, "nobody was online");
+    assert!(!online(&bob_a, 9).await.replaced, "the same connection");
+    assert!(online(&bob_b, 10).await.replaced, "A's connection, from B");
+    assert!(online(&bob_a2, 11).await.replaced, "B's connection, from A");
+    let found = locate(&bob_b, "bob").await.expect("bob is online");
+    assert_eq!(found.address, "127.0.0.1:11");
+    drop((bob_a, bob_b, bob_a2));
+    b.running.shutdown().await.expect("B stops");
+    common::shutdown_and_audit(a).await;
+}
+
 /// A server on `db` named `id`, with a presence lease of `lease_ms`.
 async fn server_on(
     pki: &Arc<TestPki>,

@@ -1138,6 +1138,7 @@ async fn go_online(person: Arc<Person>, server: &TestServer, limits: ServerLimit
         advertise: None,
         server: server.addr_string(),
         limits,
+        reconnect: micropay::person::Reconnect::default(),
     };
     let task = tokio::spawn(person::serve(person, options, events_tx, async move {
         let _ = stop_rx.await;
@@ -1288,6 +1289,25 @@ async fn the_peer_listener_has_the_same_protections() {
         .expect("a genuine payment goes through");
     assert_eq!(sent.balance, GRANT - 25);
     assert_eq!(served(&server, &bob).await, GRANT + 25);
+    bob_serves.stop().await;
+}
+
+/// Issue 11: a payment that reaches a payee whose server is away is
+/// refused at once with `unavailable` (nothing was paid), not left
+/// hanging; and stopping `serve` while it reconnects ends it cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_while_the_server_is_away_is_refused_as_unavailable() {
+    let server = server_with(ServerLimits::default()).await;
+    let alice = registered(&server, "alice").await;
+    let bob = Arc::new(registered(&server, "bob").await);
+    let bob_serves = go_online(bob.clone(), &server, ServerLimits::default()).await;
+    let listen = bob_serves.listen;
+    within("server stops", common::shutdown_and_audit(server)).await;
+
+    let mut raw = Raw::open_at(listen, "bob", &alice).await;
+    let payment = signed(&alice, "bob", 100, "while away");
+    let reply = raw.ask(&pay_line(1, &payment)).await;
+    assert_eq!(reply_code(&reply), ErrorCode::Unavailable, "{reply:?}");
     bob_serves.stop().await;
 }
 

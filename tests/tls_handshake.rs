@@ -1041,6 +1041,7 @@ async fn a_person_certificate_named_like_the_server_is_refused_as_the_server() {
         advertise: None,
         server: at.clone(),
         limits: micropay::net::session::SessionLimits::default(),
+        reconnect: micropay::person::Reconnect::default(),
     };
     let serving = tokio::spawn(micropay::person::serve(
         bob.clone(),

@@ -108,6 +108,23 @@ pub const DRAIN_TIMEOUT_MS: u64 = 10_000;
 /// behind slows the listener down rather than growing memory.
 pub const SERVE_EVENTS_MAX: usize = 1024;
 
+/// Default interval of `serve`'s keep-alive request on its server
+/// connection, ms: well below the server's idle timeout
+/// ([`IDLE_TIMEOUT_MS_DEFAULT`]), so an idle payee is never dropped. The
+/// keep-alive is a `locate` of oneself, which also tells `serve` when
+/// another `serve` of the same person has taken over.
+pub const SERVE_KEEPALIVE_MS_DEFAULT: u64 = 60_000;
+
+/// The shortest keep-alive interval `serve` accepts, ms.
+pub const SERVE_KEEPALIVE_MS_MIN: u64 = 10;
+
+/// `serve`'s first wait before reconnecting to a lost server, ms; each
+/// failed attempt doubles it up to [`SERVE_RECONNECT_MS_MAX`].
+pub const SERVE_RECONNECT_MS_MIN: u64 = 100;
+
+/// `serve`'s longest wait between reconnection attempts, ms.
+pub const SERVE_RECONNECT_MS_MAX: u64 = 5_000;
+
 /// Page cache of the SQLite writer connection, KiB.
 pub const SQLITE_WRITER_CACHE_KIB: i64 = 64 * 1024;
 

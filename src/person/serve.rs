@@ -6,7 +6,8 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -15,23 +16,44 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
 use super::{PeerError, Person};
+use crate::core::limits::{
+    SERVE_KEEPALIVE_MS_DEFAULT, SERVE_KEEPALIVE_MS_MIN, SERVE_RECONNECT_MS_MAX,
+    SERVE_RECONNECT_MS_MIN,
+};
 use crate::core::payment::{SignedPayment, SignedReceipt};
 use crate::net::identity::Identity;
 use crate::net::link::{CallError, Link};
 use crate::net::session::{accept_loop, refuse, run_session, SessionLimits};
 use crate::net::tls;
-use crate::wire::{ErrorCode, PeerRequest, ServerRequest, Settled, WireError};
+use crate::wire::{ErrorCode, OnlinePeer, PeerRequest, ServerRequest, Settled, WireError};
 
 /// What `serve` reports as it runs.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum ServeEvent {
-    /// Listening and announced.
+    /// Listening and announced (again, after a reconnection).
     Online {
         /// Local listening address.
         listen: String,
         /// Address the server tells payers.
         address: String,
+        /// Whether this announcement took over from another `serve` of
+        /// the same person, which is no longer advertised.
+        replaced: bool,
+    },
+    /// The server connection was lost; payments are refused with
+    /// `unavailable` until it is back.
+    Reconnecting {
+        /// What happened to the connection (or the last attempt).
+        reason: String,
+        /// How long until the next attempt, ms.
+        retry_in_ms: u64,
+    },
+    /// Another `serve` of the same person took over: payers are no
+    /// longer sent here. Reported once per connection.
+    Superseded {
+        /// Where payers are sent now, if anywhere.
+        address: Option<String>,
     },
     /// A payment arrived and settled.
     Received {
@@ -59,6 +81,29 @@ pub enum ServeEvent {
     Offline {},
 }
 
+/// How `serve` keeps its server connection alive and gets it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reconnect {
+    /// Interval of the keep-alive request, ms (at least
+    /// [`SERVE_KEEPALIVE_MS_MIN`]).
+    pub keepalive_ms: u64,
+    /// First wait before reconnecting, ms; doubles on each failure.
+    pub backoff_min_ms: u64,
+    /// Longest wait between attempts, ms.
+    pub backoff_max_ms: u64,
+}
+
+impl Default for Reconnect {
+    /// The limits in [`crate::core::limits`].
+    fn default() -> Reconnect {
+        Reconnect {
+            keepalive_ms: SERVE_KEEPALIVE_MS_DEFAULT,
+            backoff_min_ms: SERVE_RECONNECT_MS_MIN,
+            backoff_max_ms: SERVE_RECONNECT_MS_MAX,
+        }
+    }
+}
+
 /// How `serve` listens.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -71,87 +116,247 @@ pub struct ServeOptions {
     pub server: String,
     /// Limits of the peer listener.
     pub limits: SessionLimits,
+    /// Keep-alive and reconnection.
+    pub reconnect: Reconnect,
 }
 
-/// Goes online and accepts payments until `shutdown` resolves (or the
-/// server goes away), then goes offline.
+/// What `serve` announces: the same listener after every reconnection.
+struct Announce {
+    server: String,
+    host: Option<String>,
+    port: u16,
+    listen: String,
+}
+
+/// Goes online and accepts payments until `shutdown` resolves, then
+/// goes offline. The server connection is kept alive and, when lost,
+/// re-established with bounded exponential backoff; only the first
+/// connection failing (or the server refusing us for good) ends `serve`
+/// with an error.
 pub async fn serve(
     person: Arc<Person>,
     options: ServeOptions,
     events: mpsc::Sender<ServeEvent>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), PeerError> {
-    let listener = TcpListener::bind(options.listen)
-        .await
-        .map_err(|error| PeerError::Listen {
-            addr: options.listen.to_string(),
-            error,
-        })?;
-    let local = listener.local_addr().map_err(|error| PeerError::Listen {
+    let listen_err = |error| PeerError::Listen {
         addr: options.listen.to_string(),
         error,
-    })?;
-    let server = Arc::new(person.connect_server(&options.server).await?);
-    let (host, port) = match &options.advertise {
-        None => (None, local.port()),
-        Some(adv) => match adv
-            .rsplit_once(':')
-            .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
-        {
-            Some((h, p)) => (
-                Some(h.trim_start_matches('[').trim_end_matches(']').to_owned()),
-                p,
-            ),
-            None => (Some(adv.clone()), local.port()),
-        },
     };
-    let online: crate::wire::Online = server
-        .call(&ServerRequest::Online {
-            port,
-            address: host,
-        })
-        .await?;
-    info!(address = %online.address, "online");
-    let _ = events
-        .send(ServeEvent::Online {
-            listen: local.to_string(),
-            address: online.address,
-        })
-        .await;
+    let listener = TcpListener::bind(options.listen)
+        .await
+        .map_err(listen_err)?;
+    let local = listener.local_addr().map_err(listen_err)?;
+    let (host, port) = advertised(options.advertise.as_deref(), local.port());
+    let announce = Announce {
+        server: options.server.clone(),
+        host,
+        port,
+        listen: local.to_string(),
+    };
+    let ctx = Arc::new(PayeeCtx {
+        person: person.clone(),
+        server: Mutex::new(None),
+        events: events.clone(),
+    });
+    let first = go_online(&ctx, &announce).await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let acceptor = TlsAcceptor::from(person.listener.clone());
-    let ctx = Arc::new(PayeeCtx {
-        person: person.clone(),
-        server: server.clone(),
-        events: events.clone(),
-    });
     let conn_stop = stop_rx.clone();
     let limits = options.limits;
+    let accept_ctx = ctx.clone();
     let accepting = tokio::spawn(accept_loop(
         listener,
         acceptor,
         limits,
         stop_rx,
-        move |tls, peer, _| payer_connection(ctx.clone(), tls, peer, limits, conn_stop.clone()),
+        move |tls, peer, _| {
+            payer_connection(accept_ctx.clone(), tls, peer, limits, conn_stop.clone())
+        },
     ));
-    let result = tokio::select! {
-        _ = shutdown => Ok(()),
-        _ = server.closed() => Err(PeerError::ServerGone),
-    };
+    tokio::pin!(shutdown);
+    let result = supervise(&ctx, &announce, options.reconnect, first, &mut shutdown).await;
     let _ = stop_tx.send(true);
     let _ = accepting.await;
-    if result.is_ok() {
+    if let (Ok(()), Some(server)) = (&result, ctx.current()) {
         let _: Result<serde_json::Value, _> = server.call(&ServerRequest::Offline {}).await;
     }
     let _ = events.send(ServeEvent::Offline {}).await;
     result
 }
 
+/// The host and port to announce: `--advertise HOST:PORT`, `HOST` (with
+/// the bound port) or, by default, no host (the server uses the source
+/// address it sees) and the bound port.
+fn advertised(advertise: Option<&str>, bound: u16) -> (Option<String>, u16) {
+    let Some(adv) = advertise else {
+        return (None, bound);
+    };
+    match adv
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+    {
+        Some((h, p)) => (
+            Some(h.trim_start_matches('[').trim_end_matches(']').to_owned()),
+            p,
+        ),
+        None => (Some(adv.to_owned()), bound),
+    }
+}
+
+/// A live server connection and the address it announced.
+struct Session {
+    link: Arc<Link>,
+    address: String,
+}
+
+/// Connects, announces the listener, makes the connection the one
+/// payments are forwarded over and reports `Online`.
+async fn go_online(ctx: &PayeeCtx, announce: &Announce) -> Result<Session, PeerError> {
+    let link = Arc::new(ctx.person.connect_server(&announce.server).await?);
+    let online: crate::wire::Online = link
+        .call(&ServerRequest::Online {
+            port: announce.port,
+            address: announce.host.clone(),
+        })
+        .await?;
+    info!(address = %online.address, replaced = online.replaced, "online");
+    ctx.set_server(Some(link.clone()));
+    ctx.emit(ServeEvent::Online {
+        listen: announce.listen.clone(),
+        address: online.address.clone(),
+        replaced: online.replaced,
+    })
+    .await;
+    Ok(Session {
+        link,
+        address: online.address,
+    })
+}
+
+/// Keeps the server connection alive and replaces it when it is lost,
+/// until `shutdown` resolves (`Ok`) or reconnecting fails for good.
+async fn supervise<S: Future<Output = ()>>(
+    ctx: &PayeeCtx,
+    announce: &Announce,
+    reconnect: Reconnect,
+    mut session: Session,
+    shutdown: &mut std::pin::Pin<&mut S>,
+) -> Result<(), PeerError> {
+    let every = reconnect.keepalive_ms.max(SERVE_KEEPALIVE_MS_MIN);
+    loop {
+        let reason = tokio::select! {
+            _ = shutdown.as_mut() => return Ok(()),
+            reason = keep_alive(ctx, &session, every) => reason,
+        };
+        ctx.set_server(None);
+        info!(%reason, "lost the server; reconnecting");
+        session = tokio::select! {
+            _ = shutdown.as_mut() => return Ok(()),
+            got = reestablish(ctx, announce, reconnect, reason) => got?,
+        };
+    }
+}
+
+/// Sends a keep-alive (`locate` of myself) every `every_ms` until the
+/// connection is lost; returns why. Reports `Superseded` once if the
+/// server sends payers elsewhere.
+async fn keep_alive(ctx: &PayeeCtx, session: &Session, every_ms: u64) -> String {
+    let every = Duration::from_millis(every_ms);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let me = ctx.person.name.to_string();
+    let mut superseded = false;
+    loop {
+        tokio::select! {
+            _ = session.link.closed() => return "the server closed the connection".to_owned(),
+            _ = ticks.tick() => {}
+        }
+        let found: Result<OnlinePeer, CallError> = session
+            .link
+            .call(&ServerRequest::Locate { name: me.clone() })
+            .await;
+        let elsewhere = match found {
+            Ok(peer) if peer.address == session.address => continue,
+            Ok(peer) => Some(peer.address),
+            Err(CallError::Refused(w)) if w.code == ErrorCode::PayeeOffline => None,
+            // Another refusal (say, shared presence unavailable): the
+            // connection itself is alive.
+            Err(CallError::Refused(_)) => continue,
+            Err(e) => return e.to_string(),
+        };
+        if !superseded {
+            superseded = true;
+            info!(address = ?elsewhere, "superseded by another serve");
+            ctx.emit(ServeEvent::Superseded { address: elsewhere })
+                .await;
+        }
+    }
+}
+
+/// Reconnects with bounded exponential backoff, reporting each wait;
+/// gives up only on a refusal that retrying cannot fix.
+async fn reestablish(
+    ctx: &PayeeCtx,
+    announce: &Announce,
+    reconnect: Reconnect,
+    mut reason: String,
+) -> Result<Session, PeerError> {
+    let max = reconnect.backoff_max_ms.max(1);
+    let mut delay = reconnect.backoff_min_ms.clamp(1, max);
+    loop {
+        ctx.emit(ServeEvent::Reconnecting {
+            reason: reason.clone(),
+            retry_in_ms: delay,
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        match go_online(ctx, announce).await {
+            Ok(session) => return Ok(session),
+            Err(e) if is_final(&e) => return Err(e),
+            Err(e) => reason = e.to_string(),
+        }
+        delay = delay.saturating_mul(2).min(max);
+    }
+}
+
+/// Whether a failed reconnection is worth retrying: connection trouble
+/// and a busy or unavailable server are; a certificate that is not the
+/// server's or any other refusal is not.
+fn is_final(e: &PeerError) -> bool {
+    match e {
+        PeerError::Call(CallError::Refused(w)) => {
+            !matches!(w.code, ErrorCode::Busy | ErrorCode::Unavailable)
+        }
+        PeerError::Call(CallError::NotTheServer { .. }) => true,
+        PeerError::Call(_) => false,
+        _ => true,
+    }
+}
+
 struct PayeeCtx {
     person: Arc<Person>,
-    server: Arc<Link>,
+    /// The server connection payments go over; `None` while reconnecting.
+    server: Mutex<Option<Arc<Link>>>,
     events: mpsc::Sender<ServeEvent>,
+}
+
+impl PayeeCtx {
+    fn current(&self) -> Option<Arc<Link>> {
+        self.server
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_server(&self, link: Option<Arc<Link>>) {
+        *self.server.lock().unwrap_or_else(|p| p.into_inner()) = link;
+    }
+
+    async fn emit(&self, event: ServeEvent) {
+        let _ = self.events.send(event).await;
+    }
 }
 
 async fn payer_connection(
@@ -233,13 +438,21 @@ async fn take_payment(
             ),
         )
     })?;
-    let settled: Settled = ctx
-        .server
+    let away = |why: String| {
+        WireError::new(
+            ErrorCode::Unavailable,
+            format!("{me} cannot reach the server ({why}); nothing was paid, try again shortly"),
+        )
+    };
+    let server = ctx
+        .current()
+        .ok_or_else(|| away("reconnecting".to_owned()))?;
+    let settled: Settled = server
         .call(&ServerRequest::Settle { payment })
         .await
         .map_err(|e| match e {
             CallError::Refused(w) => w,
-            other => WireError::new(ErrorCode::Busy, format!("cannot reach the server: {other}")),
+            other => away(other.to_string()),
         })?;
     // The receipt came over my own authenticated server connection, and
     // the payer verifies its signature; checking that it is for this

@@ -66,7 +66,7 @@ impl Drop for PgPresence {
 }
 
 impl Presence for PgPresence {
-    fn announce(&self, name: &Name, address: &str, conn_id: u64) -> PresenceFuture<'_, ()> {
+    fn announce(&self, name: &Name, address: &str, conn_id: u64) -> PresenceFuture<'_, bool> {
         let (name, address) = (name.clone(), address.to_owned());
         Box::pin(async move {
             self.table

@@ -44,8 +44,10 @@ pub struct Roster {
 /// presence, so that a connection only ever withdraws its own.
 pub trait Presence: Send + Sync + 'static {
     /// `name` accepts payments at `address`, announced by `conn_id`;
-    /// replaces any earlier presence of `name`.
-    fn announce(&self, name: &Name, address: &str, conn_id: u64) -> PresenceFuture<'_, ()>;
+    /// replaces any earlier presence of `name`, and says whether that
+    /// earlier presence (still live) came from another connection: the
+    /// caller took over from another `serve` of the same person.
+    fn announce(&self, name: &Name, address: &str, conn_id: u64) -> PresenceFuture<'_, bool>;
     /// Removes `name`'s presence if `conn_id` announced it; says whether
     /// it did.
     fn withdraw(&self, name: &Name, conn_id: u64) -> PresenceFuture<'_, bool>;
@@ -84,13 +86,14 @@ impl MemoryPresence {
 }
 
 impl Presence for MemoryPresence {
-    fn announce(&self, name: &Name, address: &str, conn_id: u64) -> PresenceFuture<'_, ()> {
+    fn announce(&self, name: &Name, address: &str, conn_id: u64) -> PresenceFuture<'_, bool> {
         let entry = Entry {
             address: address.to_owned(),
             conn_id,
         };
-        self.map().insert(name.clone(), entry);
-        Box::pin(std::future::ready(Ok(())))
+        let earlier = self.map().insert(name.clone(), entry);
+        let replaced = earlier.is_some_and(|e| e.conn_id != conn_id);
+        Box::pin(std::future::ready(Ok(replaced)))
     }
 
     fn withdraw(&self, name: &Name, conn_id: u64) -> PresenceFuture<'_, bool> {
@@ -136,12 +139,18 @@ mod tests {
     #[tokio::test]
     async fn a_connection_withdraws_only_its_own_presence() {
         let p = MemoryPresence::new();
-        p.announce(&name("bob"), "127.0.0.1:1", 1)
+        assert!(!p
+            .announce(&name("bob"), "127.0.0.1:1", 1)
             .await
-            .expect("ok");
-        p.announce(&name("bob"), "127.0.0.1:2", 2)
+            .expect("ok"));
+        assert!(!p
+            .announce(&name("bob"), "127.0.0.1:1", 1)
             .await
-            .expect("ok");
+            .expect("ok"));
+        assert!(p
+            .announce(&name("bob"), "127.0.0.1:2", 2)
+            .await
+            .expect("ok"));
         assert!(!p.withdraw(&name("bob"), 1).await.expect("ok"));
         assert_eq!(
             p.locate(&name("bob")).await.expect("ok").as_deref(),

@@ -152,6 +152,10 @@ pub struct Registered {
 pub struct Online {
     /// `host:port` as advertised.
     pub address: String,
+    /// Whether this replaced a live presence announced by another
+    /// connection of the same person (another `serve` took over).
+    #[serde(default)]
+    pub replaced: bool,
 }
 
 /// One person online.

@@ -420,7 +420,26 @@ pub fn start_server(
     env: &[(&str, Option<&str>)],
     args: &[&str],
 ) -> (Guard, String) {
-    let log_file = File::create(log).expect("server log");
+    start_server_at("127.0.0.1:0", certs, db, ready, log, env, args)
+}
+
+/// [`start_server`] listening on `listen` (say, the address of a server
+/// that was stopped, to restart it in its place).
+pub fn start_server_at(
+    listen: &str,
+    certs: &Path,
+    db: &Path,
+    ready: &Path,
+    log: &Path,
+    env: &[(&str, Option<&str>)],
+    args: &[&str],
+) -> (Guard, String) {
+    let _ = std::fs::remove_file(ready);
+    let log_file = File::options()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("server log");
     let mut cmd = Command::new(SERVER);
     for (key, value) in env {
         match value {
@@ -435,7 +454,7 @@ pub fn start_server(
         .arg("--ca")
         .arg(certs.join("ca.pem"))
         .arg("--listen")
-        .arg("127.0.0.1:0")
+        .arg(listen)
         .arg("--db")
         .arg(db)
         .arg("--ready-file")
@@ -474,17 +493,24 @@ pub struct World {
     pub addr: String,
     server: Guard,
     log: PathBuf,
+    ready: PathBuf,
+    server_args: Vec<String>,
 }
 
 impl World {
     pub fn start() -> World {
+        World::start_with(&[])
+    }
+
+    /// A world whose server runs with extra `args` (kept for restarts).
+    pub fn start_with(args: &[&str]) -> World {
         let dir = tempfile::tempdir().expect("tempdir");
         let certs = dir.path().join("certs");
         make_certs(&certs, &["alice", "bob", "carol"]);
         let db = dir.path().join("ledger.db");
         let ready = dir.path().join("addr");
         let log = dir.path().join("server.log");
-        let (server, addr) = start_server(&certs, &db, &ready, &log, &[("RUST_LOG", None)], &[]);
+        let (server, addr) = start_server(&certs, &db, &ready, &log, &[("RUST_LOG", None)], args);
         World {
             dir,
             certs,
@@ -492,7 +518,26 @@ impl World {
             addr,
             server,
             log,
+            ready,
+            server_args: args.iter().map(|a| a.to_string()).collect(),
         }
+    }
+
+    /// Starts the server again, after [`World::stop_server`], on the same
+    /// address and ledger, with the same arguments.
+    pub fn restart_server(&mut self) {
+        let args: Vec<&str> = self.server_args.iter().map(String::as_str).collect();
+        let (server, addr) = start_server_at(
+            &self.addr,
+            &self.certs,
+            &self.db,
+            &self.ready,
+            &self.log,
+            &[("RUST_LOG", None)],
+            &args,
+        );
+        assert_eq!(addr, self.addr, "the server came back elsewhere");
+        self.server = server;
     }
 
     pub fn client(&self, who: &str, args: &[&str]) -> Command {

@@ -101,6 +101,7 @@ async fn start_payees(
             advertise: None,
             server: server.addr.clone(),
             limits: SessionLimits::default(),
+            reconnect: person::Reconnect::default(),
         };
         serving.push(tokio::spawn(person::serve(
             payee.clone(),

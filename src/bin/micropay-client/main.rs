@@ -20,6 +20,7 @@ mod send;
 mod serve;
 
 use clap::{ArgAction, Parser, Subcommand};
+use micropay::core::limits::{SERVE_KEEPALIVE_MS_DEFAULT, SERVE_KEEPALIVE_MS_MIN};
 use micropay::core::name::Name;
 use micropay::net::link::CallError;
 use micropay::person::{PeerError, Person};
@@ -79,6 +80,11 @@ enum Command {
         /// and the port I listen on).
         #[arg(long)]
         advertise: Option<String>,
+        /// Interval of the keep-alive on the server connection, ms (keep
+        /// it well below the server's --idle-timeout-ms).
+        #[arg(long, default_value_t = SERVE_KEEPALIVE_MS_DEFAULT,
+              value_parser = clap::value_parser!(u64).range(SERVE_KEEPALIVE_MS_MIN..))]
+        keepalive_ms: u64,
     },
     /// My balance and who is online, with addresses.
     List,
@@ -310,8 +316,17 @@ async fn run(args: &Args) -> Result<(), Failure> {
             };
             send::run(&person, &args.server, &request, json).await
         }
-        Command::Serve { listen, advertise } => {
-            serve::run(person, &args.server, *listen, advertise.clone(), json).await
+        Command::Serve {
+            listen,
+            advertise,
+            keepalive_ms,
+        } => {
+            let request = serve::Request {
+                listen: *listen,
+                advertise: advertise.clone(),
+                keepalive_ms: *keepalive_ms,
+            };
+            serve::run(person, &args.server, request, json).await
         }
     }
 }

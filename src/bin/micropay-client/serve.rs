@@ -6,25 +6,39 @@ use std::sync::Arc;
 
 use micropay::core::limits::SERVE_EVENTS_MAX;
 use micropay::net::session::SessionLimits;
-use micropay::person::{self, Person, ServeEvent, ServeOptions};
+use micropay::person::{self, Person, Reconnect, ServeEvent, ServeOptions};
 use micropay::system::terminal::escape;
 
 use crate::Failure;
 
-/// Serves until Ctrl-C or until the server goes away.
+/// Where and how to serve, from the command line.
+pub struct Request {
+    /// `--listen`.
+    pub listen: SocketAddr,
+    /// `--advertise`.
+    pub advertise: Option<String>,
+    /// `--keepalive-ms`.
+    pub keepalive_ms: u64,
+}
+
+/// Serves until Ctrl-C, reconnecting whenever the server goes away; fails
+/// only if the first connection does (or the server refuses us for good).
 pub async fn run(
     person: Person,
     server: &str,
-    listen: SocketAddr,
-    advertise: Option<String>,
+    request: Request,
     json: bool,
 ) -> Result<(), Failure> {
     let (tx, mut rx) = tokio::sync::mpsc::channel(SERVE_EVENTS_MAX);
     let options = ServeOptions {
-        listen,
-        advertise,
+        listen: request.listen,
+        advertise: request.advertise,
         server: server.to_owned(),
         limits: SessionLimits::default(),
+        reconnect: Reconnect {
+            keepalive_ms: request.keepalive_ms,
+            ..Reconnect::default()
+        },
     };
     let printer = tokio::spawn(async move {
         while let Some(event) = rx.recv().await {
@@ -57,10 +71,35 @@ fn print_event(event: &ServeEvent, json: bool) {
 /// One line for people; everything the payer chose is escaped.
 fn describe(event: &ServeEvent) -> String {
     match event {
-        ServeEvent::Online { listen, address } => format!(
-            "online as {} (listening on {listen}); waiting for payments, Ctrl-C to stop",
-            escape(address)
+        ServeEvent::Online {
+            listen,
+            address,
+            replaced,
+        } => {
+            let took_over = if *replaced {
+                "; took over from an earlier serve of yours, which payers no longer reach"
+            } else {
+                ""
+            };
+            format!(
+                "online as {} (listening on {listen}){took_over}; waiting for payments, Ctrl-C to stop",
+                escape(address)
+            )
+        }
+        ServeEvent::Reconnecting {
+            reason,
+            retry_in_ms,
+        } => format!(
+            "lost the server ({}); reconnecting in {retry_in_ms} ms; payments are refused until then",
+            escape(reason)
         ),
+        ServeEvent::Superseded { address } => match address {
+            Some(address) => format!(
+                "superseded: another serve of yours took over, payers are now sent to {}; this one is no longer advertised",
+                escape(address)
+            ),
+            None => "superseded: the server no longer lists you as online; payers are not sent here".to_owned(),
+        },
         ServeEvent::Received {
             payment_id,
             payer,

@@ -51,22 +51,34 @@ impl PresenceTable {
     }
 
     /// `name` is online at `address`, announced by connection `conn_id`
-    /// of this server; replaces any earlier row of `name`.
+    /// of this server; replaces any earlier row of `name`, and says
+    /// whether that row was live and held by another connection (of this
+    /// or another server).
     pub async fn announce(
         &self,
         name: &str,
         address: &str,
         conn_id: u64,
-    ) -> Result<(), LedgerError> {
+    ) -> Result<bool, LedgerError> {
         let conn_id = i64::try_from(conn_id).unwrap_or(i64::MAX);
-        self.client()
+        // Both parts see the table as it was before the statement, so
+        // `earlier` is the row this insert replaces.
+        let row = self
+            .client()
             .await?
-            .execute(
-                "INSERT INTO presence (name, address, server_id, conn_id, expires_at)
-                 VALUES ($1, $2, $3, $4, now() + $5 * interval '1 millisecond')
-                 ON CONFLICT (name) DO UPDATE SET address = EXCLUDED.address,
-                   server_id = EXCLUDED.server_id, conn_id = EXCLUDED.conn_id,
-                   expires_at = EXCLUDED.expires_at",
+            .query_one(
+                "WITH earlier AS (
+                   SELECT 1 FROM presence WHERE name = $1 AND expires_at > now()
+                     AND NOT (server_id = $3 AND conn_id = $4)
+                 ), upsert AS (
+                   INSERT INTO presence (name, address, server_id, conn_id, expires_at)
+                   VALUES ($1, $2, $3, $4, now() + $5 * interval '1 millisecond')
+                   ON CONFLICT (name) DO UPDATE SET address = EXCLUDED.address,
+                     server_id = EXCLUDED.server_id, conn_id = EXCLUDED.conn_id,
+                     expires_at = EXCLUDED.expires_at
+                   RETURNING 1
+                 )
+                 SELECT EXISTS (SELECT 1 FROM earlier), (SELECT count(*) FROM upsert)",
                 &[
                     &name,
                     &address,
@@ -77,7 +89,7 @@ impl PresenceTable {
             )
             .await
             .map_err(pg_error)?;
-        Ok(())
+        row.try_get(0).map_err(pg_error)
     }
 
     /// Removes `name`'s row if this server's connection `conn_id` holds

@@ -9,7 +9,8 @@ use crate::core::limits::ADVERTISED_HOST_BYTES_MAX;
 use crate::wire::{ErrorCode, Online, ResultJson, WireError};
 
 /// Announces the caller at `address` (default: the connection's source
-/// IP) and `port`.
+/// IP) and `port`; the reply says whether this took over a presence
+/// another connection of the same person had announced.
 pub async fn run(
     cx: &Context,
     caller: &Caller,
@@ -24,9 +25,9 @@ pub async fn run(
     }
     let me = &caller.identity.name;
     let address = advertised_address(address, caller.peer_ip, port)?;
-    cx.presence.announce(me, &address, caller.conn_id).await?;
-    info!(name = %me, %address, "online");
-    reply(Online { address })
+    let replaced = cx.presence.announce(me, &address, caller.conn_id).await?;
+    info!(name = %me, %address, replaced, "online");
+    reply(Online { address, replaced })
 }
 
 /// The address others will dial: the given host (validated) or the
