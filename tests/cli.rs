@@ -398,7 +398,7 @@ fn json_output_of_every_command_parses() {
     assert_eq!(
         event,
         serde_json::json!({"event": "received", "payment_id": id, "payer": "alice",
-                           "amount": 250, "memo": "lunch", "seq": seq})
+                           "amount": 250, "memo": "lunch", "seq": seq, "replay": false})
     );
 
     let balance = world.run("bob", &["--json", "balance"]).expect(0).json();
@@ -668,6 +668,15 @@ fn a_payee_who_vanishes_after_taking_the_payment() {
     let again = world.run("alice", &retry);
     again.expect(0);
     assert_eq!(payment_id_of(&again), id);
+    // bob's serve tells the first (money moved) from the replay (issue
+    // 10, item 9).
+    let received = bob.line_where("received", |l| l.starts_with("received 40 from alice"));
+    assert!(received.contains(&id), "{received}");
+    let replayed = bob.line_where("replayed", |l| l.starts_with("replayed: payment"));
+    assert!(
+        replayed.contains("nothing moved") && replayed.contains(&id),
+        "{replayed}"
+    );
     assert_balances(&world, &[("alice", 10000 - 40), ("bob", 10000 + 40)]);
     let (status, _) = bob.interrupt();
     assert_eq!(status.code(), Some(0));

@@ -16,8 +16,8 @@ use crate::core::keys::VerifyingKey;
 use crate::core::name::Name;
 use crate::core::payment::PaymentId;
 use crate::core::rules::{
-    decide, decide_registration, key_fingerprint, Decision, LedgerView, Prior, PriorOutcome,
-    Refusal, RefusalKind, RegisteredKey, Transfer, VerifiedPayment,
+    decide, decide_registration, Decision, LedgerView, Prior, PriorOutcome, Refusal, RefusalKind,
+    RegisteredKey, Transfer, VerifiedPayment,
 };
 
 /// A state change to write, in the order decided.
@@ -133,11 +133,8 @@ impl<'a, V: LedgerView> Batch<'a, V> {
     ) -> Result<(), Refusal> {
         decide_registration(self, name)?;
         self.balances.insert(name.clone(), grant_minor);
-        let registered = RegisteredKey {
-            fingerprint: key_fingerprint(key),
-            not_after_s: key_not_after_s,
-        };
-        self.keys.insert(name.clone(), registered);
+        self.keys
+            .insert(name.clone(), RegisteredKey::of(key, key_not_after_s));
         self.accounts_added += 1;
         self.effects.push(Effect::Account {
             name: name.clone(),

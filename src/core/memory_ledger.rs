@@ -8,8 +8,8 @@ use crate::core::keys::VerifyingKey;
 use crate::core::name::Name;
 use crate::core::payment::PaymentId;
 use crate::core::rules::{
-    decide, decide_registration, key_fingerprint, Decision, LedgerView, Prior, PriorOutcome,
-    Refusal, RegisteredKey, VerifiedPayment,
+    decide, decide_registration, Decision, LedgerView, Prior, PriorOutcome, Refusal, RegisteredKey,
+    VerifiedPayment,
 };
 
 /// Accounts, balances and every decision, in memory.
@@ -57,11 +57,8 @@ impl MemoryLedger {
     ) -> Result<(), Refusal> {
         decide_registration(self, name)?;
         self.balances.insert(name.clone(), grant_minor);
-        let registered = RegisteredKey {
-            fingerprint: key_fingerprint(key),
-            not_after_s: key_not_after_s,
-        };
-        self.keys.insert(name.clone(), registered);
+        self.keys
+            .insert(name.clone(), RegisteredKey::of(key, key_not_after_s));
         self.granted_minor += u128::from(grant_minor);
         Ok(())
     }

@@ -201,6 +201,16 @@ pub struct RegisteredKey {
     pub not_after_s: u64,
 }
 
+impl RegisteredKey {
+    /// `key`, registered with a certificate valid until `not_after_s`.
+    pub fn of(key: &VerifyingKey, not_after_s: u64) -> RegisteredKey {
+        RegisteredKey {
+            fingerprint: key_fingerprint(key),
+            not_after_s,
+        }
+    }
+}
+
 /// What [`decide`] needs to read from a ledger.
 pub trait LedgerView {
     /// The balance of `name`, or `None` when `name` has no account.

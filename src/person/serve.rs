@@ -67,6 +67,9 @@ pub enum ServeEvent {
         memo: String,
         /// Ledger seq.
         seq: u64,
+        /// The same payment again: it settled before and nothing moved
+        /// now (a payer's retry, or a replay).
+        replay: bool,
     },
     /// A payment was refused (by me or by the server).
     Refused {
@@ -471,6 +474,7 @@ async fn take_payment(
         amount: p.amount_minor,
         memo: p.memo.clone(),
         seq: receipt.receipt.seq,
+        replay: settled.replay,
     };
     Ok((settled, event))
 }

@@ -106,7 +106,14 @@ fn describe(event: &ServeEvent) -> String {
             amount,
             memo,
             seq,
+            replay,
         } => {
+            if *replay {
+                return format!(
+                    "replayed: payment {payment_id} from {} had settled before (seq {seq}); nothing moved",
+                    escape(payer)
+                );
+            }
             let memo = if memo.is_empty() {
                 String::new()
             } else {

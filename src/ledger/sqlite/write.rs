@@ -10,9 +10,7 @@ use crate::core::batch::{Batch, Effect};
 use crate::core::keys::VerifyingKey;
 use crate::core::name::Name;
 use crate::core::payment::PaymentId;
-use crate::core::rules::{
-    key_fingerprint, LedgerView, Prior, PriorOutcome, Refusal, RefusalKind, RegisteredKey,
-};
+use crate::core::rules::{LedgerView, Prior, PriorOutcome, Refusal, RefusalKind, RegisteredKey};
 use crate::ledger::{decide_command, Answer, Command, LedgerError};
 
 use super::read;
@@ -285,11 +283,8 @@ impl Writer {
                     ..
                 } => {
                     self.balances.insert(name.clone(), *grant_minor);
-                    let registered = RegisteredKey {
-                        fingerprint: key_fingerprint(key),
-                        not_after_s: *key_not_after_s,
-                    };
-                    self.keys.insert(name.clone(), registered);
+                    self.keys
+                        .insert(name.clone(), RegisteredKey::of(key, *key_not_after_s));
                 }
                 Effect::Payment {
                     payment, transfer, ..
