@@ -71,9 +71,6 @@ pub enum PeerError {
     /// The receipt did not verify against the server's key.
     #[error("the receipt for {0} does not carry a valid server signature for this payment")]
     BadReceipt(PaymentId),
-    /// The server connection closed while serving.
-    #[error("the server closed the connection")]
-    ServerGone,
 }
 
 /// One person: name, TLS configurations and signing key.

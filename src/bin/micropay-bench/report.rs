@@ -166,26 +166,16 @@ fn print_run(r: &Report) {
     println!("  failed (measured)        {:>12}", r.failed);
     println!("  measured interval        {:>12.2} s", r.measured_s);
     println!("  throughput               {:>12.0} /s", r.throughput_per_s);
-    println!(
-        "  latency p50              {:>12.2} ms",
-        ms(r.latency.p50_us)
-    );
-    println!(
-        "  latency p90              {:>12.2} ms",
-        ms(r.latency.p90_us)
-    );
-    println!(
-        "  latency p99              {:>12.2} ms",
-        ms(r.latency.p99_us)
-    );
-    println!(
-        "  latency p99.9            {:>12.2} ms",
-        ms(r.latency.p999_us)
-    );
-    println!(
-        "  latency max              {:>12.2} ms",
-        ms(r.latency.max_us)
-    );
+    let l = &r.latency;
+    for (label, us) in [
+        ("p50", l.p50_us),
+        ("p90", l.p90_us),
+        ("p99", l.p99_us),
+        ("p99.9", l.p999_us),
+        ("max", l.max_us),
+    ] {
+        println!("  latency {label:<17} {:>12.2} ms", ms(us));
+    }
     println!(
         "  server CPU per op        {:>12.1} µs",
         r.server_cpu_us_per_op

@@ -135,7 +135,7 @@ struct Failure {
     code: u8,
     /// Stable machine-readable code: a server/peer error code, or one of
     /// `usage`, `connect_failed`, `timeout`, `connection_closed`,
-    /// `wrong_listener`, `outcome_unknown`, `server_gone`, `bad_receipt`.
+    /// `wrong_listener`, `outcome_unknown`, `bad_receipt`.
     error_code: String,
     /// What happened, for people.
     message: String,
@@ -211,7 +211,6 @@ impl From<PeerError> for Failure {
                 expires_at_s: Some(expires_at_s),
                 ..Failure::new(4, "outcome_unknown", e.to_string())
             },
-            PeerError::ServerGone => Failure::new(3, "server_gone", e.to_string()),
         }
     }
 }
