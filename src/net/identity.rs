@@ -73,6 +73,9 @@ pub struct Identity {
     pub key: VerifyingKey,
     /// The certificate's notAfter, unix seconds.
     pub not_after_s: i64,
+    /// The certificate's serial number, big-endian bytes as encoded in the
+    /// certificate: what a CRL names when it revokes the certificate.
+    pub serial: Vec<u8>,
 }
 
 impl Identity {
@@ -105,7 +108,13 @@ impl Identity {
             name,
             key,
             not_after_s: cert.validity().not_after.timestamp(),
+            serial: cert.raw_serial().to_vec(),
         })
+    }
+
+    /// The serial number in lowercase hex, as logs and the ledger show it.
+    pub fn serial_hex(&self) -> String {
+        hex::encode(&self.serial)
     }
 
     /// Whether the certificate is still valid at `now_s` (unix seconds).
