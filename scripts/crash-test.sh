@@ -11,6 +11,9 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 rounds="${1:-25}"
+case "$rounds" in
+    ''|*[!0-9]*|0*) echo "usage: scripts/crash-test.sh [ROUNDS]  (ROUNDS: a whole number from 1, default 25; got '$rounds')" >&2; exit 2 ;;
+esac
 echo "crash test: $rounds SIGKILL rounds"
 MICROPAY_CRASH_ROUNDS="$rounds" cargo test --release --test restart_crash \
     acknowledged_settlements_survive_sigkill -- --nocapture

@@ -12,8 +12,8 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ %s' "$(basename "$1")"; shift_print "${@:2}"; "$@"; }
 shift_print() { for a in "$@"; do printf ' %q' "$a"; done; printf '\n'; }
 
-say "building (release)"
-cargo build --quiet --release --bins
+say "building (release; the first build takes a few minutes)"
+cargo build --release --bins
 bin="${CARGO_TARGET_DIR:-$repo/target}/release"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/micropay-demo.XXXXXX")"

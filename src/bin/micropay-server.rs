@@ -97,8 +97,32 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("micropay-server: {e:#}");
-            ExitCode::from(1)
+            // A failure tagged at the edge keeps its exit code; anything
+            // else happened while running.
+            let code = e.downcast_ref::<Exit>().map_or(EXIT_FAILED, |x| x.code);
+            ExitCode::from(code)
         }
+    }
+}
+
+/// Failed while running, or the audit found violations.
+const EXIT_FAILED: u8 = 1;
+/// The flags or the files they name are unusable; nothing was started.
+const EXIT_CONFIG: u8 = 2;
+/// The listen address cannot be bound (in use, or not ours).
+const EXIT_LISTEN: u8 = 3;
+
+/// An exit code attached to an error as context, so the code is chosen
+/// where the failure is understood rather than by matching its text.
+#[derive(Debug)]
+struct Exit {
+    code: u8,
+    what: &'static str,
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.what)
     }
 }
 
@@ -160,12 +184,21 @@ fn check_args(args: &Args) -> Result<String> {
 }
 
 fn serve(args: &Args) -> Result<ExitCode> {
-    let server_id = check_args(args)?;
+    let config = |what| Exit {
+        code: EXIT_CONFIG,
+        what,
+    };
+    let server_id = check_args(args).context(config("bad flags"))?;
     let material = Material::from_files(&args.ca, &args.cert, &args.key)
-        .context("loading the server's certificates (make them with scripts/gen-certs.sh)")?;
+        .context("make them with scripts/gen-certs.sh")
+        .context(config("loading the server's certificates"))?;
+    tracing::info!(
+        db = %args.db, cert = %args.cert.display(), key = %args.key.display(),
+        ca = %args.ca.display(), server_id = %server_id, "starting"
+    );
     let options = ServerOptions {
-        tls: tls::server_config(&material)?,
-        signing_key: material.signing_key()?,
+        tls: tls::server_config(&material).context(config("the TLS configuration"))?,
+        signing_key: material.signing_key().context(config("the server's key"))?,
         ledger: LedgerConfig {
             location: args.db.clone(),
             initial_balance: args.initial_balance,
@@ -189,7 +222,11 @@ fn serve(args: &Args) -> Result<ExitCode> {
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
-            .with_context(|| format!("binding {}", args.listen))?;
+            .with_context(|| format!("binding {}", args.listen))
+            .context(Exit {
+                code: EXIT_LISTEN,
+                what: "cannot listen",
+            })?;
         if let Some(path) = &args.ready_file {
             let addr = listener.local_addr().context("reading the bound address")?;
             // Write then rename, so a reader never sees half an address.

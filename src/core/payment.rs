@@ -33,7 +33,12 @@ impl PaymentId {
     }
 
     /// Parses 32 lowercase or uppercase hex digits.
+    /// Only lowercase is accepted: every id the protocol prints is
+    /// lowercase, so one spelling per id keeps comparisons exact.
     pub fn from_hex(s: &str) -> Option<PaymentId> {
+        if !is_lower_hex(s) {
+            return None;
+        }
         let mut bytes = [0u8; 16];
         hex::decode_to_slice(s, &mut bytes).ok()?;
         Some(PaymentId(bytes))
@@ -43,6 +48,12 @@ impl PaymentId {
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
+}
+
+/// Whether `s` is made of lowercase hex digits only (the one spelling of
+/// hex on the wire: ids, signatures, hashes).
+pub fn is_lower_hex(s: &str) -> bool {
+    s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 impl std::fmt::Display for PaymentId {
@@ -314,6 +325,50 @@ pub(crate) mod tests {
         );
         assert!(signed.verify(key.verifying_key()).is_ok());
     }
+
+    /// The receipt test vector of docs/PROTOCOL.md §5: the §4.3 payment
+    /// settled as seq 1 at 1 799 999 000 123 ms, signed by a server whose
+    /// Ed25519 seed is 32 bytes of 0x42.
+    fn vector_receipt() -> Receipt {
+        let payment = vector_payment();
+        Receipt {
+            payment_id: payment.id,
+            payer: payment.payer.clone(),
+            payee: payment.payee.clone(),
+            amount_minor: payment.amount_minor,
+            seq: 1,
+            settled_at_ms: 1_799_999_000_123,
+            payment_hash: content_hash(&payment.canonical_bytes()),
+        }
+    }
+
+    #[test]
+    fn receipt_test_vector_matches_protocol_md() {
+        let server = SigningKey::ed25519_from_seed(&[0x42; 32]);
+        let receipt = vector_receipt();
+        let got = (
+            hex::encode(&server.verifying_key().spki_der()[12..]),
+            hex::encode(receipt.payment_hash),
+            hex::encode(receipt.canonical_bytes()),
+        );
+        let signed = receipt.sign(&server);
+        assert_eq!(got.0, RECEIPT_VECTOR_SERVER_KEY_HEX);
+        assert_eq!(got.1, RECEIPT_VECTOR_PAYMENT_HASH_HEX);
+        assert_eq!(got.2, RECEIPT_VECTOR_CANONICAL_HEX);
+        assert_eq!(hex::encode(&signed.signature), RECEIPT_VECTOR_SIGNATURE_HEX);
+        assert!(signed.verify(server.verifying_key()).is_ok());
+    }
+
+    const RECEIPT_VECTOR_SERVER_KEY_HEX: &str =
+        "2152f8d19b791d24453242e15f2eab6cb7cffa7b6a5ed30097960e069881db12";
+    const RECEIPT_VECTOR_PAYMENT_HASH_HEX: &str =
+        "53e330fd3463e4cbf3aa7e93831566472cda1dfc7d846cd030211e8cf45a58ae";
+    const RECEIPT_VECTOR_CANONICAL_HEX: &str = "136d6963726f7061792f726563656970742f7631\
+00112233445566778899aabbccddeeff05616c69636503626f6200000000000000fa0000000000000001\
+000001a3184d0e3b53e330fd3463e4cbf3aa7e93831566472cda1dfc7d846cd030211e8cf45a58ae";
+    const RECEIPT_VECTOR_SIGNATURE_HEX: &str =
+        "74e91b66b832bc5484cb311bf2264401de298c8fb4821749f400f8a85ef9c787\
+18159dddfddda45713e92a3d5d3040e79678911efa782ffe1b339df2962d6602";
 
     pub(crate) const VECTOR_CANONICAL_HEX: &str = "136d6963726f7061792f7061796d656e742f7631\
 00112233445566778899aabbccddeeff05616c69636503626f6200000000000000fa000000006b49d20000056c756e6368";

@@ -310,6 +310,41 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Why a `HOST:PORT` address given on a command line is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddrError {
+    /// No `:PORT` at the end.
+    #[error("{0:?} has no port: write HOST:PORT, e.g. 127.0.0.1:7443 or [::1]:7443")]
+    MissingPort(String),
+    /// The port is not a number from 1 to 65535.
+    #[error("{0:?}: the port must be a number from 1 to 65535")]
+    BadPort(String),
+    /// Nothing before the colon.
+    #[error("{0:?} has no host: write HOST:PORT")]
+    MissingHost(String),
+}
+
+/// Checks that `addr` is `HOST:PORT` (an IPv6 host in brackets) before
+/// anything is dialled, so that a typo is a usage error rather than a
+/// failed connection.
+pub fn check_host_port(addr: &str) -> Result<(), AddrError> {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err(AddrError::MissingPort(addr.to_owned()));
+    };
+    // `::1` alone splits inside the IPv6 address: a bare IPv6 address
+    // without brackets has no port.
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(AddrError::MissingPort(addr.to_owned()));
+    }
+    if host.is_empty() || host == "[]" {
+        return Err(AddrError::MissingHost(addr.to_owned()));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 => Ok(()),
+        _ => Err(AddrError::BadPort(addr.to_owned())),
+    }
+}
+
 /// Splits `host:port` into the host to use as TLS server name.
 pub fn host_of(addr: &str) -> &str {
     match addr.rsplit_once(':') {
@@ -321,4 +356,31 @@ pub fn host_of(addr: &str) -> &str {
 /// Parses an address, for error messages that name it.
 pub fn parse_socket_addr(addr: &str) -> Option<SocketAddr> {
     addr.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_forms() {
+        for ok in [
+            "127.0.0.1:7443",
+            "[::1]:7443",
+            "server.example:1",
+            "localhost:65535",
+        ] {
+            assert_eq!(check_host_port(ok), Ok(()), "{ok}");
+        }
+        for (bad, want) in [
+            ("127.0.0.1", AddrError::MissingPort("127.0.0.1".into())),
+            ("::1", AddrError::MissingPort("::1".into())),
+            (":7443", AddrError::MissingHost(":7443".into())),
+            ("host:0", AddrError::BadPort("host:0".into())),
+            ("host:http", AddrError::BadPort("host:http".into())),
+            ("host:65536", AddrError::BadPort("host:65536".into())),
+        ] {
+            assert_eq!(check_host_port(bad), Err(want), "{bad}");
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! What the programs take from the operating system: the wall clock,
-//! logging to stderr and termination signals.
+//! the local time zone, logging to stderr and termination signals.
 
 pub mod clock;
+pub mod localtime;
 pub mod logging;
 pub mod signal;
 pub mod terminal;

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::core::keys::SIGNATURE_BYTES_MAX;
 use crate::core::name::Name;
 use crate::core::payment::{
-    Payment, PaymentError, PaymentId, Receipt, SignedPayment, SignedReceipt,
+    is_lower_hex, Payment, PaymentError, PaymentId, Receipt, SignedPayment, SignedReceipt,
 };
 use crate::wire::errors::{ErrorCode, WireError};
 
@@ -46,6 +46,14 @@ impl From<&SignedPayment> for PaymentJson {
     }
 }
 
+/// Decodes lowercase hex; anything else (uppercase included) is `None`.
+fn lower_hex_bytes(s: &str) -> Option<Vec<u8>> {
+    if !is_lower_hex(s) {
+        return None;
+    }
+    hex::decode(s).ok()
+}
+
 impl TryFrom<&PaymentJson> for SignedPayment {
     type Error = WireError;
 
@@ -53,14 +61,14 @@ impl TryFrom<&PaymentJson> for SignedPayment {
     fn try_from(j: &PaymentJson) -> Result<SignedPayment, WireError> {
         let bad = |m: String| WireError::new(ErrorCode::BadRequest, m);
         let id = PaymentId::from_hex(&j.id)
-            .ok_or_else(|| bad("payment id must be 32 hex digits".into()))?;
+            .ok_or_else(|| bad("payment id must be 32 lowercase hex digits".into()))?;
         let payer = Name::parse(&j.payer).map_err(|e| bad(format!("payer: {e}")))?;
         let payee = Name::parse(&j.payee).map_err(|e| bad(format!("payee: {e}")))?;
         if j.signature.len() > 2 * SIGNATURE_BYTES_MAX {
             return Err(PaymentError::SignatureTooLong.into());
         }
-        let signature =
-            hex::decode(&j.signature).map_err(|_| bad("signature must be hex".into()))?;
+        let signature = lower_hex_bytes(&j.signature)
+            .ok_or_else(|| bad("signature must be lowercase hex".into()))?;
         let payment = Payment {
             id,
             payer,
@@ -118,12 +126,15 @@ impl TryFrom<&ReceiptJson> for SignedReceipt {
     fn try_from(j: &ReceiptJson) -> Result<SignedReceipt, WireError> {
         let bad = |m: &str| WireError::new(ErrorCode::BadRequest, m);
         let mut payment_hash = [0u8; 32];
+        if !is_lower_hex(&j.payment_hash) {
+            return Err(bad("payment_hash must be 64 lowercase hex digits"));
+        }
         hex::decode_to_slice(&j.payment_hash, &mut payment_hash)
-            .map_err(|_| bad("payment_hash must be 64 hex digits"))?;
+            .map_err(|_| bad("payment_hash must be 64 lowercase hex digits"))?;
         Ok(SignedReceipt {
             receipt: Receipt {
                 payment_id: PaymentId::from_hex(&j.payment_id)
-                    .ok_or_else(|| bad("payment_id must be 32 hex digits"))?,
+                    .ok_or_else(|| bad("payment_id must be 32 lowercase hex digits"))?,
                 payer: Name::parse(&j.payer).map_err(|_| bad("bad payer name"))?,
                 payee: Name::parse(&j.payee).map_err(|_| bad("bad payee name"))?,
                 amount_minor: j.amount,
@@ -131,7 +142,8 @@ impl TryFrom<&ReceiptJson> for SignedReceipt {
                 settled_at_ms: j.settled_at_ms,
                 payment_hash,
             },
-            signature: hex::decode(&j.signature).map_err(|_| bad("signature must be hex"))?,
+            signature: lower_hex_bytes(&j.signature)
+                .ok_or_else(|| bad("signature must be lowercase hex"))?,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! `history`: a page of my payments as a table.
 
 use micropay::person::Person;
+use micropay::system::localtime::local_datetime_ms;
 use micropay::system::terminal::escape;
 use micropay::wire::{History, ServerRequest};
 use serde_json::json;
@@ -39,9 +40,10 @@ pub async fn run(
 }
 
 fn print_table(person: &Person, h: &History) {
+    // WITH is as wide as the longest name (32), so rows stay aligned.
     println!(
-        "{:>6}  {:<4}  {:<20}  {:>12}  {:<32}  MEMO",
-        "SEQ", "DIR", "WITH", "AMOUNT", "PAYMENT ID"
+        "{:>6}  {:<26}  {:<4}  {:<32}  {:>12}  {:<32}  MEMO",
+        "SEQ", "WHEN", "DIR", "WITH", "AMOUNT", "PAYMENT ID"
     );
     for e in &h.entries {
         let (dir, with, sign) = if e.payer == person.name.as_str() {
@@ -50,8 +52,9 @@ fn print_table(person: &Person, h: &History) {
             ("in", &e.payer, "+")
         };
         println!(
-            "{:>6}  {:<4}  {:<20}  {:>12}  {:<32}  {}",
+            "{:>6}  {:<26}  {:<4}  {:<32}  {:>12}  {:<32}  {}",
             e.seq,
+            local_datetime_ms(e.settled_at_ms),
             dir,
             escape(with),
             format!("{sign}{}", e.amount),

@@ -4,8 +4,8 @@
 //!
 //! Exit codes: 0 success; 1 refused (by the server, or by the payee
 //! before it held the payment); 2 usage error (including missing
-//! certificate files); 3 could not connect or timed out, and nothing was
-//! paid; 4 outcome unknown: the payee holds the signed payment and the
+//! certificate files); 3 could not connect, could not listen (`serve`),
+//! or timed out, and nothing was paid; 4 outcome unknown: the payee holds the signed payment and the
 //! server has no outcome for it yet, so it may still settle until it
 //! expires (the payment id and expiry are printed: ask `status ID`, or
 //! retry the identical payment with `send --id ID --expires-at E`).
@@ -22,7 +22,7 @@ mod serve;
 use clap::{ArgAction, Parser, Subcommand};
 use micropay::core::limits::{SERVE_KEEPALIVE_MS_DEFAULT, SERVE_KEEPALIVE_MS_MIN};
 use micropay::core::name::Name;
-use micropay::net::link::CallError;
+use micropay::net::link::{check_host_port, CallError};
 use micropay::person::{PeerError, Person};
 use micropay::system::terminal::escape;
 use serde_json::json;
@@ -32,7 +32,7 @@ use serde_json::json;
 #[command(version, about)]
 struct Args {
     /// Who I am: uses DIR/NAME.pem, DIR/NAME.key and DIR/ca.pem.
-    #[arg(long = "as", env = "MICROPAY_AS", global = true)]
+    #[arg(long = "as", env = "MICROPAY_AS", global = true, value_name = "NAME")]
     as_name: Option<String>,
     /// Certificate directory.
     #[arg(long, env = "MICROPAY_CERTS", default_value = "certs", global = true)]
@@ -55,7 +55,9 @@ struct Args {
     #[arg(long, env = "MICROPAY_KEY", global = true)]
     key: Option<PathBuf>,
     /// Print exactly one JSON object per command (per event for serve).
-    #[arg(long, env = "MICROPAY_JSON", global = true)]
+    /// MICROPAY_JSON takes 1/0, true/false, yes/no, on/off.
+    #[arg(long, env = "MICROPAY_JSON", global = true, action = ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
     json: bool,
     /// More logging.
     #[arg(short, action = ArgAction::Count, global = true)]
@@ -93,6 +95,9 @@ enum Command {
         /// Who to pay.
         payee: String,
         /// Amount in minor units (a whole number, at least 1).
+        // Hyphen values reach our own check, so `-5` is refused with the
+        // amount rule rather than clap's hint to write `-- -5`.
+        #[arg(allow_hyphen_values = true)]
         amount: String,
         /// A note for the payee (at most 140 bytes).
         #[arg(long, default_value = "")]
@@ -197,9 +202,9 @@ impl From<PeerError> for Failure {
     fn from(e: PeerError) -> Failure {
         match e {
             PeerError::Call(c) => c.into(),
-            PeerError::Tls(_) | PeerError::Identity(_) | PeerError::Listen { .. } => {
-                Failure::usage(e.to_string())
-            }
+            PeerError::Tls(_) | PeerError::Identity(_) => Failure::usage(e.to_string()),
+            // The address may be fine and merely taken: not a usage error.
+            PeerError::Listen { .. } => Failure::new(3, "listen_failed", e.to_string()),
             PeerError::BadReceipt(_) => Failure::new(1, "bad_receipt", e.to_string()),
             PeerError::WrongListener { .. } => Failure::new(3, "wrong_listener", e.to_string()),
             PeerError::OutcomeUnknown {
@@ -219,7 +224,12 @@ impl From<PeerError> for Failure {
 /// (so that even a usage error comes out as one JSON object).
 fn json_requested() -> bool {
     std::env::args().any(|a| a == "--json")
-        || std::env::var("MICROPAY_JSON").is_ok_and(|v| v == "true" || v == "1")
+        || std::env::var("MICROPAY_JSON").is_ok_and(|v| {
+            matches!(
+                v.to_ascii_lowercase().as_str(),
+                "1" | "true" | "t" | "yes" | "y" | "on"
+            )
+        })
 }
 
 fn main() -> ExitCode {
@@ -286,6 +296,7 @@ fn load_person(args: &Args) -> Result<Person, Failure> {
 }
 
 async fn run(args: &Args) -> Result<(), Failure> {
+    check_host_port(&args.server).map_err(|e| Failure::usage(format!("--server {e}")))?;
     let person = load_person(args)?;
     let json = args.json;
     match &args.command {

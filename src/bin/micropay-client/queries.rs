@@ -2,6 +2,7 @@
 
 use micropay::core::payment::PaymentId;
 use micropay::person::Person;
+use micropay::system::localtime::local_datetime_ms;
 use micropay::system::terminal::escape;
 use micropay::wire::{Balance, Listing, PaymentStatus, Registered, ServerRequest};
 use serde_json::json;
@@ -77,16 +78,17 @@ pub async fn status(
     payment_id: &str,
     json: bool,
 ) -> Result<(), Failure> {
-    if PaymentId::from_hex(payment_id).is_none() {
+    // People may paste an id in capitals; the wire spelling is lowercase.
+    let Some(id) = PaymentId::from_hex(&payment_id.to_ascii_lowercase()) else {
         return Err(Failure::usage(format!(
             "{:?} is not a payment id (32 hex digits, as `send` prints)",
             escape(payment_id)
         )));
-    }
+    };
     let link = person.connect_server(server).await?;
     let s: PaymentStatus = link
         .call(&ServerRequest::Status {
-            payment_id: payment_id.to_owned(),
+            payment_id: id.to_hex(),
         })
         .await?;
     if json {
@@ -95,12 +97,12 @@ pub async fn status(
     }
     match s {
         PaymentStatus::Settled { receipt } => println!(
-            "settled: {} paid {} {} (seq {}, at {} ms)",
+            "settled: {} paid {} {} (seq {}, at {})",
             escape(&receipt.payer),
             escape(&receipt.payee),
             receipt.amount,
             receipt.seq,
-            receipt.settled_at_ms
+            local_datetime_ms(receipt.settled_at_ms)
         ),
         PaymentStatus::Rejected { error } => {
             println!("refused: {}: {}", error.code, escape(&error.message))

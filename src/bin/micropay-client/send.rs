@@ -4,6 +4,7 @@ use micropay::core::limits::MEMO_BYTES_MAX;
 use micropay::core::name::Name;
 use micropay::core::payment::PaymentId;
 use micropay::person::{self, Person, SendOptions};
+use micropay::system::localtime::local_datetime_ms;
 use micropay::system::terminal::escape;
 use micropay::wire::ReceiptJson;
 use serde_json::json;
@@ -54,8 +55,10 @@ pub async fn run(
         escape(&sent.payee_address)
     );
     println!(
-        "receipt: payment {} settled as ledger seq {} at {} ms; server signature verified",
-        r.payment_id, r.seq, r.settled_at_ms
+        "receipt: payment {} settled as ledger seq {} at {}; server signature verified",
+        r.payment_id,
+        r.seq,
+        local_datetime_ms(r.settled_at_ms)
     );
     println!("balance: {}", sent.balance);
     Ok(())
@@ -91,7 +94,8 @@ fn options(person: &Person, server: &str, request: &Request<'_>) -> Result<SendO
     options.memo = request.memo.to_owned();
     options.timeout_ms = request.timeout_s.saturating_mul(1000);
     if let Some((id, expires_at_s)) = request.retry {
-        let id = PaymentId::from_hex(id).ok_or_else(|| {
+        // People may paste an id in capitals; the wire spelling is lowercase.
+        let id = PaymentId::from_hex(&id.to_ascii_lowercase()).ok_or_else(|| {
             Failure::usage(format!(
                 "--id {:?} is not a payment id (32 hex digits)",
                 escape(id)

@@ -2,6 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use rustls::pki_types::ServerName;
 use tracing::info;
 
 use super::{reply, Caller, Context};
@@ -42,18 +43,21 @@ fn advertised_address(host: Option<&str>, peer_ip: IpAddr, port: u16) -> Result<
     {
         return Ok(SocketAddr::new(ip, port).to_string());
     }
-    let valid = !host.is_empty()
-        && host.len() <= ADVERTISED_HOST_BYTES_MAX
+    // A DNS host is what TLS would accept as a server name (labels of
+    // letters, digits and inner hyphens; not number-like, such as `42`),
+    // because payers resolve and dial it.
+    let valid = host.len() <= ADVERTISED_HOST_BYTES_MAX
         && host
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && matches!(ServerName::try_from(host), Ok(ServerName::DnsName(_)));
     if !valid {
         return Err(WireError::new(
             ErrorCode::BadRequest,
-            "address must be an IP address or a DNS host name",
+            "address must be an IP address (IPv6 with or without brackets) or a DNS host name",
         ));
     }
-    Ok(format!("{host}:{port}"))
+    Ok(format!("{}:{port}", host.to_ascii_lowercase()))
 }
 
 #[cfg(test)]
@@ -72,6 +76,17 @@ mod tests {
             advertised_address(Some("pay.example"), ip, 9).expect("ok"),
             "pay.example:9"
         );
+        assert_eq!(
+            advertised_address(Some("[::1]"), ip, 9).expect("ok"),
+            "[::1]:9"
+        );
+        assert_eq!(
+            advertised_address(Some("Pay.Example"), ip, 9).expect("ok"),
+            "pay.example:9"
+        );
+        for bad in ["-bad-", "bad-", "42", "1.2.3", "a..b", ".a", "a_b", "0x1f"] {
+            assert!(advertised_address(Some(bad), ip, 9).is_err(), "{bad}");
+        }
         assert!(advertised_address(Some("a b"), ip, 9).is_err());
         assert!(advertised_address(Some(""), ip, 9).is_err());
         assert!(advertised_address(Some(&"a".repeat(300)), ip, 9).is_err());
