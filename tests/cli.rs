@@ -1035,3 +1035,92 @@ fn history_is_aligned_for_long_names_and_shows_local_times() {
     );
     drop(serve);
 }
+
+/// Certificates of another deployment: both ends say so in words. The
+/// client that trusts another CA names it (exit 3); the client whose own
+/// certificate is another CA's hears that it was refused (exit 1); the
+/// server logs both at the default level.
+#[test]
+fn another_deployments_certificates_are_named_on_both_sides() {
+    let world = World::start();
+    let other = world.dir.path().join("other");
+    make_certs(&other, &["alice"]);
+    let out = run(
+        &mut client("alice", &other, &world.addr, &["balance"]),
+        "alice of another deployment",
+    );
+    out.expect(3).stderr_has("not issued by the CA you trust");
+
+    let mut cmd = client("alice", &other, &world.addr, &["balance"]);
+    cmd.arg("--ca").arg(world.certs.join("ca.pem"));
+    let out = run(&mut cmd, "alice with another deployment's certificate");
+    out.expect(1)
+        .stderr_has("refused your certificate")
+        .stderr_has("not issued by the CA");
+
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let log = world.server_log();
+        if log.contains("not issued by this server's CA")
+            && log.contains("does not trust this server's certificate")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "server log:\n{log}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A payee whose advertised address takes no connections: `send` names
+/// the payee and the address, exits 3, and nothing moves.
+#[test]
+fn an_unreachable_payee_is_named() {
+    let world = World::start();
+    world.register(&["alice", "bob"]);
+    let dead = format!("127.0.0.1:{}", dead_port());
+    let mut serve = world.serve("bob", &["--advertise", &dead], false);
+    serve.online();
+    let out = world.run("alice", &["send", "bob", "5"]);
+    out.expect(3)
+        .stderr_has(&format!("cannot reach bob at {dead}"))
+        .stderr_has("nothing was paid");
+    let json = world.run("alice", &["--json", "send", "bob", "5"]);
+    json.expect(3);
+    assert_eq!(json.json()["error"]["code"], "connect_failed", "{json}");
+    assert_balances(&world, &[("alice", 10000), ("bob", 10000)]);
+    drop(serve);
+}
+
+/// Every program's `--help` opens with what that program does, never the
+/// crate's tagline, and names its value placeholders (no `<AS_NAME>`).
+#[test]
+fn every_help_says_what_its_program_does() {
+    let tagline = env!("CARGO_PKG_DESCRIPTION");
+    for (program, says) in [
+        (cli_support::SERVER, "The micropay server"),
+        (cli_support::CLIENT, "micropay command line"),
+        (cli_support::CERTS, "certificates"),
+        (env!("CARGO_BIN_EXE_micropay-bench"), "Measure micropay"),
+    ] {
+        let out = run(std::process::Command::new(program).arg("--help"), program);
+        out.expect(0);
+        let first = out.stdout.lines().next().unwrap_or_default();
+        assert!(first.contains(says), "{program}: {first:?}");
+        assert!(!out.stdout.contains(tagline), "{program} shows the tagline");
+        assert!(!out.stdout.contains("<AS_NAME>"), "{program}:\n{out}");
+    }
+}
+
+/// `scripts/crash-test.sh` refuses a round count that is not a whole
+/// number from 1, before building anything.
+#[test]
+fn crash_test_script_refuses_a_bad_round_count() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/crash-test.sh");
+    for bad in ["abc", "0", "-3", "1.5"] {
+        let out = run(
+            std::process::Command::new("bash").arg(script).arg(bad),
+            format!("crash-test.sh {bad}"),
+        );
+        out.expect(2).stderr_has("usage");
+    }
+}

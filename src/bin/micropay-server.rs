@@ -16,7 +16,10 @@ use micropay::server::{random_server_id, PresenceOptions, ServerLimits, ServerOp
 
 /// The micropay server. Every limit is a flag.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(
+    version,
+    about = "The micropay server: accounts, presence and signed, durable settlement over mutual TLS 1.3"
+)]
 struct Args {
     /// The server's certificate (PEM).
     #[arg(long, env = "MICROPAY_SERVER_CERT", default_value = "certs/server.pem")]

@@ -21,8 +21,8 @@ use crate::core::limits::{
     LINK_QUEUE_REQUESTS_MAX, REPLY_BYTES_MAX, REQUEST_TIMEOUT_MS_DEFAULT, WRITE_COALESCE_BYTES_MAX,
 };
 use crate::net::identity::{public_key_of_cert, server_key_of_cert, Identity, IdentityError};
-use crate::wire::frame::read_frame;
-use crate::wire::{encode_body, encode_request_body, Reply, WireError};
+use crate::wire::frame::{read_frame, FrameError};
+use crate::wire::{encode_body, encode_request_body, ErrorCode, Reply, WireError};
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -226,7 +226,15 @@ async fn handshake(
         .connect(name, tcp)
         .await
         .map_err(|e| {
-            let reason = format!("TLS: {e}");
+            let reason = if crate::net::tls::is_foreign_ca(&e) {
+                format!(
+                    "TLS: the certificate at {addr} is not issued by the CA you trust \
+                     (your --ca / ca.pem): it belongs to another micropay deployment, \
+                     or your CA file is not this deployment's ({e})"
+                )
+            } else {
+                format!("TLS: {e}")
+            };
             if is_wrong_name(&e) {
                 CallError::NotThatPeer {
                     addr: addr.to_owned(),
@@ -280,9 +288,28 @@ async fn read_replies(
 ) {
     let mut reader = BufReader::new(read_half);
     let mut line = Vec::new();
-    while let Ok(true) = read_frame(&mut reader, &mut line, REPLY_BYTES_MAX).await {
-        let Ok(reply) = Reply::decode(&line) else {
-            continue;
+    loop {
+        let reply = match read_frame(&mut reader, &mut line, REPLY_BYTES_MAX).await {
+            Ok(true) => match Reply::decode(&line) {
+                Ok(reply) => reply,
+                Err(_) => continue,
+            },
+            // In TLS 1.3 the other side checks our certificate after our
+            // handshake has finished, so its refusal arrives as an alert
+            // on the first read: say so in words rather than "closed".
+            Err(FrameError::Io(e)) if crate::net::tls::refused_by_peer_ca(&e) => Reply {
+                id: None,
+                ok: false,
+                result: None,
+                error: Some(WireError::new(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "the other side refused your certificate: it is not issued by the CA \
+                         it trusts (a certificate of another micropay deployment?) ({e})"
+                    ),
+                )),
+            },
+            _ => break,
         };
         let waiter = reply.id.and_then(|id| lock(&waiters).remove(&id));
         match waiter {

@@ -17,7 +17,7 @@ use tokio::sync::{
 };
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, trace, warn};
+use tracing::{debug, info, trace, warn};
 
 use crate::core::limits::{
     DRAIN_TIMEOUT_MS, REPLY_QUEUE_BYTES_MAX, REPLY_WRITE_TIMEOUT_MS, WRITE_COALESCE_BYTES_MAX,
@@ -102,6 +102,16 @@ pub async fn accept_loop<F, Fut>(
         tokio::spawn(async move {
             match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => on_connection(tls, peer, conn_id).await,
+                // A certificate from another CA is logged where operators
+                // look: it is usually a client pointed at the wrong server.
+                Ok(Err(e)) if crate::net::tls::is_foreign_ca(&e) => info!(
+                    %peer,
+                    "TLS handshake refused: the client's certificate is not issued by this server's CA ({e})"
+                ),
+                Ok(Err(e)) if crate::net::tls::refused_by_peer_ca(&e) => info!(
+                    %peer,
+                    "TLS handshake refused by the client: it does not trust this server's certificate, probably because it trusts another deployment's CA ({e})"
+                ),
                 Ok(Err(e)) => debug!(%peer, "TLS handshake failed: {e}"),
                 Err(_) => debug!(%peer, "TLS handshake timed out"),
             }

@@ -23,6 +23,35 @@ use crate::net::identity::{Identity, IdentityError};
 /// The only protocol version micropay speaks.
 pub static PROTOCOL_VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
 
+/// Whether a failed handshake failed because the other side's
+/// certificate does not chain to the CA we trust (another deployment's
+/// certificate, or a wrong CA file): the one failure a person can fix by
+/// choosing the right files, so both ends say it in words.
+pub fn is_foreign_ca(e: &std::io::Error) -> bool {
+    use rustls::CertificateError::{BadSignature, UnknownIssuer};
+    let rustls_error = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+    matches!(
+        rustls_error,
+        Some(rustls::Error::InvalidCertificate(
+            UnknownIssuer | BadSignature
+        ))
+    )
+}
+
+/// Whether the other side aborted the handshake because it does not trust
+/// our certificate (it trusts another CA): the alerts rustls and OpenSSL
+/// send for an unknown or badly signed issuer.
+pub fn refused_by_peer_ca(e: &std::io::Error) -> bool {
+    use rustls::AlertDescription::{BadCertificate, DecryptError, UnknownCA};
+    let rustls_error = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+    matches!(
+        rustls_error,
+        Some(rustls::Error::AlertReceived(
+            UnknownCA | BadCertificate | DecryptError
+        ))
+    )
+}
+
 /// Why TLS material could not be loaded or a configuration built.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

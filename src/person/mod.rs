@@ -58,6 +58,17 @@ pub enum PeerError {
         /// What happened.
         reason: String,
     },
+    /// The payee's listener could not be reached (refused, unreachable,
+    /// timed out, or its TLS handshake failed); nothing was handed over.
+    #[error("cannot reach {payee} at {address}: {reason}; nothing was paid")]
+    PayeeUnreachable {
+        /// Who was dialled.
+        payee: Name,
+        /// Where.
+        address: String,
+        /// Why.
+        reason: String,
+    },
     /// The listener at the payee's address is not the payee.
     #[error("the listener at {address} is not {payee}'s ({reason}); nothing was paid")]
     WrongListener {

@@ -177,6 +177,11 @@ async fn dial(
             address: address.to_owned(),
             reason,
         },
+        CallError::Connect { reason, .. } => PeerError::PayeeUnreachable {
+            payee: options.payee.clone(),
+            address: address.to_owned(),
+            reason,
+        },
         other => other.into(),
     })
 }

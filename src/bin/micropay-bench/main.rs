@@ -40,7 +40,10 @@ use server_process::ServerProcess;
 
 /// Measure micropay on this machine.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(
+    version,
+    about = "Measure micropay on this machine: settlement and peer-to-peer throughput and latency against a real server, handshakes, and the crypto floor"
+)]
 struct Args {
     /// Most operations to run.
     #[arg(long, global = true)]

@@ -29,7 +29,10 @@ use serde_json::json;
 
 /// One person's micropay command line.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(
+    version,
+    about = "One person's micropay command line: register, go online, see who is online, pay directly"
+)]
 struct Args {
     /// Who I am: uses DIR/NAME.pem, DIR/NAME.key and DIR/ca.pem.
     #[arg(long = "as", env = "MICROPAY_AS", global = true, value_name = "NAME")]
@@ -207,6 +210,7 @@ impl From<PeerError> for Failure {
             PeerError::Listen { .. } => Failure::new(3, "listen_failed", e.to_string()),
             PeerError::BadReceipt(_) => Failure::new(1, "bad_receipt", e.to_string()),
             PeerError::WrongListener { .. } => Failure::new(3, "wrong_listener", e.to_string()),
+            PeerError::PayeeUnreachable { .. } => Failure::new(3, "connect_failed", e.to_string()),
             PeerError::OutcomeUnknown {
                 payment_id,
                 expires_at_s,
