@@ -1054,9 +1054,19 @@ fn another_deployments_certificates_are_named_on_both_sides() {
     let mut cmd = client("alice", &other, &world.addr, &["balance"]);
     cmd.arg("--ca").arg(world.certs.join("ca.pem"));
     let out = run(&mut cmd, "alice with another deployment's certificate");
-    out.expect(1)
-        .stderr_has("refused your certificate")
-        .stderr_has("not issued by the CA");
+    // In TLS 1.3 the server judges the client's certificate after the
+    // client's handshake is done: its alert names the reason when it is
+    // read before the socket closes; a reset can beat it, and then the
+    // client only knows the connection closed.
+    match out.code {
+        Some(1) => {
+            out.stderr_has("refused your certificate")
+                .stderr_has("not issued by the CA");
+        }
+        _ => {
+            out.expect(3).stderr_has("connection closed");
+        }
+    }
 
     let deadline = Instant::now() + WAIT;
     loop {

@@ -1102,3 +1102,37 @@ async fn another_payer_cannot_take_a_payment_id(backend) {
     finish(server).await;
 }
 }
+
+backend_test! {
+/// Issue 10, item 11: one payer can make the ledger record at most
+/// `--refusals-per-minute` refusals a minute. Past the budget its payments
+/// get `busy` and nothing is decided or stored (status `not_found`, a
+/// valid payment does not settle either); other payers are untouched; the
+/// refusals already recorded replay as before once the minute ends (the
+/// window itself is unit-tested in `core::refusal_budget`).
+async fn refusals_one_payer_can_have_recorded_are_budgeted(backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, pg) = backend.fresh_db(dir.path()).await;
+    let pki = common::pki();
+    let mut options = common::server_options(&pki, db.clone(), Default::default());
+    options.refusals_per_minute = 3;
+    let server = common::start_server_at(pki, db, dir, pg.map(std::sync::Arc::new), options).await;
+    let alice = party(&server, "alice").await;
+    let bob = party(&server, "bob").await;
+    let carol = party(&server, "carol").await;
+    for _ in 0..3 {
+        let too_much = pay(&alice.person, "bob", GRANT + 1);
+        assert_eq!(code(settle(&bob.link, &too_much).await), ErrorCode::InsufficientFunds);
+    }
+    let fourth = pay(&alice.person, "bob", GRANT + 1);
+    assert_eq!(code(settle(&bob.link, &fourth).await), ErrorCode::Busy);
+    assert_eq!(code(status(&alice.link, &fourth.payment.id).await), ErrorCode::NotFound);
+    let fine = pay(&alice.person, "bob", 1);
+    assert_eq!(code(settle(&bob.link, &fine).await), ErrorCode::Busy);
+    // Another payer is not held up by alice's refusals.
+    settle(&bob.link, &pay(&carol.person, "bob", 7)).await.expect("carol pays");
+    assert_eq!(balances(&[&alice, &bob, &carol]).await, vec![GRANT, GRANT + 7, GRANT - 7]);
+    let report = finish(server).await;
+    assert_eq!(report.rejections, 3);
+}
+}

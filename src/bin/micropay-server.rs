@@ -49,6 +49,13 @@ struct Args {
     /// Balance granted to each new account, minor units.
     #[arg(long, default_value_t = INITIAL_BALANCE_DEFAULT)]
     initial_balance: u64,
+    /// Refused payments one payer may have decided per minute; beyond it
+    /// the payer's payments get `busy` (nothing decided, nothing stored)
+    /// until the minute ends. Bounds what one account can make the ledger
+    /// store.
+    #[arg(long, default_value_t = REFUSALS_PER_WINDOW_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    refusals_per_minute: u32,
     /// Most concurrent connections; more are closed at once.
     #[arg(long, default_value_t = CONNECTIONS_MAX_DEFAULT)]
     connections_max: usize,
@@ -210,6 +217,7 @@ fn serve(args: &Args) -> Result<ExitCode> {
             server_id,
             lease_ms: args.presence_lease_ms,
         },
+        refusals_per_minute: args.refusals_per_minute,
         limits: ServerLimits {
             connections_max: args.connections_max,
             in_flight_max: args.in_flight_max,

@@ -78,6 +78,17 @@ pub const LEDGER_BUSY_TIMEOUT_MS: u64 = 5_000;
 /// opened when reads overlap and closed afterwards.
 pub const LEDGER_READERS_MAX: usize = 8;
 
+/// Default of refused payments one payer may have decided (and so
+/// recorded for good) per [`REFUSAL_WINDOW_MS`] (`--refusals-per-minute`).
+/// Beyond it the server decides nothing more for that payer until the
+/// window passes (`busy`), so one account can make the ledger store at
+/// most this many refusals a minute (about 0.4 KiB each: 14 MiB an hour)
+/// rather than as many as a connection can send (7 GB an hour measured).
+pub const REFUSALS_PER_WINDOW_DEFAULT: u32 = 600;
+
+/// The window of [`REFUSALS_PER_WINDOW_DEFAULT`].
+pub const REFUSAL_WINDOW_MS: u64 = 60_000;
+
 /// Permissions of a new ledger file: owner only, since it holds every
 /// payment and memo.
 pub const LEDGER_FILE_MODE: u32 = 0o600;

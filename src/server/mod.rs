@@ -12,6 +12,8 @@ pub mod cmd;
 pub mod pg_presence;
 pub mod presence;
 
+use crate::core::limits::REFUSAL_WINDOW_MS;
+use crate::core::refusal_budget::RefusalBudget;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -46,6 +48,9 @@ pub struct ServerOptions {
     /// How this server shares presence with others on a PostgreSQL
     /// ledger (unused on SQLite, where presence stays in memory).
     pub presence: PresenceOptions,
+    /// Refused payments one payer may have decided per minute
+    /// (`--refusals-per-minute`); see [`RefusalBudget`].
+    pub refusals_per_minute: u32,
 }
 
 /// Shared presence settings (`--server-id`, `--presence-lease-ms`).
@@ -170,6 +175,10 @@ async fn open_shared(options: ServerOptions) -> Result<Arc<Shared>, ServerError>
             presence,
             signing_key: options.signing_key,
             fingerprint,
+            refusals: std::sync::Mutex::new(RefusalBudget::new(
+                REFUSAL_WINDOW_MS,
+                options.refusals_per_minute,
+            )),
         },
         limits: options.limits,
     }))

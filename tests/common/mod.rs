@@ -154,6 +154,9 @@ pub fn server_options(
         },
         limits,
         presence: PresenceOptions::default(),
+        // The budget is its own test's subject (settlement.rs); elsewhere
+        // refusals must stay exactly as the rules decide them.
+        refusals_per_minute: u32::MAX,
     }
 }
 

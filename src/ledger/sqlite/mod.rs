@@ -152,3 +152,51 @@ impl LedgerStore for SqliteStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// Issue 10, item 10: reads do not share one connection behind one
+    /// lock. While as many reads as the pool keeps are held open (a slow
+    /// `history`, say), another read still runs to completion.
+    #[test]
+    fn a_held_read_does_not_hold_up_other_reads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("l.db"), 100).expect("open");
+        let alice = Name::parse("alice").expect("name");
+        let (entered_tx, entered_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let release_rx = std::sync::Mutex::new(release_rx);
+        std::thread::scope(|s| {
+            let held: Vec<_> = (0..LEDGER_READERS_MAX)
+                .map(|_| {
+                    let (store, entered_tx, release_rx) = (&store, entered_tx.clone(), &release_rx);
+                    s.spawn(move || {
+                        store.with_reader(|_conn| {
+                            let _ = entered_tx.send(());
+                            // Bounded: the test releases every reader below.
+                            let _ = release_rx
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .recv_timeout(std::time::Duration::from_secs(20));
+                            Ok(())
+                        })
+                    })
+                })
+                .collect();
+            for _ in 0..LEDGER_READERS_MAX {
+                entered_rx.recv().expect("a reader entered");
+            }
+            // Every pooled connection is busy: the next read gets its own.
+            assert_eq!(store.balance(&alice).expect("read"), None);
+            for _ in 0..LEDGER_READERS_MAX {
+                let _ = release_tx.send(());
+            }
+            for h in held {
+                h.join().expect("joined").expect("held read");
+            }
+        });
+    }
+}

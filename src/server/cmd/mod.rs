@@ -13,6 +13,7 @@ mod register;
 mod settle;
 mod status;
 
+use crate::core::refusal_budget::RefusalBudget;
 use std::net::IpAddr;
 
 use crate::core::keys::SigningKey;
@@ -32,6 +33,8 @@ pub struct Context {
     pub signing_key: SigningKey,
     /// Its fingerprint, as `list` shows it.
     pub fingerprint: String,
+    /// Refusals each payer may have decided per window.
+    pub refusals: std::sync::Mutex<RefusalBudget>,
 }
 
 /// What a connection knows about its peer.

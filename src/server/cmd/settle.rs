@@ -2,6 +2,11 @@
 
 use tracing::{debug, info};
 
+use crate::core::limits::REFUSAL_WINDOW_MS;
+use crate::core::name::Name;
+use crate::core::refusal_budget::RefusalBudget;
+use crate::system::clock::now_ms;
+
 use super::{reply, Caller, Context};
 use crate::core::payment::SignedPayment;
 use crate::core::rules::VerifiedPayment;
@@ -42,7 +47,15 @@ pub async fn run(
             ),
         )
     })?;
-    let settlement = cx.ledger.settle(verified.clone()).await??;
+    let payer = verified.signed().payment.payer.clone();
+    admit_refusals(cx, &payer)?;
+    let settlement = match cx.ledger.settle(verified.clone()).await? {
+        Ok(settlement) => settlement,
+        Err(refusal) => {
+            budget(cx).charge(&payer, now_ms());
+            return Err(refusal.into());
+        }
+    };
     let signed = verified.signed();
     let p = &signed.payment;
     let receipt = settlement.receipt(signed).sign(&cx.signing_key);
@@ -58,4 +71,27 @@ pub async fn run(
         receipt: ReceiptJson::from(&receipt),
         replay: settlement.replay,
     })
+}
+
+fn budget(cx: &Context) -> std::sync::MutexGuard<'_, RefusalBudget> {
+    // The budget holds counts only; a panic elsewhere cannot leave it in a
+    // state worth refusing service over.
+    cx.refusals.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Refuses to decide anything more for a payer whose refusals in this
+/// window reached the budget: nothing is decided, so nothing is recorded.
+fn admit_refusals(cx: &Context, payer: &Name) -> Result<(), WireError> {
+    match budget(cx).wait_ms(payer, now_ms()) {
+        None => Ok(()),
+        Some(wait_ms) => Err(WireError::new(
+            ErrorCode::Busy,
+            format!(
+                "{payer} has had too many payments refused within {} s; \
+                 nothing was decided, retry in {} s",
+                REFUSAL_WINDOW_MS / 1000,
+                wait_ms.div_ceil(1000)
+            ),
+        )),
+    }
 }
