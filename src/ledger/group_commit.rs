@@ -111,8 +111,14 @@ fn commit_and_answer(
         }
         Err(e) => {
             tracing::error!("ledger commit failed: {e}");
+            // A database that cannot be reached is a condition to retry
+            // (`unavailable`), not a fault of the server (`internal`).
+            let answer = |e: &LedgerError| match e {
+                LedgerError::Unavailable(why) => LedgerError::Unavailable(why.clone()),
+                _ => LedgerError::CommitFailed,
+            };
             for reply in replies {
-                let _ = reply.send(Err(LedgerError::CommitFailed));
+                let _ = reply.send(Err(answer(&e)));
             }
         }
     }
