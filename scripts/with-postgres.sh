@@ -6,7 +6,9 @@
 # `postgres` user when run as root: PostgreSQL refuses to run as root),
 # creates a role and a database, exports
 #   MICROPAY_TEST_PG=postgres://USER:PASSWORD@127.0.0.1:PORT/DB
-# (the role may create databases: each test makes its own), runs CMD, and
+# (the role may create databases: each test makes its own) and
+# MICROPAY_TEST_PG_RESTART (a shell command that crash-restarts the
+# cluster, for the fault tests), runs CMD, and
 # always stops the cluster and removes the directory, exiting with CMD's
 # exit code.
 set -euo pipefail
@@ -85,6 +87,11 @@ psql=("${as_owner[@]}" "$bin/psql" -h "$work" -p "$port" -U postgres -d postgres
 "${psql[@]}" -c "CREATE DATABASE micropay OWNER micropay" >/dev/null
 
 export MICROPAY_TEST_PG="postgres://micropay:$password@127.0.0.1:$port/micropay"
+# For the fault tests (tests/pg_faults.rs): a command that crash-restarts
+# this cluster (`-m immediate`: no checkpoint, like a power cut for the
+# clients) with the options it was started with.
+printf -v restart '%q ' "${as_owner[@]}" "$bin/pg_ctl" -D "$data" -l "$log" -m immediate -w -t 60 restart
+export MICROPAY_TEST_PG_RESTART="$restart"
 echo "with-postgres: PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port (MICROPAY_TEST_PG set)" >&2
 
 set +e
