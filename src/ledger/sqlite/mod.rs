@@ -24,7 +24,9 @@ use crate::core::keys::VerifyingKey;
 use crate::core::limits::LEDGER_READERS_MAX;
 use crate::core::name::Name;
 use crate::core::payment::PaymentId;
-use crate::ledger::{Answer, AuditVisitor, Command, HistoryRow, LedgerError, LedgerStore, Outcome};
+use crate::ledger::{
+    Answer, AuditVisitor, Command, HistoryPage, LedgerError, LedgerStore, Outcome,
+};
 
 use schema::{db, open_read, open_write};
 use write::Writer;
@@ -128,7 +130,7 @@ impl LedgerStore for SqliteStore {
         name: &Name,
         limit: u32,
         before_seq: Option<u64>,
-    ) -> Result<Vec<HistoryRow>, LedgerError> {
+    ) -> Result<HistoryPage, LedgerError> {
         self.with_reader(|c| read::history(c, name, limit, before_seq))?
     }
 
