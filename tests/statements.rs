@@ -169,3 +169,121 @@ fn a_statement_needs_an_account_and_all_needs_a_format() {
         .run("alice", &["history", "--format", "csv"])
         .expect(2);
 }
+
+mod common;
+
+use std::io::Write;
+use std::sync::mpsc;
+
+use micropay::person::statement::{self, StatementFormat, StatementSummary, StatementWriter};
+use micropay::wire::{PaymentJson, Registered, ServerRequest, Settled};
+
+/// A statement's output that, after its first page, stops until told to
+/// go on: payments made meanwhile arrive in the middle of the paging.
+struct PausingOutput {
+    bytes: Vec<u8>,
+    paused: Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>,
+}
+
+impl Write for PausingOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if let Some((paused, resume)) = self.paused.take() {
+            let _ = paused.send(());
+            let _ = resume.recv_timeout(cli_support::WAIT);
+        }
+        Ok(())
+    }
+}
+
+async fn pay(
+    link: &micropay::net::link::Link,
+    payer: &micropay::person::Person,
+    payee: &str,
+    amount: u64,
+) {
+    let signed = common::signed_payment(payer, payee, amount, "");
+    link.call::<Settled>(&ServerRequest::Settle {
+        payment: PaymentJson::from(&signed),
+    })
+    .await
+    .expect("settles");
+}
+
+/// Runs alice's statement (pages of two) on its own thread and runtime,
+/// pausing after the first page until `resume` is sent.
+fn statement_on_a_thread(
+    pki: std::sync::Arc<common::TestPki>,
+    alice: micropay::certs::CertifiedPem,
+    server: String,
+    paused: mpsc::Sender<()>,
+    resume: mpsc::Receiver<()>,
+) -> std::thread::JoinHandle<(Vec<Value>, StatementSummary)> {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let alice = common::person_from(&pki, &alice);
+            let link = alice.connect_server(&server).await.expect("connects");
+            let output = PausingOutput {
+                bytes: Vec::new(),
+                paused: Some((paused, resume)),
+            };
+            let mut out =
+                StatementWriter::start(output, StatementFormat::JsonLines).expect("starts");
+            let summary = statement::export(&link, "alice", 2, &mut out)
+                .await
+                .expect("statement");
+            let StatementWriter::JsonLines(output) = out else {
+                panic!("not JSON lines");
+            };
+            let text = String::from_utf8(output.bytes).expect("UTF-8");
+            let rows = text
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("JSON line"))
+                .collect();
+            (rows, summary)
+        })
+    })
+}
+
+backend_test! {
+    async fn a_statement_stays_exact_while_payments_arrive(backend) {
+        let server = common::start_server_on(&backend).await;
+        let alice_pem = server.pki.person("alice").expect("alice's certificate");
+        let alice = common::person_from(&server.pki, &alice_pem);
+        let bob = common::person(&server.pki, "bob");
+        let (alice_link, bob_link) = (common::link(&alice, &server).await, common::link(&bob, &server).await);
+        for l in [&alice_link, &bob_link] {
+            let _: Registered = l.call(&ServerRequest::Register {}).await.expect("registers");
+        }
+        for amount in 1..=5 {
+            pay(&bob_link, &bob, "alice", amount).await;
+        }
+        let (paused_tx, paused_rx) = mpsc::channel();
+        let (resume_tx, resume_rx) = mpsc::channel();
+        let walker = statement_on_a_thread(server.pki.clone(), alice_pem, server.addr_string(), paused_tx, resume_rx);
+        tokio::task::spawn_blocking(move || paused_rx.recv_timeout(cli_support::WAIT))
+            .await
+            .expect("joins")
+            .expect("the statement paused after its first page");
+        // New payments both ways while the statement is between pages.
+        pay(&alice_link, &alice, "bob", 100).await;
+        pay(&bob_link, &bob, "alice", 7).await;
+        resume_tx.send(()).expect("resumes");
+        let (rows, summary) = tokio::task::spawn_blocking(move || walker.join().expect("no panic"))
+            .await
+            .expect("joins");
+        let after: Vec<u64> = rows.iter().filter_map(|r| r["balance_after"].as_u64()).collect();
+        assert_eq!(after, vec![10_015, 10_010, 10_006, 10_003, 10_001]);
+        assert_eq!(summary.pages, 3);
+        assert_eq!((summary.opening_balance, summary.closing_balance), (common::GRANT, 10_015));
+        assert_eq!(common::balance(&alice_link).await, 10_015 - 100 + 7);
+        common::shutdown_and_audit(server).await;
+    }
+}
