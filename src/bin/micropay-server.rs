@@ -1,6 +1,7 @@
 //! micropay-server: accounts, presence, signed settlement, receipts and a
 //! durable ledger, over mutual TLS 1.3. `micropay-server audit` checks a
-//! ledger. The ledger is an SQLite file or, shared by several servers, a
+//! ledger; `micropay-server backup` copies an SQLite ledger while the
+//! server runs. The ledger is an SQLite file or, shared by several servers, a
 //! PostgreSQL database (`--db postgres://...`).
 
 use std::net::SocketAddr;
@@ -84,6 +85,19 @@ enum Command {
         #[arg(long, env = "MICROPAY_DB", default_value = "micropay.db")]
         db: DbLocation,
     },
+    /// Copy an SQLite ledger to a new owner-only file while the server
+    /// runs (SQLite's online backup API), then audit the copy.
+    Backup {
+        /// The SQLite ledger to copy.
+        #[arg(long, env = "MICROPAY_DB", default_value = "micropay.db")]
+        db: DbLocation,
+        /// The backup file to write.
+        #[arg(long)]
+        to: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -91,6 +105,7 @@ fn main() -> ExitCode {
     micropay::system::logging::init(args.verbose as i8 - args.quiet as i8, "info");
     let result = match &args.command {
         Some(Command::Audit { db }) => run_audit(db),
+        Some(Command::Backup { db, to, force }) => run_backup(db, to, *force),
         None => serve(&args),
     };
     match result {
@@ -100,6 +115,17 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn run_backup(db: &DbLocation, to: &std::path::Path, force: bool) -> Result<ExitCode> {
+    let Some(path) = db.sqlite_path() else {
+        anyhow::bail!("backup copies SQLite ledgers; back up PostgreSQL with pg_dump or a base backup (docs/DEPLOY.md)");
+    };
+    anyhow::ensure!(path.exists(), "no ledger at {}", path.display());
+    micropay::ledger::sqlite::backup(path, to, force)
+        .with_context(|| format!("backing up {} to {}", path.display(), to.display()))?;
+    println!("backup      {} -> {}", path.display(), to.display());
+    run_audit(&DbLocation::Sqlite(to.to_owned()))
 }
 
 fn run_audit(db: &DbLocation) -> Result<ExitCode> {

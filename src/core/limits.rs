@@ -82,6 +82,13 @@ pub const LEDGER_READERS_MAX: usize = 8;
 /// payment and memo.
 pub const LEDGER_FILE_MODE: u32 = 0o600;
 
+/// How many times an online backup retries when SQLite reports the
+/// ledger busy or locked (rare with WAL: a reader waits only for recovery).
+pub const BACKUP_BUSY_RETRIES_MAX: u32 = 100;
+
+/// The wait between those retries, ms.
+pub const BACKUP_BUSY_WAIT_MS: u64 = 50;
+
 /// Default time allowed to connect and finish the TLS handshake.
 pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 

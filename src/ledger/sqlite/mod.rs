@@ -8,8 +8,10 @@
 //! only ever see committed (so acknowledged) state; no read waits for
 //! another. While a server has the file open for writing it holds an
 //! exclusive lock on it, so a second server on the same file refuses to
-//! start. No rusqlite type leaves this module.
+//! start. A backup ([`backup()`]) reads beside a running server without
+//! that lock. No rusqlite type leaves this module.
 
+mod backup;
 mod read;
 mod schema;
 mod write;
@@ -28,6 +30,7 @@ use crate::ledger::{
     Answer, AuditVisitor, Command, HistoryPage, LedgerError, LedgerStore, Outcome,
 };
 
+pub use backup::{backup, BackupError};
 use schema::{db, open_read, open_write};
 use write::Writer;
 
