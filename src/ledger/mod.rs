@@ -7,6 +7,7 @@
 //! | [`handle`] | [`Ledger`]: what the server holds; queues writes to the group-commit writer, runs reads off the async runtime |
 //! | [`group_commit`] | the single writer thread: drains the queue into batches, one commit each, answers after the commit |
 //! | [`mod@audit`] | the checks every backend shares: signatures, replay through the rules, conservation |
+//! | [`migrate`] | copying a whole SQLite ledger into an empty PostgreSQL database, audited on the way |
 //! | [`location`] | [`DbLocation`]: an SQLite path or a PostgreSQL URL, parsed in one place, shown without passwords |
 //! | [`sqlite`] | the embedded SQLite backend; the only place that knows SQL for it |
 //! | [`postgres`] | the PostgreSQL backend, shared by several servers, and the presence table |
@@ -21,6 +22,7 @@ mod decode;
 pub mod group_commit;
 pub mod handle;
 pub mod location;
+pub mod migrate;
 pub mod postgres;
 pub mod sqlite;
 

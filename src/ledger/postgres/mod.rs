@@ -11,6 +11,7 @@
 //! batches across servers and keeps payment sequence numbers gap-free.
 //! No tokio-postgres type leaves this module except through [`presence`].
 
+pub(crate) mod import;
 pub mod presence;
 mod read;
 mod schema;

@@ -12,6 +12,7 @@
 //! that lock. No rusqlite type leaves this module.
 
 mod backup;
+mod export;
 mod read;
 mod schema;
 mod write;
