@@ -89,6 +89,10 @@ pub const BACKUP_BUSY_RETRIES_MAX: u32 = 100;
 /// The wait between those retries, ms.
 pub const BACKUP_BUSY_WAIT_MS: u64 = 50;
 
+/// Payments written per statement by `migrate` (and held in memory
+/// until then).
+pub const MIGRATE_PAYMENT_BATCH_ROWS: usize = 1_000;
+
 /// Default time allowed to connect and finish the TLS handshake.
 pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 

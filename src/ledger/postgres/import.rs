@@ -4,6 +4,7 @@
 
 use tokio_postgres::{Client, Statement};
 
+use crate::core::limits::MIGRATE_PAYMENT_BATCH_ROWS;
 use crate::ledger::location::redact_url;
 use crate::ledger::migrate::{StoredAccount, StoredGrant, StoredRefusal};
 use crate::ledger::{LedgerError, StoredPayment};
@@ -18,6 +19,9 @@ pub(crate) struct PgImport {
     grant: Statement,
     payment: Statement,
     refusal: Statement,
+    /// Payments not yet written, sent [`MIGRATE_PAYMENT_BATCH_ROWS`] at a
+    /// time: one round trip per row would make large ledgers slow.
+    pending: Vec<StoredPayment>,
 }
 
 const INSERT_ACCOUNT: &str =
@@ -25,8 +29,9 @@ const INSERT_ACCOUNT: &str =
      VALUES ($1, $2, $3, $4, $5)";
 const INSERT_GRANT: &str =
     "INSERT INTO grants (seq, name, amount, granted_at_ms) VALUES ($1, $2, $3, $4)";
-const INSERT_PAYMENT: &str = "INSERT INTO payments (seq, id, payer, payee, amount, expires_at, memo, signature, content_hash, settled_at_ms)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+const INSERT_PAYMENTS: &str = "INSERT INTO payments (seq, id, payer, payee, amount, expires_at, memo, signature, content_hash, settled_at_ms)
+     SELECT * FROM unnest($1::int8[], $2::bytea[], $3::text[], $4::text[], $5::int8[],
+                          $6::int8[], $7::text[], $8::bytea[], $9::bytea[], $10::int8[])";
 const INSERT_REFUSAL: &str =
     "INSERT INTO rejections (id, payer, payee, content_hash, code, message, decided_at_ms)
      VALUES ($1, $2, $3, $4, $5, $6, $7)";
@@ -52,7 +57,7 @@ impl PgImport {
                 .await
                 .map_err(pg_error)?;
             let mut statements = Vec::new();
-            for sql in [INSERT_ACCOUNT, INSERT_GRANT, INSERT_PAYMENT, INSERT_REFUSAL] {
+            for sql in [INSERT_ACCOUNT, INSERT_GRANT, INSERT_PAYMENTS, INSERT_REFUSAL] {
                 statements.push(client.prepare(sql).await.map_err(pg_error)?);
             }
             Ok::<_, LedgerError>((client, statements))
@@ -66,6 +71,7 @@ impl PgImport {
             grant,
             payment,
             refusal,
+            pending: Vec::new(),
         })
     }
 
@@ -115,27 +121,48 @@ impl PgImport {
         )
     }
 
-    /// Copies a settled payment, keeping its `seq`.
+    /// Copies a settled payment, keeping its `seq` (written with the
+    /// next batch).
     pub(crate) fn payment(&mut self, r: &StoredPayment) -> Result<(), LedgerError> {
+        self.pending.push(r.clone());
+        if self.pending.len() >= MIGRATE_PAYMENT_BATCH_ROWS {
+            self.flush_payments()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the pending payments in one statement.
+    fn flush_payments(&mut self) -> Result<(), LedgerError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(&mut self.pending);
+        let col = |f: fn(&StoredPayment) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
+        let bytes = |f: fn(&StoredPayment) -> &[u8]| rows.iter().map(f).collect::<Vec<&[u8]>>();
+        let text = |f: fn(&StoredPayment) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
+        let (seq, amount, expires, at) = (
+            col(|r| r.seq),
+            col(|r| r.amount),
+            col(|r| r.expires_at),
+            col(|r| r.settled_at_ms),
+        );
+        let (id, signature, hash) = (
+            bytes(|r| &r.id),
+            bytes(|r| &r.signature),
+            bytes(|r| &r.content_hash),
+        );
+        let (payer, payee, memo) = (text(|r| &r.payer), text(|r| &r.payee), text(|r| &r.memo));
         self.execute(
             |s| &s.payment,
             &[
-                &r.seq,
-                &r.id,
-                &r.payer,
-                &r.payee,
-                &r.amount,
-                &r.expires_at,
-                &r.memo,
-                &r.signature,
-                &r.content_hash,
-                &r.settled_at_ms,
+                &seq, &id, &payer, &payee, &amount, &expires, &memo, &signature, &hash, &at,
             ],
         )
     }
 
     /// Copies a recorded refusal.
     pub(crate) fn refusal(&mut self, r: &StoredRefusal) -> Result<(), LedgerError> {
+        self.flush_payments()?;
         self.execute(
             |s| &s.refusal,
             &[
@@ -153,6 +180,7 @@ impl PgImport {
     /// Sets the ledger's last payment seq and the grants' sequence (so
     /// the next server continues both), and commits.
     pub(crate) fn commit(mut self, last_seq: i64) -> Result<(), LedgerError> {
+        self.flush_payments()?;
         let client = &mut self.client;
         self.runtime.block_on(async {
             client
