@@ -95,7 +95,7 @@ enum Command {
         /// The backup file to write.
         #[arg(long)]
         to: PathBuf,
-        /// Replace FILE if it exists.
+        /// Replace the --to file if it exists.
         #[arg(long)]
         force: bool,
     },
