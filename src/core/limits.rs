@@ -93,6 +93,17 @@ pub const REFUSAL_WINDOW_MS: u64 = 60_000;
 /// payment and memo.
 pub const LEDGER_FILE_MODE: u32 = 0o600;
 
+/// How many times an online backup retries when SQLite reports the
+/// ledger busy or locked (rare with WAL: a reader waits only for recovery).
+pub const BACKUP_BUSY_RETRIES_MAX: u32 = 100;
+
+/// The wait between those retries, ms.
+pub const BACKUP_BUSY_WAIT_MS: u64 = 50;
+
+/// Payments written per statement by `migrate` (and held in memory
+/// until then).
+pub const MIGRATE_PAYMENT_BATCH_ROWS: usize = 1_000;
+
 /// Default time allowed to connect and finish the TLS handshake.
 pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 

@@ -19,7 +19,7 @@ use crate::ledger::location::DbLocation;
 use crate::ledger::postgres::PgStore;
 use crate::ledger::sqlite::SqliteStore;
 use crate::ledger::{
-    Account, Answer, Command, HistoryRow, LedgerError, LedgerStore, Outcome, Settlement,
+    Account, Answer, Command, HistoryPage, LedgerError, LedgerStore, Outcome, Settlement,
 };
 
 /// How the ledger is opened.
@@ -186,13 +186,14 @@ impl Ledger {
         self.read(move |s| s.balance(&name)).await
     }
 
-    /// A page of `name`'s payments, newest first.
+    /// A page of `name`'s payments, newest first, with `name`'s balance
+    /// read in the same snapshot.
     pub async fn history(
         &self,
         name: &Name,
         limit: u32,
         before_seq: Option<u64>,
-    ) -> Result<Vec<HistoryRow>, LedgerError> {
+    ) -> Result<HistoryPage, LedgerError> {
         let name = name.clone();
         self.read(move |s| s.history(&name, limit, before_seq))
             .await

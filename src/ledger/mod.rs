@@ -7,6 +7,7 @@
 //! | [`handle`] | [`Ledger`]: what the server holds; queues writes to the group-commit writer, runs reads off the async runtime |
 //! | [`group_commit`] | the single writer thread: drains the queue into batches, one commit each, answers after the commit |
 //! | [`mod@audit`] | the checks every backend shares: signatures, replay through the rules, conservation |
+//! | [`migrate`] | copying a whole SQLite ledger into an empty PostgreSQL database, audited on the way |
 //! | [`location`] | [`DbLocation`]: an SQLite path or a PostgreSQL URL, parsed in one place, shown without passwords |
 //! | [`sqlite`] | the embedded SQLite backend; the only place that knows SQL for it |
 //! | [`postgres`] | the PostgreSQL backend, shared by several servers, and the presence table |
@@ -21,6 +22,7 @@ mod decode;
 pub mod group_commit;
 pub mod handle;
 pub mod location;
+pub mod migrate;
 pub mod postgres;
 pub mod sqlite;
 
@@ -137,6 +139,18 @@ pub struct HistoryRow {
     pub settled_at_ms: u64,
 }
 
+/// A page of history read in one snapshot together with the caller's
+/// balance in that same snapshot, so that a statement can anchor its
+/// running balance exactly even while payments keep arriving.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage {
+    /// The rows, newest first.
+    pub rows: Vec<HistoryRow>,
+    /// The caller's balance in the snapshot the rows were read in; `None`
+    /// when the caller has no account.
+    pub balance_minor: Option<u64>,
+}
+
 /// One command for the writer, decided in arrival order.
 #[derive(Debug)]
 pub enum Command {
@@ -219,13 +233,13 @@ pub trait LedgerStore: Send + Sync + 'static {
     /// The committed balance of `name`.
     fn balance(&self, name: &Name) -> Result<Option<u64>, LedgerError>;
     /// Up to `limit` of `name`'s payments with `seq < before_seq`, newest
-    /// first.
+    /// first, with `name`'s balance read in the same snapshot.
     fn history(
         &self,
         name: &Name,
         limit: u32,
         before_seq: Option<u64>,
-    ) -> Result<Vec<HistoryRow>, LedgerError>;
+    ) -> Result<HistoryPage, LedgerError>;
     /// The recorded outcome of payment `id` in which `party` is payer or
     /// payee.
     fn outcome(&self, party: &Name, id: &PaymentId) -> Result<Option<Outcome>, LedgerError>;

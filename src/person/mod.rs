@@ -6,9 +6,12 @@
 //! payee checks the payment (addressed to me, signed by the payer on the
 //! other end of this very connection), forwards it to the server over its
 //! own connection and hands the server's signed receipt back.
+//! [`statement`] streams one person's whole history as CSV or JSON lines
+//! with a running balance.
 
 mod send;
 mod serve;
+pub mod statement;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -228,6 +228,12 @@ pub struct History {
     /// Pass as `before_seq` for the next page; absent on the last page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_before_seq: Option<u64>,
+    /// The caller's balance, read in the same snapshot as `entries`: on a
+    /// page asked without `before_seq` it is the balance after the newest
+    /// entry, the anchor of a statement's running balance. Absent when
+    /// the caller has no account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<u64>,
 }
 
 /// `status`: a payment's outcome.

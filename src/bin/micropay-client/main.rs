@@ -121,14 +121,26 @@ enum Command {
     },
     /// My balance.
     Balance,
-    /// My payments, newest first.
+    /// My payments, newest first: one page as a table, or with --all
+    /// every payment as a CSV or JSON-lines statement on stdout.
     History {
-        /// How many.
-        #[arg(long, default_value_t = 20)]
-        limit: u32,
-        /// Show payments before this ledger seq (next page).
+        /// How many (with --all: per page fetched; default 20, or the
+        /// largest page with --all).
         #[arg(long)]
+        limit: Option<u32>,
+        /// Show payments before this ledger seq (next page).
+        #[arg(long, conflicts_with = "all")]
         before: Option<u64>,
+        /// Every payment, streamed page by page, with the running balance.
+        #[arg(long, requires = "format")]
+        all: bool,
+        /// Statement format (with --all).
+        #[arg(long, value_enum, requires = "all")]
+        format: Option<history::Format>,
+        /// Leave out the UTF-8 byte-order mark that starts a CSV statement
+        /// (it is there so that spreadsheets read the file as UTF-8).
+        #[arg(long)]
+        no_bom: bool,
     },
     /// The outcome of a payment I made or received.
     Status {
@@ -307,7 +319,13 @@ async fn run(args: &Args) -> Result<(), Failure> {
         Command::Register => queries::register(&person, &args.server, json).await,
         Command::List => queries::list(&person, &args.server, json).await,
         Command::Balance => queries::balance(&person, &args.server, json).await,
-        Command::History { limit, before } => {
+        Command::History {
+            limit,
+            format: Some(format),
+            no_bom,
+            ..
+        } => history::statement(&person, &args.server, *limit, *format, !*no_bom).await,
+        Command::History { limit, before, .. } => {
             history::run(&person, &args.server, *limit, *before, json).await
         }
         Command::Status { payment_id } => {

@@ -11,6 +11,7 @@
 //! batches across servers and keeps payment sequence numbers gap-free.
 //! No tokio-postgres type leaves this module except through [`presence`].
 
+pub(crate) mod import;
 pub mod presence;
 mod read;
 mod schema;
@@ -29,7 +30,9 @@ use crate::core::limits::{LEDGER_READERS_MAX, PG_CONNECT_TIMEOUT_MS};
 use crate::core::name::Name;
 use crate::core::payment::PaymentId;
 use crate::ledger::location::redact_url;
-use crate::ledger::{Answer, AuditVisitor, Command, HistoryRow, LedgerError, LedgerStore, Outcome};
+use crate::ledger::{
+    Answer, AuditVisitor, Command, HistoryPage, LedgerError, LedgerStore, Outcome,
+};
 
 pub use schema::SCHEMA_VERSION;
 
@@ -235,7 +238,7 @@ impl LedgerStore for PgStore {
         name: &Name,
         limit: u32,
         before_seq: Option<u64>,
-    ) -> Result<Vec<HistoryRow>, LedgerError> {
+    ) -> Result<HistoryPage, LedgerError> {
         self.block_on(async {
             let mut reader = self.reader().await?;
             read::history(reader.client()?, name, limit, before_seq).await

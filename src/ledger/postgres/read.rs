@@ -9,7 +9,7 @@ use crate::core::limits::HISTORY_PAGE_MAX;
 use crate::core::name::Name;
 use crate::core::payment::PaymentId;
 use crate::ledger::decode::{name, refused_outcome, StoredHistory, StoredSettlement};
-use crate::ledger::{AuditVisitor, HistoryRow, LedgerError, Outcome, StoredPayment};
+use crate::ledger::{AuditVisitor, HistoryPage, HistoryRow, LedgerError, Outcome, StoredPayment};
 
 use super::pg_error;
 
@@ -69,16 +69,26 @@ pub(super) async fn balance(c: &mut Client, who: &Name) -> Result<Option<u64>, L
     .transpose()
 }
 
+/// A history page and the caller's balance, read in one repeatable-read
+/// snapshot, so the balance is exactly the one after the newest row when
+/// `before_seq` is absent.
 pub(super) async fn history(
     c: &mut Client,
     who: &Name,
     limit: u32,
     before_seq: Option<u64>,
-) -> Result<Vec<HistoryRow>, LedgerError> {
+) -> Result<HistoryPage, LedgerError> {
     // One more than a page: the caller asks for it to learn whether more exist.
     let limit = i64::from(limit.clamp(1, HISTORY_PAGE_MAX + 1));
     let before = before_seq.map_or(i64::MAX, |s| i64::try_from(s).unwrap_or(i64::MAX));
-    let rows = c
+    let tx = c
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(pg_error)?;
+    let rows = tx
         .query(
             "SELECT seq, id, payer, payee, amount, memo, settled_at_ms FROM payments
              WHERE seq < $2 AND (payer = $1 OR payee = $1)
@@ -87,7 +97,25 @@ pub(super) async fn history(
         )
         .await
         .map_err(pg_error)?;
-    rows.iter().map(history_row).collect()
+    let rows = rows
+        .iter()
+        .map(history_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    let balance = tx
+        .query_opt(
+            "SELECT balance FROM accounts WHERE name = $1",
+            &[&who.as_str()],
+        )
+        .await
+        .map_err(pg_error)?;
+    let balance_minor = balance
+        .map(|r| crate::ledger::decode::to_u64(r.try_get(0).map_err(pg_error)?, "balance"))
+        .transpose()?;
+    tx.commit().await.map_err(pg_error)?;
+    Ok(HistoryPage {
+        rows,
+        balance_minor,
+    })
 }
 
 fn history_row(r: &Row) -> Result<HistoryRow, LedgerError> {

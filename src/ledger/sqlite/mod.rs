@@ -8,8 +8,11 @@
 //! only ever see committed (so acknowledged) state; no read waits for
 //! another. While a server has the file open for writing it holds an
 //! exclusive lock on it, so a second server on the same file refuses to
-//! start. No rusqlite type leaves this module.
+//! start. A backup ([`backup()`]) reads beside a running server without
+//! that lock. No rusqlite type leaves this module.
 
+mod backup;
+mod export;
 mod read;
 mod schema;
 mod write;
@@ -24,8 +27,11 @@ use crate::core::keys::VerifyingKey;
 use crate::core::limits::LEDGER_READERS_MAX;
 use crate::core::name::Name;
 use crate::core::payment::PaymentId;
-use crate::ledger::{Answer, AuditVisitor, Command, HistoryRow, LedgerError, LedgerStore, Outcome};
+use crate::ledger::{
+    Answer, AuditVisitor, Command, HistoryPage, LedgerError, LedgerStore, Outcome,
+};
 
+pub use backup::{backup, BackupError};
 use schema::{db, open_read, open_write};
 use write::Writer;
 
@@ -128,7 +134,7 @@ impl LedgerStore for SqliteStore {
         name: &Name,
         limit: u32,
         before_seq: Option<u64>,
-    ) -> Result<Vec<HistoryRow>, LedgerError> {
+    ) -> Result<HistoryPage, LedgerError> {
         self.with_reader(|c| read::history(c, name, limit, before_seq))?
     }
 

@@ -10,7 +10,7 @@ use crate::core::limits::HISTORY_PAGE_MAX;
 use crate::core::name::Name;
 use crate::core::payment::{content_hash, PaymentId};
 use crate::core::rules::RegisteredKey;
-use crate::ledger::{AuditVisitor, HistoryRow, LedgerError, Outcome, StoredPayment};
+use crate::ledger::{AuditVisitor, HistoryPage, HistoryRow, LedgerError, Outcome, StoredPayment};
 
 type Read<T> = Result<Result<T, LedgerError>, rusqlite::Error>;
 
@@ -96,7 +96,32 @@ pub(super) fn balance(c: &Connection, who: &Name) -> Read<Option<u64>> {
     Ok(b.map(|b| to_u64(b, "balance")).transpose())
 }
 
+/// A history page and the caller's balance, read in one transaction (one
+/// WAL snapshot), so the balance is exactly the one after the newest row
+/// when `before_seq` is absent.
 pub(super) fn history(
+    c: &Connection,
+    who: &Name,
+    limit: u32,
+    before_seq: Option<u64>,
+) -> Read<HistoryPage> {
+    let tx = c.unchecked_transaction()?;
+    let rows = match history_rows(&tx, who, limit, before_seq)? {
+        Ok(rows) => rows,
+        Err(e) => return Ok(Err(e)),
+    };
+    let balance_minor = match balance(&tx, who)? {
+        Ok(b) => b,
+        Err(e) => return Ok(Err(e)),
+    };
+    tx.finish()?;
+    Ok(Ok(HistoryPage {
+        rows,
+        balance_minor,
+    }))
+}
+
+fn history_rows(
     c: &Connection,
     who: &Name,
     limit: u32,

@@ -7,7 +7,8 @@ use crate::wire::{ErrorCode, History, HistoryEntry, ResultJson, WireError};
 /// Up to `limit` (1 to [`HISTORY_PAGE_MAX`], default
 /// [`HISTORY_PAGE_DEFAULT`]) payments with a sequence number below
 /// `before_seq` (exclusive; at least 1), and `next_before_seq` exactly
-/// when older payments remain.
+/// when older payments remain, with the caller's balance read in the same
+/// snapshot (the running-balance anchor of a statement).
 pub async fn run(
     cx: &Context,
     caller: &Caller,
@@ -28,10 +29,11 @@ pub async fn run(
         ));
     }
     // One row more than asked says whether another page exists.
-    let mut rows = cx
+    let page = cx
         .ledger
         .history(&caller.identity.name, limit + 1, before_seq)
         .await?;
+    let mut rows = page.rows;
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
     let entries: Vec<HistoryEntry> = rows
@@ -54,5 +56,6 @@ pub async fn run(
     reply(History {
         entries,
         next_before_seq,
+        balance: page.balance_minor,
     })
 }

@@ -1,0 +1,138 @@
+//! Reading every row of a ledger for a migration, in one read transaction,
+//! under the same exclusive lock a server holds.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::Connection;
+
+use crate::ledger::migrate::{RowSink, StoredAccount, StoredGrant, StoredRefusal};
+use crate::ledger::{LedgerError, StoredPayment};
+
+use super::schema::open_read;
+use super::{lock_exclusive, SqliteStore};
+
+type Read<T> = Result<Result<T, LedgerError>, rusqlite::Error>;
+
+impl SqliteStore {
+    /// Opens an existing ledger to export it, holding the lock a server
+    /// holds, so that no server writes it meanwhile (and a running one
+    /// makes this fail with [`LedgerError::InUse`]).
+    pub fn open_for_export(path: &Path) -> Result<SqliteStore, LedgerError> {
+        let conn = open_read(path)?;
+        let lock = lock_exclusive(path)?;
+        Ok(SqliteStore {
+            path: path.to_owned(),
+            writer: None,
+            readers: Mutex::new(vec![conn]),
+            _lock: Some(lock),
+        })
+    }
+
+    /// Sends every stored row to `sink` (accounts, grants, payments in
+    /// `seq` order, refusals), all read in one transaction.
+    pub fn export(&self, sink: &mut dyn RowSink) -> Result<(), LedgerError> {
+        self.with_reader(|c| {
+            let tx = c.unchecked_transaction()?;
+            let result = export_all(&tx, sink)?;
+            tx.finish()?;
+            Ok(result)
+        })?
+    }
+}
+
+/// Runs `sink` on each row of `sql`, made by `row`; stops at the first
+/// error of either kind.
+fn each<T>(
+    c: &Connection,
+    sql: &str,
+    row: impl Fn(&rusqlite::Row<'_>) -> Result<T, rusqlite::Error>,
+    mut sink: impl FnMut(T) -> Result<(), LedgerError>,
+) -> Read<()> {
+    let mut stmt = c.prepare(sql)?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        if let Err(e) = sink(row(r)?) {
+            return Ok(Err(e));
+        }
+    }
+    Ok(Ok(()))
+}
+
+fn export_all(c: &Connection, sink: &mut dyn RowSink) -> Read<()> {
+    let accounts = each(
+        c,
+        "SELECT name, public_key, balance, created_at_ms, key_not_after_s FROM accounts ORDER BY name",
+        |r| {
+            Ok(StoredAccount {
+                name: r.get(0)?,
+                public_key: r.get(1)?,
+                balance: r.get(2)?,
+                created_at_ms: r.get(3)?,
+                key_not_after_s: r.get(4)?,
+            })
+        },
+        |row| sink.account(row),
+    )?;
+    if accounts.is_err() {
+        return Ok(accounts);
+    }
+    let grants = each(
+        c,
+        "SELECT seq, name, amount, granted_at_ms FROM grants ORDER BY seq",
+        |r| {
+            Ok(StoredGrant {
+                seq: r.get(0)?,
+                name: r.get(1)?,
+                amount: r.get(2)?,
+                granted_at_ms: r.get(3)?,
+            })
+        },
+        |row| sink.grant(row),
+    )?;
+    if grants.is_err() {
+        return Ok(grants);
+    }
+    let payments = each(
+        c,
+        "SELECT seq, id, payer, payee, amount, expires_at, memo, signature, content_hash, settled_at_ms
+         FROM payments ORDER BY seq",
+        payment_row,
+        |row| sink.payment(row),
+    )?;
+    if payments.is_err() {
+        return Ok(payments);
+    }
+    each(
+        c,
+        "SELECT id, payer, payee, content_hash, code, message, decided_at_ms FROM rejections
+         ORDER BY decided_at_ms, payer, id",
+        |r| {
+            Ok(StoredRefusal {
+                id: r.get(0)?,
+                payer: r.get(1)?,
+                payee: r.get(2)?,
+                content_hash: r.get(3)?,
+                code: r.get(4)?,
+                message: r.get(5)?,
+                decided_at_ms: r.get(6)?,
+            })
+        },
+        |row| sink.refusal(row),
+    )
+}
+
+fn payment_row(r: &rusqlite::Row<'_>) -> Result<StoredPayment, rusqlite::Error> {
+    Ok(StoredPayment {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        payer: r.get(2)?,
+        payee: r.get(3)?,
+        amount: r.get(4)?,
+        expires_at: r.get(5)?,
+        memo: r.get(6)?,
+        signature: r.get(7)?,
+        content_hash: r.get(8)?,
+        settled_at_ms: r.get(9)?,
+    })
+}
