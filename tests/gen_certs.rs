@@ -826,6 +826,7 @@ async fn start_server_from(dir: &Path, db: &Path) -> RunningServer {
         },
         limits: ServerLimits::default(),
         presence: Default::default(),
+        crl: None,
     };
     server::spawn("127.0.0.1:0".parse().expect("addr"), options)
         .await

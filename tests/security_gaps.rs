@@ -824,6 +824,7 @@ async fn a_server_certificate_from_a_foreign_ca_is_refused_by_the_client() {
             },
             limits: ServerLimits::default(),
             presence: Default::default(),
+            crl: None,
         },
     )
     .await

@@ -1005,6 +1005,7 @@ async fn impostor_server(
             },
             limits: micropay::server::ServerLimits::default(),
             presence: Default::default(),
+            crl: None,
         },
     )
     .await

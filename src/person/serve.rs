@@ -23,6 +23,7 @@ use crate::core::limits::{
 use crate::core::payment::{SignedPayment, SignedReceipt};
 use crate::net::identity::Identity;
 use crate::net::link::{CallError, Link};
+use crate::net::revocation::Revocations;
 use crate::net::session::{accept_loop, refuse, run_session, SessionLimits};
 use crate::net::tls;
 use crate::wire::{ErrorCode, OnlinePeer, PeerRequest, ServerRequest, Settled, WireError};
@@ -158,6 +159,11 @@ pub async fn serve(
         listen: local.to_string(),
     };
     let ctx = Arc::new(PayeeCtx {
+        revocations: person
+            .crl
+            .as_ref()
+            .map(|crl| crl.revocations())
+            .unwrap_or_default(),
         person: person.clone(),
         server: Mutex::new(None),
         events: events.clone(),
@@ -165,6 +171,10 @@ pub async fn serve(
     let first = go_online(&ctx, &announce).await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let watcher = person
+        .crl
+        .clone()
+        .map(|crl| tokio::spawn(crl.watch(stop_rx.clone())));
     let acceptor = TlsAcceptor::from(person.listener.clone());
     let conn_stop = stop_rx.clone();
     let limits = options.limits;
@@ -182,6 +192,9 @@ pub async fn serve(
     let result = supervise(&ctx, &announce, options.reconnect, first, &mut shutdown).await;
     let _ = stop_tx.send(true);
     let _ = accepting.await;
+    if let Some(watcher) = watcher {
+        let _ = watcher.await;
+    }
     if let (Ok(()), Some(server)) = (&result, ctx.current()) {
         let _: Result<serde_json::Value, _> = server.call(&ServerRequest::Offline {}).await;
     }
@@ -340,6 +353,8 @@ fn is_final(e: &PeerError) -> bool {
 
 struct PayeeCtx {
     person: Arc<Person>,
+    /// What the CRL in force revokes (nothing without one).
+    revocations: Revocations,
     /// The server connection payments go over; `None` while reconnecting.
     server: Mutex<Option<Arc<Link>>>,
     events: mpsc::Sender<ServeEvent>,
@@ -414,6 +429,17 @@ async fn take_payment(
     request: PeerRequest,
 ) -> Result<(Settled, ServeEvent), WireError> {
     let PeerRequest::Pay { payment } = request;
+    // A resumed session or a connection opened before the revocation
+    // was not checked against the current CRL at its handshake.
+    if ctx.revocations.is_revoked(&payer.serial) {
+        return Err(WireError::new(
+            ErrorCode::CertificateRevoked,
+            format!(
+                "your certificate (serial {}) is revoked; this connection closes",
+                payer.serial_hex()
+            ),
+        ));
+    }
     let signed = SignedPayment::try_from(&payment)?;
     let p = &signed.payment;
     let me = &ctx.person.name;

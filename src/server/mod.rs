@@ -24,6 +24,7 @@ use tracing::{debug, info};
 use crate::core::keys::SigningKey;
 use crate::core::limits::PRESENCE_LEASE_MS_DEFAULT;
 use crate::ledger::{DbLocation, Ledger, LedgerConfig, LedgerError};
+use crate::net::revocation::Crl;
 use crate::net::session::{accept_loop, refuse, run_session, SessionLimits};
 use crate::wire::{ErrorCode, WireError};
 use cmd::{dispatch, Caller, Context};
@@ -46,6 +47,11 @@ pub struct ServerOptions {
     /// How this server shares presence with others on a PostgreSQL
     /// ledger (unused on SQLite, where presence stays in memory).
     pub presence: PresenceOptions,
+    /// The CRL in force (`--crl`), when there is one: its verifier must
+    /// be the one in `tls` (see [`crate::net::tls::server_config_with_crl`]);
+    /// the server also checks every request against it and reloads it
+    /// on SIGHUP and when its file changes.
+    pub crl: Option<Arc<Crl>>,
 }
 
 /// Shared presence settings (`--server-id`, `--presence-lease-ms`).
@@ -92,6 +98,7 @@ struct Shared {
     tls: Arc<rustls::ServerConfig>,
     cx: Context,
     limits: ServerLimits,
+    crl: Option<Arc<Crl>>,
 }
 
 /// A server running in the background (tests, benchmarks, the binary).
@@ -163,6 +170,11 @@ async fn open_shared(options: ServerOptions) -> Result<Arc<Shared>, ServerError>
         DbLocation::Sqlite(_) => Box::new(MemoryPresence::new()),
     };
     let fingerprint = options.signing_key.verifying_key().fingerprint();
+    let revocations = options
+        .crl
+        .as_ref()
+        .map(|crl| crl.revocations())
+        .unwrap_or_default();
     Ok(Arc::new(Shared {
         tls: options.tls,
         cx: Context {
@@ -170,8 +182,10 @@ async fn open_shared(options: ServerOptions) -> Result<Arc<Shared>, ServerError>
             presence,
             signing_key: options.signing_key,
             fingerprint,
+            revocations,
         },
         limits: options.limits,
+        crl: options.crl,
     }))
 }
 
@@ -182,6 +196,10 @@ async fn serve(
 ) -> Result<(), ServerError> {
     let acceptor = TlsAcceptor::from(shared.tls.clone());
     info!(addr = %listener.local_addr()?, "listening");
+    let watcher = shared.crl.clone().map(|crl| {
+        info!(path = %crl.path().display(), revoked = crl.revocations().list().len(), "CRL in force");
+        tokio::spawn(crl.watch(shutdown.clone()))
+    });
     let limits = shared.limits;
     let conn_shutdown = shutdown.clone();
     let conn_shared = shared.clone();
@@ -201,6 +219,9 @@ async fn serve(
         },
     )
     .await;
+    if let Some(watcher) = watcher {
+        let _ = watcher.await;
+    }
     if let Err(e) = shared.cx.presence.close().await {
         tracing::warn!("withdrawing this server's presence failed: {e}");
     }

@@ -154,6 +154,7 @@ pub fn server_options(
         },
         limits,
         presence: PresenceOptions::default(),
+        crl: None,
     }
 }
 

@@ -18,6 +18,7 @@ use std::net::IpAddr;
 use crate::core::keys::SigningKey;
 use crate::ledger::{Ledger, LedgerError};
 use crate::net::identity::Identity;
+use crate::net::revocation::Revocations;
 use crate::server::presence::{Presence, PresenceError};
 use crate::system::clock::now_s;
 use crate::wire::{to_result_json, ErrorCode, ResultJson, ServerRequest, WireError};
@@ -32,6 +33,9 @@ pub struct Context {
     pub signing_key: SigningKey,
     /// Its fingerprint, as `list` shows it.
     pub fingerprint: String,
+    /// The certificates revoked by the CRL in force (none without
+    /// `--crl`), checked at every request.
+    pub revocations: Revocations,
 }
 
 /// What a connection knows about its peer.
@@ -71,6 +75,17 @@ impl From<PresenceError> for WireError {
     }
 }
 
+/// The refusal of a revoked certificate (the connection then closes).
+pub fn revoked(identity: &Identity) -> WireError {
+    WireError::new(
+        ErrorCode::CertificateRevoked,
+        format!(
+            "your certificate (serial {}) is revoked; this connection closes; get a new certificate",
+            identity.serial_hex()
+        ),
+    )
+}
+
 /// Serializes a handler's result.
 fn reply<T: serde::Serialize>(v: T) -> Result<ResultJson, WireError> {
     to_result_json(&v)
@@ -100,10 +115,15 @@ pub async fn dispatch(
     }
 }
 
-/// Checks that the caller may act: certificate still valid, and (when
-/// registered) the same key as the account.
+/// Checks that the caller may act: certificate not revoked and still
+/// valid, and (when registered) the same key as the account.
 async fn gate(cx: &Context, caller: &Caller, must_be_registered: bool) -> Result<(), WireError> {
     let identity = &caller.identity;
+    // Checked here, not only at the handshake: a resumed TLS session or a
+    // connection opened before the revocation carries no new check.
+    if cx.revocations.is_revoked(&identity.serial) {
+        return Err(revoked(identity));
+    }
     if !identity.valid_at(now_s()) {
         return Err(WireError::new(
             ErrorCode::CertificateExpired,
