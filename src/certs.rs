@@ -89,7 +89,10 @@ pub enum CertError {
     #[error("--days must be between 1 and {VALIDITY_DAYS_MAX}")]
     BadDays,
     /// A CRL's next update out of range.
-    #[error("--crl-days must be between 1 and {}", crate::core::limits::CRL_NEXT_UPDATE_DAYS_MAX)]
+    #[error(
+        "--crl-days must be between 1 and {}",
+        crate::core::limits::CRL_NEXT_UPDATE_DAYS_MAX
+    )]
     BadCrlDays,
     /// Revoking needs the CA, and there is none.
     #[error("{0} does not exist: there is no CA here to sign a revocation list")]

@@ -145,6 +145,20 @@ struct Conn<H> {
     closing: Notify,
 }
 
+impl<H> Conn<H> {
+    /// Resolves when reading on is pointless, saying why.
+    async fn ended(&self) -> &'static str {
+        tokio::select! {
+            // A reply closed the connection (say, certificate_revoked):
+            // its line is queued; stop reading and let it go out.
+            _ = self.closing.notified() => "a reply closes the connection",
+            // The writer gave up (the peer does not read its replies):
+            // reading on would only do work whose answers nobody gets.
+            _ = self.out.closed() => "replies cannot be delivered",
+        }
+    }
+}
+
 /// A request's place in its connection's order.
 /// Held until the request's handler has finished.
 enum Turn {
@@ -191,16 +205,8 @@ pub async fn run_session<S, R, H, Fut>(
     loop {
         let read = tokio::select! {
             _ = shutdown.changed() => break,
-            // A reply closed the connection (say, certificate_revoked):
-            // its line is queued; stop reading and let it go out.
-            _ = conn.closing.notified() => {
-                debug!("a reply closes the connection; closing");
-                break;
-            }
-            // The writer gave up (the peer does not read its replies):
-            // reading on would only do work whose answers nobody gets.
-            _ = conn.out.closed() => {
-                debug!("replies cannot be delivered; closing");
+            why = conn.ended() => {
+                debug!("{why}; closing");
                 break;
             }
             read = tokio::time::timeout(idle, read_frame(&mut reader, &mut line, limits.frame_bytes_max)) => read,

@@ -429,44 +429,11 @@ async fn take_payment(
     request: PeerRequest,
 ) -> Result<(Settled, ServeEvent), WireError> {
     let PeerRequest::Pay { payment } = request;
-    // A resumed session or a connection opened before the revocation
-    // was not checked against the current CRL at its handshake.
-    if ctx.revocations.is_revoked(&payer.serial) {
-        return Err(WireError::new(
-            ErrorCode::CertificateRevoked,
-            format!(
-                "your certificate (serial {}) is revoked; this connection closes",
-                payer.serial_hex()
-            ),
-        ));
-    }
+    check_not_revoked(ctx, payer)?;
     let signed = SignedPayment::try_from(&payment)?;
+    check_handed(ctx, payer, &signed)?;
     let p = &signed.payment;
     let me = &ctx.person.name;
-    if &p.payee != me {
-        return Err(WireError::new(
-            ErrorCode::Forbidden,
-            format!("this is {me}'s listener; the payment is for {}", p.payee),
-        ));
-    }
-    if p.payer != payer.name {
-        return Err(WireError::new(
-            ErrorCode::Forbidden,
-            format!(
-                "you are {}, but the payment is from {}",
-                payer.name, p.payer
-            ),
-        ));
-    }
-    signed.verify(&payer.key).map_err(|_| {
-        WireError::new(
-            ErrorCode::BadSignature,
-            format!(
-                "the signature does not verify with {}'s certificate key",
-                payer.name
-            ),
-        )
-    })?;
     let away = |why: String| {
         WireError::new(
             ErrorCode::Unavailable,
@@ -503,4 +470,52 @@ async fn take_payment(
         replay: settled.replay,
     };
     Ok((settled, event))
+}
+
+/// Refuses a payer whose certificate the CRL in force revokes (the
+/// connection then closes). A resumed session or a connection opened
+/// before the revocation was not checked against it at its handshake.
+fn check_not_revoked(ctx: &PayeeCtx, payer: &Identity) -> Result<(), WireError> {
+    if ctx.revocations.is_revoked(&payer.serial) {
+        return Err(WireError::new(
+            ErrorCode::CertificateRevoked,
+            format!(
+                "your certificate (serial {}) is revoked; this connection closes",
+                payer.serial_hex()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a payment handed to me before it goes to the server: it is
+/// addressed to me and signed by the payer on the other end of this
+/// very connection.
+fn check_handed(ctx: &PayeeCtx, payer: &Identity, signed: &SignedPayment) -> Result<(), WireError> {
+    let p = &signed.payment;
+    let me = &ctx.person.name;
+    if &p.payee != me {
+        return Err(WireError::new(
+            ErrorCode::Forbidden,
+            format!("this is {me}'s listener; the payment is for {}", p.payee),
+        ));
+    }
+    if p.payer != payer.name {
+        return Err(WireError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "you are {}, but the payment is from {}",
+                payer.name, p.payer
+            ),
+        ));
+    }
+    signed.verify(&payer.key).map_err(|_| {
+        WireError::new(
+            ErrorCode::BadSignature,
+            format!(
+                "the signature does not verify with {}'s certificate key",
+                payer.name
+            ),
+        )
+    })
 }
