@@ -648,3 +648,58 @@ fn serve_with_crl_refuses_a_revoked_payer() {
     let (status, _) = serve.interrupt();
     assert!(status.success(), "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crl_past_its_next_update_is_still_enforced() {
+    use rcgen::{CertificateRevocationListParams, Issuer, KeyIdMethod, KeyPair, RevokedCertParams};
+    use time::{Duration as Span, OffsetDateTime};
+    let pki = pki();
+    let alice = pki.person("alice").expect("alice");
+    let bob = pki.person("bob").expect("bob");
+    let ca_key = KeyPair::from_pem(&pki.ca.pem.key_pem).expect("CA key");
+    let issuer = Issuer::from_ca_cert_pem(&pki.ca.pem.cert_pem, ca_key).expect("issuer");
+    let now = OffsetDateTime::now_utc();
+    let alice_serial = {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let (_, pem) = x509_parser::pem::parse_x509_pem(alice.cert_pem.as_bytes()).expect("PEM");
+        let (_, cert) = X509Certificate::from_der(&pem.contents).expect("X.509");
+        cert.raw_serial().to_vec()
+    };
+    let stale = CertificateRevocationListParams {
+        this_update: now - Span::days(2),
+        next_update: now - Span::days(1),
+        crl_number: rcgen::SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: vec![RevokedCertParams {
+            serial_number: rcgen::SerialNumber::from_slice(&alice_serial),
+            revocation_time: now - Span::days(2),
+            reason_code: None,
+            invalidity_date: None,
+        }],
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(&issuer)
+    .expect("a stale CRL");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("crl.pem");
+    std::fs::write(&path, stale.pem().expect("PEM")).expect("write");
+
+    let crl = Crl::load(&path, &pki.ca_der(), POLL_NEVER_MS).expect("a stale CRL still loads");
+    assert!(crl
+        .revocations()
+        .list()
+        .is_stale_at(micropay::system::clock::now_s()));
+    let server = start_server_with_crl(pki.clone(), crl).await;
+    let (_bob, _lb) = registered(&pki, &bob, &server).await;
+    let alice = person_from(&pki, &alice);
+    assert!(
+        !can_connect(&alice, &server).await,
+        "a stale CRL's revocations stay in force"
+    );
+    let bob = person_from(&pki, &bob);
+    assert!(
+        can_connect(&bob, &server).await,
+        "and nobody else is shut out"
+    );
+    shutdown_and_audit(server).await;
+}
