@@ -168,8 +168,8 @@ enum Turn {
 
 /// Serves requests on one connection until it closes, idles out, sends an
 /// oversized line, gets a reply that closes the connection
-/// ([`ErrorCode::closes_connection`]), or `shutdown` turns true; then lets the requests already
-/// read finish and their replies go out.
+/// ([`ErrorCode::closes_connection`]), or `shutdown` turns true; then lets
+/// the requests already read finish and their replies go out.
 ///
 /// Memory is bounded per connection: at most `in_flight_max` requests run
 /// at once, a barrier request (every `history` page among them) runs

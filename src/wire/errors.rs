@@ -157,3 +157,19 @@ impl From<PaymentError> for WireError {
         WireError::new(code, e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_revoked_is_a_stable_code_that_closes_the_connection() {
+        let code = ErrorCode::CertificateRevoked;
+        assert_eq!(code.as_str(), "certificate_revoked");
+        assert_eq!(ErrorCode::parse("certificate_revoked"), Some(code));
+        assert!(code.closes_connection());
+        assert!(ErrorCode::TooLarge.closes_connection());
+        assert!(!ErrorCode::CertificateExpired.closes_connection());
+        assert!(!ErrorCode::BadRequest.closes_connection());
+    }
+}

@@ -122,6 +122,7 @@ async fn gate(cx: &Context, caller: &Caller, must_be_registered: bool) -> Result
     // Checked here, not only at the handshake: a resumed TLS session or a
     // connection opened before the revocation carries no new check.
     if cx.revocations.is_revoked(&identity.serial) {
+        tracing::info!(name = %identity.name, serial = %identity.serial_hex(), "refused a revoked certificate; closing its connection");
         return Err(revoked(identity));
     }
     if !identity.valid_at(now_s()) {
