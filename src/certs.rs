@@ -15,6 +15,10 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+mod revoke;
+
+pub use revoke::{revoke, RevokeOptions, RevokeReport};
+
 use rcgen::{
     BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
@@ -84,6 +88,24 @@ pub enum CertError {
     /// Validity out of range.
     #[error("--days must be between 1 and {VALIDITY_DAYS_MAX}")]
     BadDays,
+    /// A CRL's next update out of range.
+    #[error(
+        "--crl-days must be between 1 and {}",
+        crate::core::limits::CRL_NEXT_UPDATE_DAYS_MAX
+    )]
+    BadCrlDays,
+    /// Revoking needs the CA, and there is none.
+    #[error("{0} does not exist: there is no CA here to sign a revocation list")]
+    NoCa(PathBuf),
+    /// The CA lacks the cRLSign key usage.
+    #[error("{0}: this CA certificate lacks the cRLSign key usage (it was made before micropay-certs added it), so a CRL it signs would be refused; make a new CA in a new directory and re-issue every certificate from it")]
+    CaCannotSignCrls(PathBuf),
+    /// A certificate to revoke is not one this CA issued.
+    #[error("{0}: this certificate was not issued by ca.pem; nothing was revoked")]
+    NotIssuedByCa(PathBuf),
+    /// A file that revocation reads cannot be used.
+    #[error("{0}: {1}")]
+    CrlUnusable(PathBuf, String),
 }
 
 /// The key algorithm of new certificates.

@@ -825,6 +825,7 @@ async fn a_server_certificate_from_a_foreign_ca_is_refused_by_the_client() {
             limits: ServerLimits::default(),
             presence: Default::default(),
             refusals_per_minute: micropay::core::limits::REFUSALS_PER_WINDOW_DEFAULT,
+            crl: None,
         },
     )
     .await

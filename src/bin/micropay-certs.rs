@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use micropay::certs::{generate, GenerateOptions, KeyType};
+use micropay::certs::{generate, revoke, GenerateOptions, KeyType, RevokeOptions};
+use micropay::core::limits::CRL_NEXT_UPDATE_DAYS_DEFAULT;
 use micropay::core::name::Name;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -23,6 +24,9 @@ enum KeyTypeArg {
 /// it carries the server-role mark clients require); and NAME.pem/NAME.key
 /// for each person named (replaced only with --force). Keys are written
 /// with mode 0600 and never printed.
+///
+/// With --revoke NAME, revokes NAME's certificate instead: OUT/crl.pem
+/// gets its serial and a new signature from the CA.
 ///
 /// The names ca, server, crl, localhost and the server's own DNS names are
 /// reserved: no person can have them.
@@ -62,6 +66,18 @@ struct Args {
     /// nothing new: they trust the CA.
     #[arg(long)]
     renew_server: bool,
+    /// Revoke NAME's certificate (repeatable): adds the serial of
+    /// OUT/NAME.pem to OUT/crl.pem, keeping the entries already there, and
+    /// signs the new CRL (number one higher) with the CA. Servers and
+    /// payees running with --crl OUT/crl.pem pick it up without a restart.
+    /// Revoking someone already listed just re-signs the CRL (a fresh next
+    /// update). Makes nothing else.
+    #[arg(long = "revoke", value_name = "NAME", value_parser = parse_name,
+          conflicts_with_all = ["names", "force", "renew_server", "server_names", "server_ips"])]
+    revoke: Vec<Name>,
+    /// Days until the next update of a CRL signed by --revoke.
+    #[arg(long, default_value_t = CRL_NEXT_UPDATE_DAYS_DEFAULT)]
+    crl_days: u32,
     /// People to make certificates for: lowercase [a-z0-9][a-z0-9-]{0,31},
     /// not ending in '-', not number-like (a name is dialled as a DNS name)
     /// and not reserved.
@@ -75,6 +91,9 @@ fn parse_name(s: &str) -> Result<Name, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if !args.revoke.is_empty() {
+        return run_revoke(args);
+    }
     let opts = GenerateOptions {
         out_dir: args.out_dir,
         days: args.days,
@@ -99,6 +118,39 @@ fn main() -> ExitCode {
             for note in &report.notes {
                 eprintln!("micropay-certs: note: {note}");
             }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("micropay-certs: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run_revoke(args: Args) -> ExitCode {
+    let opts = RevokeOptions {
+        dir: args.out_dir,
+        people: args.revoke,
+        next_update_days: args.crl_days,
+    };
+    match revoke(&opts) {
+        Ok(report) => {
+            for (name, serial) in &report.revoked {
+                println!("revoked {name} (serial {serial})");
+            }
+            for name in &report.already {
+                println!("already revoked {name}");
+            }
+            let next = report
+                .next_update
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_else(|_| report.next_update.to_string());
+            println!(
+                "wrote   {} (CRL number {}, {} revoked certificate(s), next update {next})",
+                report.crl.display(),
+                report.number,
+                report.entries
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

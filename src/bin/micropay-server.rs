@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 use clap::{ArgAction, Parser, Subcommand};
 use micropay::core::limits::*;
 use micropay::ledger::{audit_at, DbLocation, LedgerConfig};
+use micropay::net::revocation::Crl;
 use micropay::net::tls::{self, Material};
 use micropay::server::{random_server_id, PresenceOptions, ServerLimits, ServerOptions};
 
@@ -32,6 +33,16 @@ struct Args {
     /// The CA that issues client certificates (PEM).
     #[arg(long, env = "MICROPAY_CA", default_value = "certs/ca.pem")]
     ca: PathBuf,
+    /// A certificate revocation list (PEM, signed by the CA;
+    /// `micropay-certs --revoke NAME` writes certs/crl.pem). Revoked
+    /// certificates fail the handshake and are refused at every request
+    /// (certificate_revoked). Reloaded on SIGHUP and when the file changes;
+    /// a reload that fails keeps the previous list.
+    #[arg(long, env = "MICROPAY_CRL")]
+    crl: Option<PathBuf>,
+    /// How often to look for a new version of the --crl file, ms.
+    #[arg(long, default_value_t = CRL_POLL_MS_DEFAULT)]
+    crl_poll_ms: u64,
     /// Address to listen on.
     #[arg(long, env = "MICROPAY_LISTEN", default_value = "127.0.0.1:7443")]
     listen: SocketAddr,
@@ -237,6 +248,7 @@ fn check_args(args: &Args) -> Result<String> {
         args.frame_bytes_max >= 256,
         "--frame-bytes-max must be at least 256"
     );
+    anyhow::ensure!(args.crl_poll_ms >= 1, "--crl-poll-ms must be at least 1");
     anyhow::ensure!(
         args.presence_lease_ms >= PRESENCE_LEASE_MS_MIN,
         "--presence-lease-ms must be at least {PRESENCE_LEASE_MS_MIN}"
@@ -260,10 +272,20 @@ fn serve(args: &Args) -> Result<ExitCode> {
         .context(config("loading the server's certificates"))?;
     tracing::info!(
         db = %args.db, cert = %args.cert.display(), key = %args.key.display(),
-        ca = %args.ca.display(), server_id = %server_id, "starting"
+        ca = %args.ca.display(), crl = ?args.crl.as_ref().map(|p| p.display().to_string()),
+        server_id = %server_id, "starting"
     );
+    let crl = match &args.crl {
+        Some(path) => Some(
+            Crl::load(path, &material.roots, args.crl_poll_ms)
+                .context(config("loading the certificate revocation list (--crl)"))?,
+        ),
+        None => None,
+    };
     let options = ServerOptions {
-        tls: tls::server_config(&material).context(config("the TLS configuration"))?,
+        tls: tls::server_config_with_crl(&material, crl.as_deref())
+            .context(config("the TLS configuration"))?,
+        crl,
         signing_key: material.signing_key().context(config("the server's key"))?,
         ledger: LedgerConfig {
             location: args.db.clone(),

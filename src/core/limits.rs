@@ -181,3 +181,19 @@ pub const PRESENCE_LEASE_MS_DEFAULT: u64 = 10_000;
 
 /// The shortest presence lease allowed, ms.
 pub const PRESENCE_LEASE_MS_MIN: u64 = 300;
+
+/// Default interval at which a listener with a CRL (`--crl`) looks at the
+/// file's modification time, size and inode, and reloads it when one of
+/// them changed, ms (`--crl-poll-ms`). SIGHUP reloads at once.
+pub const CRL_POLL_MS_DEFAULT: u64 = 5_000;
+
+/// While the CRL in force is past its next-update time, the listener
+/// warns about it in the log at most this often, ms.
+pub const CRL_STALE_WARN_MS: u64 = 60_000;
+
+/// Default time until the next update of a CRL that `micropay-certs
+/// --revoke` signs, days (`--crl-days`).
+pub const CRL_NEXT_UPDATE_DAYS_DEFAULT: u32 = 30;
+
+/// Longest next-update time `micropay-certs` puts in a CRL, days.
+pub const CRL_NEXT_UPDATE_DAYS_MAX: u32 = 365;

@@ -76,6 +76,9 @@ pub struct Link {
     peer_cert: Vec<u8>,
     request_timeout_ms: u64,
     closed: watch::Receiver<bool>,
+    /// Why the other side ended the connection, when it said so (a TLS
+    /// `certificate_revoked` alert): what calls get instead of `Closed`.
+    ended_by: Arc<Mutex<Option<WireError>>>,
     resumed: bool,
 }
 
@@ -111,7 +114,13 @@ impl Link {
         let (out, out_rx) = mpsc::channel::<Vec<u8>>(LINK_QUEUE_REQUESTS_MAX);
         tokio::spawn(write_requests(write_half, out_rx));
         let (closed_tx, closed) = watch::channel(false);
-        tokio::spawn(read_replies(read_half, waiters.clone(), closed_tx));
+        let ended_by = Arc::new(Mutex::new(None));
+        tokio::spawn(read_replies(
+            read_half,
+            waiters.clone(),
+            closed_tx,
+            ended_by.clone(),
+        ));
         Ok(Link {
             out,
             waiters,
@@ -119,6 +128,7 @@ impl Link {
             peer_cert,
             request_timeout_ms: REQUEST_TIMEOUT_MS_DEFAULT,
             closed,
+            ended_by,
             resumed,
         })
     }
@@ -162,6 +172,15 @@ impl Link {
         Identity::from_cert_der(&self.peer_cert).ok()
     }
 
+    /// What a call on a closed link fails with: the other side's reason
+    /// when it gave one, else [`CallError::Closed`].
+    fn closed_error(&self) -> CallError {
+        match lock(&self.ended_by).clone() {
+            Some(refusal) => CallError::Refused(refusal),
+            None => CallError::Closed,
+        }
+    }
+
     /// Sends a request and waits for its result.
     pub async fn call<T: serde::de::DeserializeOwned>(
         &self,
@@ -172,7 +191,7 @@ impl Link {
         let reply = tokio::time::timeout(Duration::from_millis(timeout), rx)
             .await
             .map_err(|_| CallError::Timeout(timeout))?
-            .map_err(|_| CallError::Closed)?;
+            .map_err(|_| self.closed_error())?;
         Ok(reply.into_result()?)
     }
 
@@ -193,7 +212,7 @@ impl Link {
         // The reader has stopped: no reply can ever come for this id.
         if *self.closed.borrow() {
             lock(&self.waiters).remove(&id);
-            return Err(CallError::Closed);
+            return Err(self.closed_error());
         }
         if self.out.send(encode_request_body(id, body)).await.is_err() {
             lock(&self.waiters).remove(&id);
@@ -285,6 +304,7 @@ async fn read_replies(
     read_half: tokio::io::ReadHalf<TlsStream>,
     waiters: Waiters,
     closed_tx: watch::Sender<bool>,
+    ended_by: Arc<Mutex<Option<WireError>>>,
 ) {
     let mut reader = BufReader::new(read_half);
     let mut line = Vec::new();
@@ -294,22 +314,14 @@ async fn read_replies(
                 Ok(reply) => reply,
                 Err(_) => continue,
             },
-            // In TLS 1.3 the other side checks our certificate after our
-            // handshake has finished, so its refusal arrives as an alert
-            // on the first read: say so in words rather than "closed".
-            Err(FrameError::Io(e)) if crate::net::tls::refused_by_peer_ca(&e) => Reply {
-                id: None,
-                ok: false,
-                result: None,
-                error: Some(WireError::new(
-                    ErrorCode::Forbidden,
-                    format!(
-                        "the other side refused your certificate: it is not issued by the CA \
-                         it trusts (a certificate of another micropay deployment?) ({e})"
-                    ),
-                )),
-            },
-            _ => break,
+            Ok(false) => break,
+            Err(e) => {
+                if let Some(refusal) = refused_by_alert(&e) {
+                    *lock(&ended_by) = Some(refusal.clone());
+                    answer_all(&waiters, &refused(refusal));
+                }
+                break;
+            }
         };
         let waiter = reply.id.and_then(|id| lock(&waiters).remove(&id));
         match waiter {
@@ -318,11 +330,7 @@ async fn read_replies(
             }
             // A reply without an id answers the whole connection
             // (too_large, a refused certificate): give it to every waiter.
-            None if reply.id.is_none() => {
-                for (_, tx) in lock(&waiters).drain() {
-                    let _ = tx.send(reply.clone());
-                }
-            }
+            None if reply.id.is_none() => answer_all(&waiters, &reply),
             None => {}
         }
     }
@@ -331,6 +339,57 @@ async fn read_replies(
     // the senders wakes every waiter with Closed.
     let _ = closed_tx.send(true);
     lock(&waiters).clear();
+}
+
+/// Gives `reply` to every waiter.
+fn answer_all(waiters: &Waiters, reply: &Reply) {
+    for (_, tx) in lock(waiters).drain() {
+        let _ = tx.send(reply.clone());
+    }
+}
+
+/// When the other side ended the connection with TLS's
+/// `certificate_revoked` alert (its CRL lists our certificate; in TLS 1.3
+/// a client learns of it only when it reads), the refusal that says so,
+/// so that callers see `certificate_revoked` rather than a closed
+/// connection.
+fn refused_by_alert(e: &FrameError) -> Option<WireError> {
+    let FrameError::Io(io) = e else {
+        return None;
+    };
+    // In TLS 1.3 the other side checks our certificate after our
+    // handshake has finished, so its refusal arrives as an alert on the
+    // first read: say why in words rather than "closed".
+    if crate::net::tls::refused_by_peer_ca(io) {
+        return Some(WireError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "the other side refused your certificate: it is not issued by the CA \
+                 it trusts (a certificate of another micropay deployment?) ({io})"
+            ),
+        ));
+    }
+    let alert = io.get_ref()?.downcast_ref::<rustls::Error>()?;
+    if !matches!(
+        alert,
+        rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRevoked)
+    ) {
+        return None;
+    }
+    Some(WireError::new(
+        ErrorCode::CertificateRevoked,
+        "the other side refused our certificate at the handshake: it is revoked (TLS alert certificate_revoked)",
+    ))
+}
+
+/// A reply carrying `error` for every waiter.
+fn refused(error: WireError) -> Reply {
+    Reply {
+        id: None,
+        ok: false,
+        result: None,
+        error: Some(error),
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::{
-    mpsc, watch, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, OwnedSemaphorePermit, RwLock,
+    mpsc, watch, Notify, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, OwnedSemaphorePermit, RwLock,
     Semaphore,
 };
 use tokio_rustls::server::TlsStream;
@@ -150,6 +150,23 @@ struct Conn<H> {
     in_flight: Arc<Semaphore>,
     reply_bytes: Arc<Semaphore>,
     order: Arc<RwLock<()>>,
+    /// Notified when a reply's code closes the connection
+    /// ([`ErrorCode::closes_connection`]): the read loop stops reading.
+    closing: Notify,
+}
+
+impl<H> Conn<H> {
+    /// Resolves when reading on is pointless, saying why.
+    async fn ended(&self) -> &'static str {
+        tokio::select! {
+            // A reply closed the connection (say, certificate_revoked):
+            // its line is queued; stop reading and let it go out.
+            _ = self.closing.notified() => "a reply closes the connection",
+            // The writer gave up (the peer does not read its replies):
+            // reading on would only do work whose answers nobody gets.
+            _ = self.out.closed() => "replies cannot be delivered",
+        }
+    }
 }
 
 /// A request's place in its connection's order.
@@ -160,8 +177,9 @@ enum Turn {
 }
 
 /// Serves requests on one connection until it closes, idles out, sends an
-/// oversized line, or `shutdown` turns true; then lets the requests already
-/// read finish and their replies go out.
+/// oversized line, gets a reply that closes the connection
+/// ([`ErrorCode::closes_connection`]), or `shutdown` turns true; then lets
+/// the requests already read finish and their replies go out.
 ///
 /// Memory is bounded per connection: at most `in_flight_max` requests run
 /// at once, a barrier request (every `history` page among them) runs
@@ -189,6 +207,7 @@ pub async fn run_session<S, R, H, Fut>(
         in_flight: Arc::new(Semaphore::new(limits.in_flight_max)),
         reply_bytes: Arc::new(Semaphore::new(REPLY_QUEUE_BYTES_MAX)),
         order: Arc::new(RwLock::new(())),
+        closing: Notify::new(),
     });
     let mut reader = BufReader::new(read_half);
     let mut line = Vec::new();
@@ -196,10 +215,8 @@ pub async fn run_session<S, R, H, Fut>(
     loop {
         let read = tokio::select! {
             _ = shutdown.changed() => break,
-            // The writer gave up (the peer does not read its replies):
-            // reading on would only do work whose answers nobody gets.
-            _ = conn.out.closed() => {
-                debug!("replies cannot be delivered; closing");
+            why = conn.ended() => {
+                debug!("{why}; closing");
                 break;
             }
             read = tokio::time::timeout(idle, read_frame(&mut reader, &mut line, limits.frame_bytes_max)) => read,
@@ -263,6 +280,7 @@ where
             Err(e) => Err(e),
         };
         let line = Reply::encode(decoded.id, &outcome);
+        let closes = matches!(&outcome, Err(e) if e.code.closes_connection());
         trace!(reply = %escape(&String::from_utf8_lossy(&line)), "reply");
         // A reply larger than the whole budget takes all of it.
         let share = u32::try_from(line.len().min(REPLY_QUEUE_BYTES_MAX)).unwrap_or(u32::MAX);
@@ -274,6 +292,11 @@ where
                     _bytes: Some(bytes),
                 })
                 .await;
+        }
+        if closes {
+            // notify_one keeps the wake-up if the read loop is not
+            // waiting right now.
+            conn.closing.notify_one();
         }
         // The turn ends once the reply is queued, so a barrier's large
         // reply waits for the budget before the next request may start:

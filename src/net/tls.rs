@@ -19,6 +19,7 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use crate::core::keys::SigningKey;
 use crate::net::identity::{Identity, IdentityError};
+use crate::net::revocation::Crl;
 
 /// The only protocol version micropay speaks.
 pub static PROTOCOL_VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
@@ -214,13 +215,26 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// The server's configuration: TLS 1.3, a client certificate chained to
 /// the CA required.
 pub fn server_config(material: &Material) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_with_crl(material, None)
+}
+
+/// The server's configuration, with the certificates a CRL revokes
+/// refused at the handshake when `crl` is given (its verifier follows
+/// every reload, see [`crate::net::revocation::Crl`]).
+pub fn server_config_with_crl(
+    material: &Material,
+    crl: Option<&Crl>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
-    let verifier = WebPkiClientVerifier::builder_with_provider(
-        Arc::new(material.root_store()?),
-        provider.clone(),
-    )
-    .build()
-    .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let verifier = match crl {
+        Some(crl) => crl.verifier(),
+        None => WebPkiClientVerifier::builder_with_provider(
+            Arc::new(material.root_store()?),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| TlsError::Verifier(e.to_string()))?,
+    };
     let config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(PROTOCOL_VERSIONS)?
         .with_client_cert_verifier(verifier)
@@ -232,6 +246,15 @@ pub fn server_config(material: &Material) -> Result<Arc<ServerConfig>, TlsError>
 /// side, client certificates required. The same rules as the server's.
 pub fn peer_listener_config(material: &Material) -> Result<Arc<ServerConfig>, TlsError> {
     server_config(material)
+}
+
+/// A payee's peer listener that refuses, at the handshake, the payers
+/// whose certificates `crl` revokes (see [`server_config_with_crl`]).
+pub fn peer_listener_config_with_crl(
+    material: &Material,
+    crl: Option<&Crl>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_with_crl(material, crl)
 }
 
 /// A person's configuration for talking to the server: presents their

@@ -22,6 +22,7 @@ use crate::core::name::Name;
 use crate::core::payment::PaymentId;
 use crate::net::identity::Identity;
 use crate::net::link::{host_of, CallError, Link};
+use crate::net::revocation::{Crl, CrlError};
 use crate::net::tls::{self, Material, TlsError};
 
 pub use send::{send, SendOptions, Sent};
@@ -36,6 +37,9 @@ pub enum PeerError {
     /// The certificate does not name a person.
     #[error("your certificate is not a person certificate: {0}")]
     Identity(#[from] crate::net::identity::IdentityError),
+    /// The CRL could not be loaded.
+    #[error("{0}")]
+    Crl(#[from] CrlError),
     /// Talking to the server or a peer failed.
     #[error("{0}")]
     Call(#[from] CallError),
@@ -95,6 +99,8 @@ pub struct Person {
     pub key: SigningKey,
     client: Arc<rustls::ClientConfig>,
     listener: Arc<rustls::ServerConfig>,
+    /// The CRL my peer listener enforces (`serve --crl`), if any.
+    crl: Option<Arc<Crl>>,
 }
 
 impl Person {
@@ -103,8 +109,32 @@ impl Person {
         Person::from_material(Material::from_files(ca, cert, key)?)
     }
 
+    /// Loads a person from PEM files, with the CRL at `crl` (checked
+    /// against the CA, polled every `crl_poll_ms`) enforced by the peer
+    /// listener.
+    pub fn load_with_crl(
+        ca: &Path,
+        cert: &Path,
+        key: &Path,
+        crl: &Path,
+        crl_poll_ms: u64,
+    ) -> Result<Person, PeerError> {
+        let material = Material::from_files(ca, cert, key)?;
+        let crl = Crl::load(crl, &material.roots, crl_poll_ms)?;
+        Person::from_material_with_crl(material, Some(crl))
+    }
+
     /// Builds a person from loaded material.
     pub fn from_material(material: Material) -> Result<Person, PeerError> {
+        Person::from_material_with_crl(material, None)
+    }
+
+    /// Builds a person whose peer listener enforces `crl` (at the
+    /// handshake and at every payment), when given.
+    pub fn from_material_with_crl(
+        material: Material,
+        crl: Option<Arc<Crl>>,
+    ) -> Result<Person, PeerError> {
         let leaf = material
             .chain
             .first()
@@ -114,7 +144,8 @@ impl Person {
             name: identity.name,
             key: material.signing_key()?,
             client: tls::client_config(&material)?,
-            listener: tls::peer_listener_config(&material)?,
+            listener: tls::peer_listener_config_with_crl(&material, crl.as_deref())?,
+            crl,
         })
     }
 

@@ -23,6 +23,7 @@ use crate::core::limits::{
 use crate::core::payment::{SignedPayment, SignedReceipt};
 use crate::net::identity::Identity;
 use crate::net::link::{CallError, Link};
+use crate::net::revocation::Revocations;
 use crate::net::session::{accept_loop, refuse, run_session, SessionLimits};
 use crate::net::tls;
 use crate::wire::{ErrorCode, OnlinePeer, PeerRequest, ServerRequest, Settled, WireError};
@@ -158,6 +159,11 @@ pub async fn serve(
         listen: local.to_string(),
     };
     let ctx = Arc::new(PayeeCtx {
+        revocations: person
+            .crl
+            .as_ref()
+            .map(|crl| crl.revocations())
+            .unwrap_or_default(),
         person: person.clone(),
         server: Mutex::new(None),
         events: events.clone(),
@@ -165,6 +171,10 @@ pub async fn serve(
     let first = go_online(&ctx, &announce).await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let watcher = person
+        .crl
+        .clone()
+        .map(|crl| tokio::spawn(crl.watch(stop_rx.clone())));
     let acceptor = TlsAcceptor::from(person.listener.clone());
     let conn_stop = stop_rx.clone();
     let limits = options.limits;
@@ -182,6 +192,9 @@ pub async fn serve(
     let result = supervise(&ctx, &announce, options.reconnect, first, &mut shutdown).await;
     let _ = stop_tx.send(true);
     let _ = accepting.await;
+    if let Some(watcher) = watcher {
+        let _ = watcher.await;
+    }
     if let (Ok(()), Some(server)) = (&result, ctx.current()) {
         let _: Result<serde_json::Value, _> = server.call(&ServerRequest::Offline {}).await;
     }
@@ -340,6 +353,8 @@ fn is_final(e: &PeerError) -> bool {
 
 struct PayeeCtx {
     person: Arc<Person>,
+    /// What the CRL in force revokes (nothing without one).
+    revocations: Revocations,
     /// The server connection payments go over; `None` while reconnecting.
     server: Mutex<Option<Arc<Link>>>,
     events: mpsc::Sender<ServeEvent>,
@@ -414,33 +429,11 @@ async fn take_payment(
     request: PeerRequest,
 ) -> Result<(Settled, ServeEvent), WireError> {
     let PeerRequest::Pay { payment } = request;
+    check_not_revoked(ctx, payer)?;
     let signed = SignedPayment::try_from(&payment)?;
+    check_handed(ctx, payer, &signed)?;
     let p = &signed.payment;
     let me = &ctx.person.name;
-    if &p.payee != me {
-        return Err(WireError::new(
-            ErrorCode::Forbidden,
-            format!("this is {me}'s listener; the payment is for {}", p.payee),
-        ));
-    }
-    if p.payer != payer.name {
-        return Err(WireError::new(
-            ErrorCode::Forbidden,
-            format!(
-                "you are {}, but the payment is from {}",
-                payer.name, p.payer
-            ),
-        ));
-    }
-    signed.verify(&payer.key).map_err(|_| {
-        WireError::new(
-            ErrorCode::BadSignature,
-            format!(
-                "the signature does not verify with {}'s certificate key",
-                payer.name
-            ),
-        )
-    })?;
     let away = |why: String| {
         WireError::new(
             ErrorCode::Unavailable,
@@ -477,4 +470,52 @@ async fn take_payment(
         replay: settled.replay,
     };
     Ok((settled, event))
+}
+
+/// Refuses a payer whose certificate the CRL in force revokes (the
+/// connection then closes). A resumed session or a connection opened
+/// before the revocation was not checked against it at its handshake.
+fn check_not_revoked(ctx: &PayeeCtx, payer: &Identity) -> Result<(), WireError> {
+    if ctx.revocations.is_revoked(&payer.serial) {
+        return Err(WireError::new(
+            ErrorCode::CertificateRevoked,
+            format!(
+                "your certificate (serial {}) is revoked; this connection closes",
+                payer.serial_hex()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a payment handed to me before it goes to the server: it is
+/// addressed to me and signed by the payer on the other end of this
+/// very connection.
+fn check_handed(ctx: &PayeeCtx, payer: &Identity, signed: &SignedPayment) -> Result<(), WireError> {
+    let p = &signed.payment;
+    let me = &ctx.person.name;
+    if &p.payee != me {
+        return Err(WireError::new(
+            ErrorCode::Forbidden,
+            format!("this is {me}'s listener; the payment is for {}", p.payee),
+        ));
+    }
+    if p.payer != payer.name {
+        return Err(WireError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "you are {}, but the payment is from {}",
+                payer.name, p.payer
+            ),
+        ));
+    }
+    signed.verify(&payer.key).map_err(|_| {
+        WireError::new(
+            ErrorCode::BadSignature,
+            format!(
+                "the signature does not verify with {}'s certificate key",
+                payer.name
+            ),
+        )
+    })
 }

@@ -26,6 +26,7 @@ use tracing::{debug, info};
 use crate::core::keys::SigningKey;
 use crate::core::limits::PRESENCE_LEASE_MS_DEFAULT;
 use crate::ledger::{DbLocation, Ledger, LedgerConfig, LedgerError};
+use crate::net::revocation::Crl;
 use crate::net::session::{accept_loop, refuse, run_session, SessionLimits};
 use crate::wire::{ErrorCode, WireError};
 use cmd::{dispatch, Caller, Context};
@@ -51,6 +52,11 @@ pub struct ServerOptions {
     /// Refused payments one payer may have decided per minute
     /// (`--refusals-per-minute`); see [`RefusalBudget`].
     pub refusals_per_minute: u32,
+    /// The CRL in force (`--crl`), when there is one: its verifier must
+    /// be the one in `tls` (see [`crate::net::tls::server_config_with_crl`]);
+    /// the server also checks every request against it and reloads it
+    /// on SIGHUP and when its file changes.
+    pub crl: Option<Arc<Crl>>,
 }
 
 /// Shared presence settings (`--server-id`, `--presence-lease-ms`).
@@ -97,6 +103,7 @@ struct Shared {
     tls: Arc<rustls::ServerConfig>,
     cx: Context,
     limits: ServerLimits,
+    crl: Option<Arc<Crl>>,
 }
 
 /// A server running in the background (tests, benchmarks, the binary).
@@ -168,6 +175,11 @@ async fn open_shared(options: ServerOptions) -> Result<Arc<Shared>, ServerError>
         DbLocation::Sqlite(_) => Box::new(MemoryPresence::new()),
     };
     let fingerprint = options.signing_key.verifying_key().fingerprint();
+    let revocations = options
+        .crl
+        .as_ref()
+        .map(|crl| crl.revocations())
+        .unwrap_or_default();
     Ok(Arc::new(Shared {
         tls: options.tls,
         cx: Context {
@@ -179,8 +191,10 @@ async fn open_shared(options: ServerOptions) -> Result<Arc<Shared>, ServerError>
                 REFUSAL_WINDOW_MS,
                 options.refusals_per_minute,
             )),
+            revocations,
         },
         limits: options.limits,
+        crl: options.crl,
     }))
 }
 
@@ -191,6 +205,10 @@ async fn serve(
 ) -> Result<(), ServerError> {
     let acceptor = TlsAcceptor::from(shared.tls.clone());
     info!(addr = %listener.local_addr()?, "listening");
+    let watcher = shared.crl.clone().map(|crl| {
+        info!(path = %crl.path().display(), revoked = crl.revocations().list().len(), "CRL in force");
+        tokio::spawn(crl.watch(shutdown.clone()))
+    });
     let limits = shared.limits;
     let conn_shutdown = shutdown.clone();
     let conn_shared = shared.clone();
@@ -210,6 +228,9 @@ async fn serve(
         },
     )
     .await;
+    if let Some(watcher) = watcher {
+        let _ = watcher.await;
+    }
     if let Err(e) = shared.cx.presence.close().await {
         tracing::warn!("withdrawing this server's presence failed: {e}");
     }

@@ -38,6 +38,9 @@ pub enum ErrorCode {
     NotFound,
     /// The caller's certificate has expired since the connection began.
     CertificateExpired,
+    /// The caller's certificate is revoked (listed in the CRL in force);
+    /// the connection closes after this reply.
+    CertificateRevoked,
     /// The request is malformed: bad JSON, unknown op, missing or extra
     /// fields, a value out of range.
     BadRequest,
@@ -69,12 +72,19 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
             ErrorCode::CertificateExpired => "certificate_expired",
+            ErrorCode::CertificateRevoked => "certificate_revoked",
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::Busy => "busy",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
+    }
+
+    /// Whether a connection is closed after a reply with this code: the
+    /// caller can do nothing more on it.
+    pub fn closes_connection(self) -> bool {
+        matches!(self, ErrorCode::CertificateRevoked | ErrorCode::TooLarge)
     }
 
     /// Parses a wire code (for stored rejections).
@@ -145,5 +155,21 @@ impl From<PaymentError> for WireError {
             | PaymentError::SignatureTooLong => ErrorCode::BadRequest,
         };
         WireError::new(code, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_revoked_is_a_stable_code_that_closes_the_connection() {
+        let code = ErrorCode::CertificateRevoked;
+        assert_eq!(code.as_str(), "certificate_revoked");
+        assert_eq!(ErrorCode::parse("certificate_revoked"), Some(code));
+        assert!(code.closes_connection());
+        assert!(ErrorCode::TooLarge.closes_connection());
+        assert!(!ErrorCode::CertificateExpired.closes_connection());
+        assert!(!ErrorCode::BadRequest.closes_connection());
     }
 }

@@ -85,6 +85,43 @@ impl TestPki {
     }
 }
 
+impl TestPki {
+    /// Writes this PKI and `people` into `dir`, then signs `dir/crl.pem`
+    /// revoking the certificates of `revoked` (names among `people`) on
+    /// top of what it already lists, with the library call `micropay-certs
+    /// --revoke` makes. An empty `revoked` signs a CRL that revokes
+    /// nothing new. Returns the CRL's path.
+    pub fn revoke(
+        &self,
+        dir: &Path,
+        people: &[(&str, &CertifiedPem)],
+        revoked: &[&str],
+    ) -> std::path::PathBuf {
+        self.write_to(dir, people).expect("write the PKI");
+        let report = micropay::certs::revoke(&micropay::certs::RevokeOptions {
+            dir: dir.to_owned(),
+            people: revoked
+                .iter()
+                .map(|n| Name::parse(n).expect("valid name"))
+                .collect(),
+            next_update_days: 1,
+        })
+        .expect("sign the CRL");
+        report.crl
+    }
+
+    /// The CA certificate, DER, as a listener's roots.
+    pub fn ca_der(&self) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+        Material::from_pem(
+            &self.ca.pem.cert_pem,
+            &self.server.cert_pem,
+            &self.server.key_pem,
+        )
+        .expect("server material")
+        .roots
+    }
+}
+
 /// Writes `dir/STEM.key` (0600, never readable by others, not even for a
 /// moment) and `dir/STEM.pem` (0644).
 fn write_pair(pem: &CertifiedPem, dir: &Path, stem: &str) -> std::io::Result<()> {
@@ -157,7 +194,28 @@ pub fn server_options(
         // The budget is its own test's subject (settlement.rs); elsewhere
         // refusals must stay exactly as the rules decide them.
         refusals_per_minute: u32::MAX,
+        crl: None,
     }
+}
+
+/// Starts a server (SQLite) that enforces `crl` at the handshake and at
+/// every request.
+pub async fn start_server_with_crl(
+    pki: Arc<TestPki>,
+    crl: Arc<micropay::net::revocation::Crl>,
+) -> TestServer {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, _) = Backend::Sqlite.fresh_db(dir.path()).await;
+    let material = Material::from_pem(
+        &pki.ca.pem.cert_pem,
+        &pki.server.cert_pem,
+        &pki.server.key_pem,
+    )
+    .expect("server material");
+    let mut options = server_options(&pki, db.clone(), ServerLimits::default());
+    options.tls = tls::server_config_with_crl(&material, Some(&crl)).expect("server config");
+    options.crl = Some(crl);
+    start_server_at(pki, db, dir, None, options).await
 }
 
 /// Starts a server with default limits on a fresh temporary ledger.

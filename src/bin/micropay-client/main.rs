@@ -20,7 +20,9 @@ mod send;
 mod serve;
 
 use clap::{ArgAction, Parser, Subcommand};
-use micropay::core::limits::{SERVE_KEEPALIVE_MS_DEFAULT, SERVE_KEEPALIVE_MS_MIN};
+use micropay::core::limits::{
+    CRL_POLL_MS_DEFAULT, SERVE_KEEPALIVE_MS_DEFAULT, SERVE_KEEPALIVE_MS_MIN,
+};
 use micropay::core::name::Name;
 use micropay::net::link::{check_host_port, CallError};
 use micropay::person::{PeerError, Person};
@@ -90,6 +92,16 @@ enum Command {
         #[arg(long, default_value_t = SERVE_KEEPALIVE_MS_DEFAULT,
               value_parser = clap::value_parser!(u64).range(SERVE_KEEPALIVE_MS_MIN..))]
         keepalive_ms: u64,
+        /// A CRL (PEM, signed by the CA; `micropay-certs --revoke` writes
+        /// certs/crl.pem): payers whose certificate it lists are refused
+        /// at the handshake and at every payment. Reloaded on SIGHUP and
+        /// when the file changes.
+        #[arg(long, env = "MICROPAY_CRL")]
+        crl: Option<PathBuf>,
+        /// How often to look for a new version of the --crl file, ms.
+        #[arg(long, default_value_t = CRL_POLL_MS_DEFAULT,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        crl_poll_ms: u64,
     },
     /// My balance and who is online, with addresses.
     List,
@@ -217,7 +229,9 @@ impl From<PeerError> for Failure {
     fn from(e: PeerError) -> Failure {
         match e {
             PeerError::Call(c) => c.into(),
-            PeerError::Tls(_) | PeerError::Identity(_) => Failure::usage(e.to_string()),
+            PeerError::Tls(_) | PeerError::Identity(_) | PeerError::Crl(_) => {
+                Failure::usage(e.to_string())
+            }
             // The address may be fine and merely taken: not a usage error.
             PeerError::Listen { .. } => Failure::new(3, "listen_failed", e.to_string()),
             PeerError::BadReceipt(_) => Failure::new(1, "bad_receipt", e.to_string()),
@@ -308,7 +322,15 @@ fn load_person(args: &Args) -> Result<Person, Failure> {
             )));
         }
     }
-    Person::load(&ca, &cert, &key).map_err(Failure::from)
+    match &args.command {
+        Command::Serve {
+            crl: Some(crl),
+            crl_poll_ms,
+            ..
+        } => Person::load_with_crl(&ca, &cert, &key, crl, *crl_poll_ms),
+        _ => Person::load(&ca, &cert, &key),
+    }
+    .map_err(Failure::from)
 }
 
 async fn run(args: &Args) -> Result<(), Failure> {
@@ -352,6 +374,7 @@ async fn run(args: &Args) -> Result<(), Failure> {
             listen,
             advertise,
             keepalive_ms,
+            ..
         } => {
             let request = serve::Request {
                 listen: *listen,

@@ -19,6 +19,7 @@ use std::net::IpAddr;
 use crate::core::keys::SigningKey;
 use crate::ledger::{Ledger, LedgerError};
 use crate::net::identity::Identity;
+use crate::net::revocation::Revocations;
 use crate::server::presence::{Presence, PresenceError};
 use crate::system::clock::now_s;
 use crate::wire::{to_result_json, ErrorCode, ResultJson, ServerRequest, WireError};
@@ -35,6 +36,9 @@ pub struct Context {
     pub fingerprint: String,
     /// Refusals each payer may have decided per window.
     pub refusals: std::sync::Mutex<RefusalBudget>,
+    /// The certificates revoked by the CRL in force (none without
+    /// `--crl`), checked at every request.
+    pub revocations: Revocations,
 }
 
 /// What a connection knows about its peer.
@@ -74,6 +78,17 @@ impl From<PresenceError> for WireError {
     }
 }
 
+/// The refusal of a revoked certificate (the connection then closes).
+pub fn revoked(identity: &Identity) -> WireError {
+    WireError::new(
+        ErrorCode::CertificateRevoked,
+        format!(
+            "your certificate (serial {}) is revoked; this connection closes; get a new certificate",
+            identity.serial_hex()
+        ),
+    )
+}
+
 /// Serializes a handler's result.
 fn reply<T: serde::Serialize>(v: T) -> Result<ResultJson, WireError> {
     to_result_json(&v)
@@ -103,10 +118,16 @@ pub async fn dispatch(
     }
 }
 
-/// Checks that the caller may act: certificate still valid, and (when
-/// registered) the same key as the account.
+/// Checks that the caller may act: certificate not revoked and still
+/// valid, and (when registered) the same key as the account.
 async fn gate(cx: &Context, caller: &Caller, must_be_registered: bool) -> Result<(), WireError> {
     let identity = &caller.identity;
+    // Checked here, not only at the handshake: a resumed TLS session or a
+    // connection opened before the revocation carries no new check.
+    if cx.revocations.is_revoked(&identity.serial) {
+        tracing::info!(name = %identity.name, serial = %identity.serial_hex(), "refused a revoked certificate; closing its connection");
+        return Err(revoked(identity));
+    }
     if !identity.valid_at(now_s()) {
         return Err(WireError::new(
             ErrorCode::CertificateExpired,
