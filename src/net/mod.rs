@@ -3,5 +3,6 @@
 
 pub mod identity;
 pub mod link;
+pub mod observer;
 pub mod session;
 pub mod tls;

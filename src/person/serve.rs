@@ -23,6 +23,7 @@ use crate::core::limits::{
 use crate::core::payment::{SignedPayment, SignedReceipt};
 use crate::net::identity::Identity;
 use crate::net::link::{CallError, Link};
+use crate::net::observer::NoListenerObserver;
 use crate::net::session::{accept_loop, refuse, run_session, SessionLimits};
 use crate::net::tls;
 use crate::wire::{ErrorCode, OnlinePeer, PeerRequest, ServerRequest, Settled, WireError};
@@ -174,6 +175,7 @@ pub async fn serve(
         acceptor,
         limits,
         stop_rx,
+        Arc::new(NoListenerObserver),
         move |tls, peer, _| {
             payer_connection(accept_ctx.clone(), tls, peer, limits, conn_stop.clone())
         },

@@ -14,6 +14,7 @@ pub mod presence;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -22,8 +23,10 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
 use crate::core::keys::SigningKey;
-use crate::core::limits::PRESENCE_LEASE_MS_DEFAULT;
+use crate::core::limits::{METRICS_REFRESH_TIMEOUT_MS, PRESENCE_LEASE_MS_DEFAULT};
 use crate::ledger::{DbLocation, Ledger, LedgerConfig, LedgerError};
+use crate::metrics::http::{Exposition, MetricsError, RenderFuture};
+use crate::metrics::ServerMetrics;
 use crate::net::session::{accept_loop, refuse, run_session, SessionLimits};
 use crate::wire::{ErrorCode, WireError};
 use cmd::{dispatch, Caller, Context};
@@ -86,6 +89,19 @@ pub enum ServerError {
     /// Binding or accepting failed.
     #[error("network: {0}")]
     Io(#[from] std::io::Error),
+    /// The metrics listener could not start.
+    #[error("metrics: {0}")]
+    Metrics(#[from] MetricsError),
+}
+
+/// Where the server serves its Prometheus metrics (`--metrics-listen`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsOptions {
+    /// The metrics listener's address.
+    pub listen: SocketAddr,
+    /// Whether an address other than loopback is allowed
+    /// (`--metrics-allow-non-loopback`).
+    pub allow_non_loopback: bool,
 }
 
 struct Shared {
@@ -98,6 +114,8 @@ struct Shared {
 pub struct RunningServer {
     /// The bound address.
     pub addr: SocketAddr,
+    /// The metrics listener's bound address, when metrics are served.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), ServerError>>,
 }
@@ -113,18 +131,38 @@ impl RunningServer {
     }
 }
 
-/// Binds `listen` and serves in a background task.
+/// Binds `listen` and serves in a background task, without a metrics
+/// listener.
 pub async fn spawn(
     listen: SocketAddr,
     options: ServerOptions,
 ) -> Result<RunningServer, ServerError> {
+    spawn_with(listen, options, None).await
+}
+
+/// Binds `listen` (and, if asked, the metrics listener) and serves in a
+/// background task.
+pub async fn spawn_with(
+    listen: SocketAddr,
+    options: ServerOptions,
+    metrics: Option<MetricsOptions>,
+) -> Result<RunningServer, ServerError> {
+    let metrics_listener = match metrics {
+        Some(m) => Some(crate::metrics::http::bind(m.listen, m.allow_non_loopback).await?),
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let (shutdown, rx) = watch::channel(false);
     let shared = open_shared(options).await?;
-    let task = tokio::spawn(serve(listener, shared, rx));
+    let task = tokio::spawn(serve(listener, metrics_listener, shared, rx));
     Ok(RunningServer {
         addr,
+        metrics_addr,
         shutdown,
         task,
     })
@@ -137,9 +175,20 @@ pub async fn run(
     options: ServerOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServerError> {
+    run_with(listener, None, options, shutdown).await
+}
+
+/// Like [`run`], also serving metrics on `metrics_listener` (bound with
+/// [`crate::metrics::http::bind`]) when given.
+pub async fn run_with(
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    options: ServerOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServerError> {
     let shared = open_shared(options).await?;
     let (tx, rx) = watch::channel(false);
-    let server = tokio::spawn(serve(listener, shared, rx));
+    let server = tokio::spawn(serve(listener, metrics_listener, shared, rx));
     shutdown.await;
     let _ = tx.send(true);
     server
@@ -151,7 +200,9 @@ async fn open_shared(options: ServerOptions) -> Result<Arc<Shared>, ServerError>
     // Opening may block (connecting to PostgreSQL on the store's own
     // runtime), which is not allowed on this one.
     let config = options.ledger.clone();
-    let ledger = tokio::task::spawn_blocking(move || Ledger::open(&config))
+    let metrics = Arc::new(ServerMetrics::new());
+    let observer = metrics.clone();
+    let ledger = tokio::task::spawn_blocking(move || Ledger::open_observed(&config, observer))
         .await
         .map_err(|e| LedgerError::Database(format!("opening the ledger failed: {e}")))??;
     let presence: Box<dyn Presence> = match &options.ledger.location {
@@ -170,6 +221,7 @@ async fn open_shared(options: ServerOptions) -> Result<Arc<Shared>, ServerError>
             presence,
             signing_key: options.signing_key,
             fingerprint,
+            metrics,
         },
         limits: options.limits,
     }))
@@ -177,12 +229,22 @@ async fn open_shared(options: ServerOptions) -> Result<Arc<Shared>, ServerError>
 
 async fn serve(
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
     let acceptor = TlsAcceptor::from(shared.tls.clone());
     info!(addr = %listener.local_addr()?, "listening");
+    if let Some(metrics_listener) = metrics_listener {
+        let scrape = Arc::new(Scrape(shared.clone()));
+        tokio::spawn(crate::metrics::http::serve(
+            metrics_listener,
+            scrape,
+            shutdown.clone(),
+        ));
+    }
     let limits = shared.limits;
+    let observer = shared.cx.metrics.clone();
     let conn_shutdown = shutdown.clone();
     let conn_shared = shared.clone();
     accept_loop(
@@ -190,6 +252,7 @@ async fn serve(
         acceptor,
         limits,
         shutdown,
+        observer,
         move |tls, peer, conn_id| {
             connection(
                 conn_shared.clone(),
@@ -242,4 +305,26 @@ async fn connection(
         info!(name = %me, "offline (disconnected)");
     }
     debug!(name = %me, "disconnected");
+}
+
+/// The server's metrics as the metrics listener serves them: the gauges
+/// read at scrape time are refreshed first.
+struct Scrape(Arc<Shared>);
+
+impl Exposition for Scrape {
+    fn render(&self) -> RenderFuture<'_> {
+        Box::pin(async move {
+            let cx = &self.0.cx;
+            cx.metrics.set_ledger_queue_depth(cx.ledger.queue_depth());
+            // On PostgreSQL this is a query: bounded, and on failure the
+            // gauge keeps its last value rather than failing the scrape.
+            let limit = Duration::from_millis(METRICS_REFRESH_TIMEOUT_MS);
+            match tokio::time::timeout(limit, cx.presence.roster(0)).await {
+                Ok(Ok(roster)) => cx.metrics.set_people_online(roster.total),
+                Ok(Err(e)) => debug!("people online not refreshed: {e}"),
+                Err(_) => debug!("people online not refreshed: presence did not answer in time"),
+            }
+            cx.metrics.encode()
+        })
+    }
 }

@@ -14,9 +14,12 @@ mod settle;
 mod status;
 
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
 
 use crate::core::keys::SigningKey;
 use crate::ledger::{Ledger, LedgerError};
+use crate::metrics::{ServerMetrics, SettlementOutcome};
 use crate::net::identity::Identity;
 use crate::server::presence::{Presence, PresenceError};
 use crate::system::clock::now_s;
@@ -32,6 +35,8 @@ pub struct Context {
     pub signing_key: SigningKey,
     /// Its fingerprint, as `list` shows it.
     pub fingerprint: String,
+    /// What the server counts.
+    pub metrics: Arc<ServerMetrics>,
 }
 
 /// What a connection knows about its peer.
@@ -76,13 +81,18 @@ fn reply<T: serde::Serialize>(v: T) -> Result<ResultJson, WireError> {
     to_result_json(&v)
 }
 
-/// Checks the caller and runs the request's handler.
+/// Checks the caller and runs the request's handler. Every `settle` is
+/// counted by outcome and timed, including those the gate refuses.
 pub async fn dispatch(
     cx: &Context,
     caller: &Caller,
     request: ServerRequest,
 ) -> Result<ResultJson, WireError> {
-    gate(cx, caller, !matches!(request, ServerRequest::Register {})).await?;
+    let started = Instant::now();
+    let gated = gate(cx, caller, !matches!(request, ServerRequest::Register {})).await;
+    if !matches!(request, ServerRequest::Settle { .. }) {
+        gated.clone()?;
+    }
     match request {
         ServerRequest::Register {} => register::run(cx, caller).await,
         ServerRequest::Online { port, address } => {
@@ -96,7 +106,15 @@ pub async fn dispatch(
             history::run(cx, caller, limit, before_seq).await
         }
         ServerRequest::Status { payment_id } => status::run(cx, caller, &payment_id).await,
-        ServerRequest::Settle { payment } => settle::run(cx, caller, &payment).await,
+        ServerRequest::Settle { payment } => {
+            let settled = match gated {
+                Ok(()) => settle::run(cx, caller, &payment).await,
+                Err(e) => Err(e),
+            };
+            let outcome = SettlementOutcome::of(&settled);
+            cx.metrics.settlement(outcome, started.elapsed());
+            reply(settled?)
+        }
     }
 }
 
