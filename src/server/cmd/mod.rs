@@ -88,9 +88,11 @@ pub async fn dispatch(
     caller: &Caller,
     request: ServerRequest,
 ) -> Result<ResultJson, WireError> {
-    let started = Instant::now();
+    let settling = matches!(request, ServerRequest::Settle { .. });
+    // Only a settlement is timed.
+    let started = settling.then(Instant::now);
     let gated = gate(cx, caller, !matches!(request, ServerRequest::Register {})).await;
-    if !matches!(request, ServerRequest::Settle { .. }) {
+    if !settling {
         gated.clone()?;
     }
     match request {
@@ -112,7 +114,8 @@ pub async fn dispatch(
                 Err(e) => Err(e),
             };
             let outcome = SettlementOutcome::of(&settled);
-            cx.metrics.settlement(outcome, started.elapsed());
+            let elapsed = started.map(|t| t.elapsed()).unwrap_or_default();
+            cx.metrics.settlement(outcome, elapsed);
             reply(settled?)
         }
     }
