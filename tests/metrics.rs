@@ -487,8 +487,139 @@ fn a_bad_metrics_address_is_a_clear_start_up_error() {
         out.expect(code).stderr_has(says);
     }
     drop(in_use);
+    // The same rule for a payee's `serve`, checked before it goes online.
+    let server = format!("127.0.0.1:{}", cli_support::dead_port());
+    let args = ["serve", "--metrics-listen", "0.0.0.0:9464"];
+    let mut cmd = cli_support::client("alice", &certs, &server, &args);
+    let out = cli_support::run(
+        &mut cmd,
+        "micropay-client serve --metrics-listen 0.0.0.0:9464",
+    );
+    out.expect(2).stderr_has("not a loopback address");
     assert!(
         !dir.path().join("ledger.db").exists(),
         "the server stopped before opening its ledger"
     );
+}
+
+/// A payee's `serve` running with its metrics served on a loopback port.
+struct MeteredServe {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), micropay::person::PeerError>>,
+    metrics: SocketAddr,
+}
+
+async fn serve_with_metrics(payee: micropay::person::Person, server: &TestServer) -> MeteredServe {
+    use micropay::person::{Reconnect, ServeEvent, ServeOptions};
+    let metrics = Arc::new(micropay::metrics::PeerMetrics::new());
+    let listener = micropay::metrics::http::bind(loopback_any_port(), false)
+        .await
+        .expect("metrics listener");
+    let metrics_addr = listener.local_addr().expect("metrics address");
+    let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(micropay::metrics::http::serve(
+        listener,
+        metrics.clone(),
+        metrics_stopped,
+    ));
+    let (events_tx, mut events) =
+        tokio::sync::mpsc::channel(micropay::core::limits::SERVE_EVENTS_MAX);
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let options = ServeOptions {
+        listen: loopback_any_port(),
+        advertise: None,
+        server: server.addr_string(),
+        limits: ServerLimits::default(),
+        reconnect: Reconnect::default(),
+    };
+    let task = tokio::spawn(micropay::person::serve_with_metrics(
+        Arc::new(payee),
+        options,
+        metrics,
+        events_tx,
+        async move {
+            let _ = stop_rx.await;
+            let _ = stop_metrics.send(true);
+        },
+    ));
+    match tokio::time::timeout(STEP, events.recv()).await {
+        Ok(Some(ServeEvent::Online { .. })) => {}
+        other => panic!("expected to go online, got {other:?}"),
+    }
+    // Later events are not needed; keep the channel drained.
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    MeteredServe {
+        stop,
+        task,
+        metrics: metrics_addr,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payees_serve_counts_the_payments_handed_to_it() {
+    use micropay::person::{send, SendOptions};
+    let server = common::start_server().await;
+    let (alice, bob) = (person(&server.pki, "alice"), person(&server.pki, "bob"));
+    for p in [&alice, &bob] {
+        common::link(p, &server)
+            .await
+            .call::<Registered>(&ServerRequest::Register {})
+            .await
+            .expect("registers");
+    }
+    let bob_name = bob.name.clone();
+    let serving = serve_with_metrics(bob, &server).await;
+    let pay = |amount: u64| SendOptions {
+        memo: MEMO.to_owned(),
+        ..SendOptions::new(&server.addr_string(), bob_name.clone(), amount)
+    };
+    let first = SendOptions {
+        retry: Some((
+            micropay::core::payment::PaymentId::random(),
+            micropay::system::clock::now_s() + 120,
+        )),
+        ..pay(7)
+    };
+    send(&alice, &first).await.expect("paid");
+    send(&alice, &pay(8)).await.expect("paid");
+    send(&alice, &first).await.expect("the same payment again");
+    assert!(
+        send(&alice, &pay(GRANT * 10)).await.is_err(),
+        "more than alice has"
+    );
+
+    let (parsed, text) = scrape(serving.metrics).await;
+    let payments = "micropay_serve_payments_total";
+    assert_value(&parsed, payments, outcome("settled"), 2.0);
+    assert_value(&parsed, payments, outcome("replay"), 1.0);
+    assert_value(&parsed, payments, outcome("insufficient_funds"), 1.0);
+    assert_value(&parsed, "micropay_serve_server_connected", None, 1.0);
+    let ok = Some(("result", "ok"));
+    assert_value(&parsed, "micropay_serve_tls_handshakes_total", ok, 4.0);
+    assert_value(
+        &parsed,
+        "micropay_serve_connections_refused_total",
+        None,
+        0.0,
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    assert_value(
+        &parsed,
+        "micropay_build_info",
+        Some(("version", version)),
+        1.0,
+    );
+    for forbidden in ["alice", "bob", MEMO, "127.0.0.1"] {
+        assert!(
+            !text.contains(forbidden),
+            "the metrics show {forbidden:?}:\n{text}"
+        );
+    }
+    let _ = serving.stop.send(());
+    tokio::time::timeout(STEP, serving.task)
+        .await
+        .expect("serve stops")
+        .expect("serve task")
+        .expect("serve ends cleanly");
+    common::shutdown_and_audit(server).await;
 }

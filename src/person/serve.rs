@@ -21,9 +21,9 @@ use crate::core::limits::{
     SERVE_RECONNECT_MS_MIN,
 };
 use crate::core::payment::{SignedPayment, SignedReceipt};
+use crate::metrics::{PeerMetrics, SettlementOutcome};
 use crate::net::identity::Identity;
 use crate::net::link::{CallError, Link};
-use crate::net::observer::NoListenerObserver;
 use crate::net::session::{accept_loop, refuse, run_session, SessionLimits};
 use crate::net::tls;
 use crate::wire::{ErrorCode, OnlinePeer, PeerRequest, ServerRequest, Settled, WireError};
@@ -143,6 +143,18 @@ pub async fn serve(
     events: mpsc::Sender<ServeEvent>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), PeerError> {
+    let metrics = Arc::new(PeerMetrics::new());
+    serve_with_metrics(person, options, metrics, events, shutdown).await
+}
+
+/// [`serve`], counting payments and peer connections in `metrics`.
+pub async fn serve_with_metrics(
+    person: Arc<Person>,
+    options: ServeOptions,
+    metrics: Arc<PeerMetrics>,
+    events: mpsc::Sender<ServeEvent>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), PeerError> {
     let listen_err = |error| PeerError::Listen {
         addr: options.listen.to_string(),
         error,
@@ -162,6 +174,7 @@ pub async fn serve(
         person: person.clone(),
         server: Mutex::new(None),
         events: events.clone(),
+        metrics: metrics.clone(),
     });
     let first = go_online(&ctx, &announce).await?;
 
@@ -175,7 +188,7 @@ pub async fn serve(
         acceptor,
         limits,
         stop_rx,
-        Arc::new(NoListenerObserver),
+        Arc::new(metrics.listener()),
         move |tls, peer, _| {
             payer_connection(accept_ctx.clone(), tls, peer, limits, conn_stop.clone())
         },
@@ -345,6 +358,7 @@ struct PayeeCtx {
     /// The server connection payments go over; `None` while reconnecting.
     server: Mutex<Option<Arc<Link>>>,
     events: mpsc::Sender<ServeEvent>,
+    metrics: Arc<PeerMetrics>,
 }
 
 impl PayeeCtx {
@@ -356,6 +370,7 @@ impl PayeeCtx {
     }
 
     fn set_server(&self, link: Option<Arc<Link>>) {
+        self.metrics.set_server_connected(link.is_some());
         *self.server.lock().unwrap_or_else(|p| p.into_inner()) = link;
     }
 
@@ -387,6 +402,11 @@ async fn payer_connection(
         let (ctx, payer) = (ctx.clone(), payer.clone());
         async move {
             let outcome = take_payment(&ctx, &payer, request).await;
+            ctx.metrics.payment(match &outcome {
+                Ok((settled, _)) if settled.replay => SettlementOutcome::Replay,
+                Ok(_) => SettlementOutcome::Settled,
+                Err(e) => SettlementOutcome::Refused(e.code),
+            });
             match &outcome {
                 Ok((settled, event)) => {
                     let _ = ctx.events.send(event.clone()).await;

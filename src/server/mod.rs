@@ -244,7 +244,7 @@ async fn serve(
         ));
     }
     let limits = shared.limits;
-    let observer = shared.cx.metrics.clone();
+    let observer = Arc::new(shared.cx.metrics.listener());
     let conn_shutdown = shutdown.clone();
     let conn_shared = shared.clone();
     accept_loop(
