@@ -11,6 +11,7 @@
 //! | [`ledger`] | the [`ledger::LedgerStore`] trait, [`ledger::handle::Ledger`] (what the server holds), [`ledger::group_commit`] (the single writer), [`mod@ledger::audit`] (shared checks), and one backend each: [`ledger::sqlite`], [`ledger::postgres`] | the database |
 //! | [`net`] | [`net::tls`] (rustls configurations), [`net::identity`] (a verified certificate → name, key, validity, serial), [`net::revocation`] (CRLs: the reloading verifier and the revocation set checked at every request), [`net::session`] (accept loop and per-connection request loop, shared by server and peer listener), [`net::link`] (a pipelined client connection) | sockets, files (certificates) |
 //! | [`server`] | the server: listener and connections ([`server`]), one handler per operation ([`server::cmd`]), presence ([`server::presence`] in memory, [`server::pg_presence`] shared) | sockets, ledger |
+//! | [`metrics`] | Prometheus metrics: [`metrics::ServerMetrics`] (what the server counts; it observes the ledger's commits and the listener's connections through their observer traits), [`metrics::PeerMetrics`] (what a payee's `serve` counts) and [`metrics::http`] (the bounded `/metrics` listener, hyper) | a socket (the metrics listener) |
 //! | [`person`] | one person's side: [`person::send`] (pay a peer) and [`person::serve`] (take payments) | sockets |
 //! | [`certs`] | making CA/server/person certificates with rcgen and writing them | files |
 //! | [`system`] | [`system::clock`], [`system::logging`], [`system::signal`], [`system::terminal`] (escaping what peers control) | the clock, stderr, signals |
@@ -21,6 +22,7 @@
 pub mod certs;
 pub mod core;
 pub mod ledger;
+pub mod metrics;
 pub mod net;
 pub mod person;
 pub mod server;

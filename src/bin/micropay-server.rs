@@ -89,6 +89,19 @@ struct Args {
     /// `--listen 127.0.0.1:0` in scripts and tests).
     #[arg(long)]
     ready_file: Option<PathBuf>,
+    /// Serve Prometheus metrics over plain HTTP at
+    /// `http://ADDRESS/metrics` (e.g. 127.0.0.1:9464); off by default.
+    /// Only a loopback address unless --metrics-allow-non-loopback.
+    #[arg(long, env = "MICROPAY_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Let --metrics-listen use an address other than loopback (the
+    /// metrics are plain HTTP without authentication; they name no one).
+    #[arg(long, requires = "metrics_listen")]
+    metrics_allow_non_loopback: bool,
+    /// Once the metrics listener is bound, write its address to this file
+    /// (useful with `--metrics-listen 127.0.0.1:0`).
+    #[arg(long, requires = "metrics_listen")]
+    metrics_ready_file: Option<PathBuf>,
     /// More logging (-v debug, -vv trace).
     #[arg(short, action = ArgAction::Count, global = true)]
     verbose: u8,
@@ -309,6 +322,7 @@ fn serve(args: &Args) -> Result<ExitCode> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async {
+        let metrics_listener = bind_metrics(args).await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("binding {}", args.listen))
@@ -318,18 +332,41 @@ fn serve(args: &Args) -> Result<ExitCode> {
             })?;
         if let Some(path) = &args.ready_file {
             let addr = listener.local_addr().context("reading the bound address")?;
-            // Write then rename, so a reader never sees half an address.
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, format!("{addr}\n"))
-                .and_then(|()| std::fs::rename(&tmp, path))
-                .with_context(|| format!("writing {}", path.display()))?;
+            write_ready_file(path, addr)?;
         }
-        micropay::server::run(
+        micropay::server::run_with(
             listener,
+            metrics_listener,
             options,
             micropay::system::signal::shutdown_signal(),
         )
         .await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Binds the metrics listener if `--metrics-listen` asks for one; a
+/// non-loopback address without `--metrics-allow-non-loopback`, or one
+/// that cannot be bound, stops the start.
+async fn bind_metrics(args: &Args) -> Result<Option<tokio::net::TcpListener>> {
+    let Some(addr) = args.metrics_listen else {
+        return Ok(None);
+    };
+    let listener = micropay::metrics::http::bind(addr, args.metrics_allow_non_loopback).await?;
+    if let Some(path) = &args.metrics_ready_file {
+        let bound = listener
+            .local_addr()
+            .context("reading the metrics address")?;
+        write_ready_file(path, bound)?;
+    }
+    Ok(Some(listener))
+}
+
+/// Writes `addr` to `path`: to a temporary file, then renamed, so a
+/// reader never sees half an address.
+fn write_ready_file(path: &std::path::Path, addr: SocketAddr) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{addr}\n"))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("writing {}", path.display()))
 }

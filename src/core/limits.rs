@@ -197,3 +197,22 @@ pub const CRL_NEXT_UPDATE_DAYS_DEFAULT: u32 = 30;
 
 /// Longest next-update time `micropay-certs` puts in a CRL, days.
 pub const CRL_NEXT_UPDATE_DAYS_MAX: u32 = 365;
+// The metrics listener (`--metrics-listen`): plain HTTP for a Prometheus
+// scraper, bounded like every other listener.
+
+/// Most connections the metrics listener serves at once; more are closed
+/// at once. A scraper needs one.
+pub const METRICS_CONNECTIONS_MAX: usize = 8;
+
+/// Time one metrics connection may take as a whole (reading the request,
+/// building and writing the reply), ms; it serves one request and closes.
+pub const METRICS_CONNECTION_TIMEOUT_MS: u64 = 5_000;
+
+/// Largest request head (request line and headers) the metrics listener
+/// reads, bytes; a larger one is answered 431. This is also the smallest
+/// read buffer hyper accepts.
+pub const METRICS_REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
+
+/// Time a scrape gives the gauges it reads on demand (people online, which
+/// on PostgreSQL is a query) before it leaves them at their last value, ms.
+pub const METRICS_REFRESH_TIMEOUT_MS: u64 = 2_000;

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::core::limits::GROUP_COMMIT_BATCH_MAX;
 use crate::ledger::handle::KeyRegistry;
-use crate::ledger::{Answer, Command, LedgerError, LedgerStore};
+use crate::ledger::{Answer, Command, CommitObserver, LedgerError, LedgerStore};
 
 /// A command with the channel its answer goes back on.
 pub struct Queued {
@@ -40,12 +40,14 @@ struct WriterStats {
     commit_us: u64,
 }
 
-/// Runs the writer until it is told to stop or every sender is gone.
+/// Runs the writer until it is told to stop or every sender is gone,
+/// telling `observer` about each commit.
 pub fn run_writer(
     store: Arc<dyn LedgerStore>,
     mut rx: mpsc::Receiver<WriterMessage>,
     keys: KeyRegistry,
     now_ms: impl Fn() -> u64,
+    observer: Arc<dyn CommitObserver>,
 ) {
     let mut stats = WriterStats::default();
     let mut batch: Vec<Queued> = Vec::with_capacity(GROUP_COMMIT_BATCH_MAX);
@@ -64,11 +66,14 @@ pub fn run_writer(
         if batch.is_empty() {
             continue;
         }
-        stats.commands += batch.len() as u64;
+        let commands = batch.len();
+        stats.commands += commands as u64;
         let started = Instant::now();
         commit_and_answer(store.as_ref(), &mut batch, &keys, now_ms());
+        let elapsed = started.elapsed();
         stats.batches += 1;
-        stats.commit_us += started.elapsed().as_micros() as u64;
+        stats.commit_us += elapsed.as_micros() as u64;
+        observer.batch_committed(commands, elapsed);
     }
     if let Err(e) = store.close() {
         tracing::warn!("closing the ledger failed: {e}");

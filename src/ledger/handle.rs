@@ -19,7 +19,8 @@ use crate::ledger::location::DbLocation;
 use crate::ledger::postgres::PgStore;
 use crate::ledger::sqlite::SqliteStore;
 use crate::ledger::{
-    Account, Answer, Command, HistoryPage, LedgerError, LedgerStore, Outcome, Settlement,
+    Account, Answer, Command, CommitObserver, HistoryPage, LedgerError, LedgerStore,
+    NoCommitObserver, Outcome, Settlement,
 };
 
 /// How the ledger is opened.
@@ -48,6 +49,14 @@ impl Ledger {
     /// Opens (creating if needed) the ledger on the configured backend
     /// and starts its writer.
     pub fn open(config: &LedgerConfig) -> Result<Ledger, LedgerError> {
+        Ledger::open_observed(config, Arc::new(NoCommitObserver))
+    }
+
+    /// Like [`Ledger::open`], with `observer` told about every commit.
+    pub fn open_observed(
+        config: &LedgerConfig,
+        observer: Arc<dyn CommitObserver>,
+    ) -> Result<Ledger, LedgerError> {
         if config.initial_balance > INITIAL_BALANCE_MAX {
             return Err(LedgerError::InitialBalance(INITIAL_BALANCE_MAX));
         }
@@ -55,11 +64,19 @@ impl Ledger {
             DbLocation::Sqlite(path) => Arc::new(SqliteStore::open(path, config.initial_balance)?),
             DbLocation::Postgres(url) => Arc::new(PgStore::open(url, config.initial_balance)?),
         };
-        Ledger::start(store)
+        Ledger::start_observed(store, observer)
     }
 
     /// Starts the writer over an opened store.
     pub fn start(store: Arc<dyn LedgerStore>) -> Result<Ledger, LedgerError> {
+        Ledger::start_observed(store, Arc::new(NoCommitObserver))
+    }
+
+    /// Like [`Ledger::start`], with `observer` told about every commit.
+    pub fn start_observed(
+        store: Arc<dyn LedgerStore>,
+        observer: Arc<dyn CommitObserver>,
+    ) -> Result<Ledger, LedgerError> {
         let keys: KeyRegistry = Arc::new(RwLock::new(
             store
                 .keys()?
@@ -71,7 +88,10 @@ impl Ledger {
         let (writer_store, writer_keys) = (store.clone(), keys.clone());
         let writer = std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || run_writer(writer_store, rx, writer_keys, crate::system::clock::now_ms))
+            .spawn(move || {
+                let now_ms = crate::system::clock::now_ms;
+                run_writer(writer_store, rx, writer_keys, now_ms, observer)
+            })
             .map_err(|e| LedgerError::Database(format!("cannot start the writer: {e}")))?;
         Ok(Ledger {
             commands: tx,
@@ -155,6 +175,14 @@ impl Ledger {
             mpsc::error::TrySendError::Closed(_) => LedgerError::Stopped,
         })?;
         rx.await.map_err(|_| LedgerError::Stopped)?
+    }
+
+    /// Commands waiting in the writer's queue (bounded by
+    /// [`LEDGER_QUEUE_MAX`]), for the queue-depth gauge.
+    pub fn queue_depth(&self) -> usize {
+        self.commands
+            .max_capacity()
+            .saturating_sub(self.commands.capacity())
     }
 
     /// Lets the writer finish everything queued, commit and stop. Later

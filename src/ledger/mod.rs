@@ -6,6 +6,7 @@
 //! | `mod.rs` | the trait every database implements, the types it speaks |
 //! | [`handle`] | [`Ledger`]: what the server holds; queues writes to the group-commit writer, runs reads off the async runtime |
 //! | [`group_commit`] | the single writer thread: drains the queue into batches, one commit each, answers after the commit |
+//! | [`observer`] | [`CommitObserver`]: what the writer reports after each commit (batch size, commit time), for metrics |
 //! | [`mod@audit`] | the checks every backend shares: signatures, replay through the rules, conservation |
 //! | [`migrate`] | copying a whole SQLite ledger into an empty PostgreSQL database, audited on the way |
 //! | [`location`] | [`DbLocation`]: an SQLite path or a PostgreSQL URL, parsed in one place, shown without passwords |
@@ -23,6 +24,7 @@ pub mod group_commit;
 pub mod handle;
 pub mod location;
 pub mod migrate;
+pub mod observer;
 pub mod postgres;
 pub mod sqlite;
 
@@ -35,6 +37,7 @@ use crate::core::rules::{LedgerView, Refusal, VerifiedPayment};
 pub use audit::{audit, audit_at, AuditReport};
 pub use handle::{KeyRegistry, Ledger, LedgerConfig};
 pub use location::{DbLocation, DbLocationError};
+pub use observer::{CommitObserver, NoCommitObserver};
 
 /// Why the ledger could not do what was asked (as opposed to a
 /// [`Refusal`], which is the rules saying no).

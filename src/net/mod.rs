@@ -4,5 +4,6 @@
 pub mod identity;
 pub mod link;
 pub mod revocation;
+pub mod observer;
 pub mod session;
 pub mod tls;

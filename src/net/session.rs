@@ -22,6 +22,7 @@ use tracing::{debug, info, trace, warn};
 use crate::core::limits::{
     DRAIN_TIMEOUT_MS, REPLY_QUEUE_BYTES_MAX, REPLY_WRITE_TIMEOUT_MS, WRITE_COALESCE_BYTES_MAX,
 };
+use crate::net::observer::{HandshakeResult, ListenerObserver};
 use crate::system::terminal::escape;
 use crate::wire::frame::{read_frame, FrameError};
 use crate::wire::{decode_request, ErrorCode, Reply, ResultJson, Sequenced, WireError};
@@ -56,13 +57,15 @@ impl Default for SessionLimits {
 }
 
 /// Accepts connections until `shutdown` turns true, completes each TLS
-/// handshake within the limit and hands the stream to `on_connection`.
+/// handshake within the limit and hands the stream to `on_connection`;
+/// tells `observer` about each connection and handshake.
 /// Returns once every connection has finished (or the drain timeout).
 pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     limits: SessionLimits,
     mut shutdown: watch::Receiver<bool>,
+    observer: Arc<dyn ListenerObserver>,
     on_connection: F,
 ) where
     F: Fn(TlsStream<tokio::net::TcpStream>, SocketAddr, u64) -> Fut + Clone + Send + 'static,
@@ -90,9 +93,11 @@ pub async fn accept_loop<F, Fut>(
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             debug!(%peer, "connection limit reached; closing the new connection");
+            observer.connection_refused();
             drop(tcp);
             continue;
         };
+        let slot = Slot::taken(permit, observer.clone());
         let _ = tcp.set_nodelay(true);
         let conn_id = next_conn_id.fetch_add(1, Ordering::Relaxed);
         let acceptor = acceptor.clone();
@@ -100,22 +105,11 @@ pub async fn accept_loop<F, Fut>(
         let on_connection = on_connection.clone();
         let handshake_timeout = Duration::from_millis(limits.handshake_timeout_ms);
         tokio::spawn(async move {
-            match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => on_connection(tls, peer, conn_id).await,
-                // A certificate from another CA is logged where operators
-                // look: it is usually a client pointed at the wrong server.
-                Ok(Err(e)) if crate::net::tls::is_foreign_ca(&e) => info!(
-                    %peer,
-                    "TLS handshake refused: the client's certificate is not issued by this server's CA ({e})"
-                ),
-                Ok(Err(e)) if crate::net::tls::refused_by_peer_ca(&e) => info!(
-                    %peer,
-                    "TLS handshake refused by the client: it does not trust this server's certificate, probably because it trusts another deployment's CA ({e})"
-                ),
-                Ok(Err(e)) => debug!(%peer, "TLS handshake failed: {e}"),
-                Err(_) => debug!(%peer, "TLS handshake timed out"),
+            let handshake = acceptor.accept(tcp);
+            if let Some(tls) = handshake_within(handshake, handshake_timeout, &slot, peer).await {
+                on_connection(tls, peer, conn_id).await;
             }
-            drop(permit);
+            drop(slot);
             drop(alive);
         });
     }
@@ -125,6 +119,70 @@ pub async fn accept_loop<F, Fut>(
         .is_err()
     {
         warn!("some connections did not finish within {DRAIN_TIMEOUT_MS} ms");
+    }
+}
+
+/// Completes a TLS handshake within `timeout`, telling the slot's
+/// observer how it ended.
+/// A certificate from another CA is logged where operators look: it is
+/// usually a client pointed at the wrong server, or the wrong CA file.
+fn log_handshake_failure(peer: SocketAddr, e: &std::io::Error) {
+    if crate::net::tls::is_foreign_ca(e) {
+        info!(
+            %peer,
+            "TLS handshake refused: the client's certificate is not issued by this server's CA ({e})"
+        );
+    } else if crate::net::tls::refused_by_peer_ca(e) {
+        info!(
+            %peer,
+            "TLS handshake refused by the client: it does not trust this server's certificate, probably because it trusts another deployment's CA ({e})"
+        );
+    } else {
+        debug!(%peer, "TLS handshake failed: {e}");
+    }
+}
+
+async fn handshake_within(
+    handshake: tokio_rustls::Accept<tokio::net::TcpStream>,
+    timeout: Duration,
+    slot: &Slot,
+    peer: SocketAddr,
+) -> Option<TlsStream<tokio::net::TcpStream>> {
+    let (result, tls) = match tokio::time::timeout(timeout, handshake).await {
+        Ok(Ok(tls)) => (HandshakeResult::Ok, Some(tls)),
+        Ok(Err(e)) => {
+            log_handshake_failure(peer, &e);
+            (HandshakeResult::Failed, None)
+        }
+        Err(_) => {
+            debug!(%peer, "TLS handshake timed out");
+            (HandshakeResult::TimedOut, None)
+        }
+    };
+    slot.observer.handshake(result);
+    tls
+}
+
+/// One taken connection slot: gives the slot back and reports the
+/// connection closed when dropped, even if the connection's task panics.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    observer: Arc<dyn ListenerObserver>,
+}
+
+impl Slot {
+    fn taken(permit: OwnedSemaphorePermit, observer: Arc<dyn ListenerObserver>) -> Slot {
+        observer.connection_opened();
+        Slot {
+            _permit: permit,
+            observer,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.observer.connection_closed();
     }
 }
 

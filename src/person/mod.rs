@@ -26,7 +26,7 @@ use crate::net::revocation::{Crl, CrlError};
 use crate::net::tls::{self, Material, TlsError};
 
 pub use send::{send, SendOptions, Sent};
-pub use serve::{serve, Reconnect, ServeEvent, ServeOptions};
+pub use serve::{serve, serve_with_metrics, Reconnect, ServeEvent, ServeOptions};
 
 /// Why a person's side could not proceed.
 #[derive(Debug, thiserror::Error)]

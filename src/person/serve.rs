@@ -21,6 +21,7 @@ use crate::core::limits::{
     SERVE_RECONNECT_MS_MIN,
 };
 use crate::core::payment::{SignedPayment, SignedReceipt};
+use crate::metrics::{PeerMetrics, SettlementOutcome};
 use crate::net::identity::Identity;
 use crate::net::link::{CallError, Link};
 use crate::net::revocation::Revocations;
@@ -143,6 +144,18 @@ pub async fn serve(
     events: mpsc::Sender<ServeEvent>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), PeerError> {
+    let metrics = Arc::new(PeerMetrics::new());
+    serve_with_metrics(person, options, metrics, events, shutdown).await
+}
+
+/// [`serve`], counting payments and peer connections in `metrics`.
+pub async fn serve_with_metrics(
+    person: Arc<Person>,
+    options: ServeOptions,
+    metrics: Arc<PeerMetrics>,
+    events: mpsc::Sender<ServeEvent>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), PeerError> {
     let listen_err = |error| PeerError::Listen {
         addr: options.listen.to_string(),
         error,
@@ -167,6 +180,7 @@ pub async fn serve(
         person: person.clone(),
         server: Mutex::new(None),
         events: events.clone(),
+        metrics: metrics.clone(),
     });
     let first = go_online(&ctx, &announce).await?;
 
@@ -184,6 +198,7 @@ pub async fn serve(
         acceptor,
         limits,
         stop_rx,
+        Arc::new(metrics.listener()),
         move |tls, peer, _| {
             payer_connection(accept_ctx.clone(), tls, peer, limits, conn_stop.clone())
         },
@@ -358,6 +373,7 @@ struct PayeeCtx {
     /// The server connection payments go over; `None` while reconnecting.
     server: Mutex<Option<Arc<Link>>>,
     events: mpsc::Sender<ServeEvent>,
+    metrics: Arc<PeerMetrics>,
 }
 
 impl PayeeCtx {
@@ -369,6 +385,7 @@ impl PayeeCtx {
     }
 
     fn set_server(&self, link: Option<Arc<Link>>) {
+        self.metrics.set_server_connected(link.is_some());
         *self.server.lock().unwrap_or_else(|p| p.into_inner()) = link;
     }
 
@@ -400,6 +417,11 @@ async fn payer_connection(
         let (ctx, payer) = (ctx.clone(), payer.clone());
         async move {
             let outcome = take_payment(&ctx, &payer, request).await;
+            ctx.metrics.payment(match &outcome {
+                Ok((settled, _)) if settled.replay => SettlementOutcome::Replay,
+                Ok(_) => SettlementOutcome::Settled,
+                Err(e) => SettlementOutcome::Refused(e.code),
+            });
             match &outcome {
                 Ok((settled, event)) => {
                     let _ = ctx.events.send(event.clone()).await;

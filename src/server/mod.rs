@@ -16,6 +16,7 @@ use crate::core::limits::REFUSAL_WINDOW_MS;
 use crate::core::refusal_budget::RefusalBudget;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -24,9 +25,11 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
 use crate::core::keys::SigningKey;
-use crate::core::limits::PRESENCE_LEASE_MS_DEFAULT;
+use crate::core::limits::{METRICS_REFRESH_TIMEOUT_MS, PRESENCE_LEASE_MS_DEFAULT};
 use crate::ledger::{DbLocation, Ledger, LedgerConfig, LedgerError};
 use crate::net::revocation::Crl;
+use crate::metrics::http::{Exposition, MetricsError, RenderFuture};
+use crate::metrics::ServerMetrics;
 use crate::net::session::{accept_loop, refuse, run_session, SessionLimits};
 use crate::wire::{ErrorCode, WireError};
 use cmd::{dispatch, Caller, Context};
@@ -97,6 +100,19 @@ pub enum ServerError {
     /// Binding or accepting failed.
     #[error("network: {0}")]
     Io(#[from] std::io::Error),
+    /// The metrics listener could not start.
+    #[error("metrics: {0}")]
+    Metrics(#[from] MetricsError),
+}
+
+/// Where the server serves its Prometheus metrics (`--metrics-listen`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsOptions {
+    /// The metrics listener's address.
+    pub listen: SocketAddr,
+    /// Whether an address other than loopback is allowed
+    /// (`--metrics-allow-non-loopback`).
+    pub allow_non_loopback: bool,
 }
 
 struct Shared {
@@ -110,6 +126,8 @@ struct Shared {
 pub struct RunningServer {
     /// The bound address.
     pub addr: SocketAddr,
+    /// The metrics listener's bound address, when metrics are served.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), ServerError>>,
 }
@@ -125,18 +143,38 @@ impl RunningServer {
     }
 }
 
-/// Binds `listen` and serves in a background task.
+/// Binds `listen` and serves in a background task, without a metrics
+/// listener.
 pub async fn spawn(
     listen: SocketAddr,
     options: ServerOptions,
 ) -> Result<RunningServer, ServerError> {
+    spawn_with(listen, options, None).await
+}
+
+/// Binds `listen` (and, if asked, the metrics listener) and serves in a
+/// background task.
+pub async fn spawn_with(
+    listen: SocketAddr,
+    options: ServerOptions,
+    metrics: Option<MetricsOptions>,
+) -> Result<RunningServer, ServerError> {
+    let metrics_listener = match metrics {
+        Some(m) => Some(crate::metrics::http::bind(m.listen, m.allow_non_loopback).await?),
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let (shutdown, rx) = watch::channel(false);
     let shared = open_shared(options).await?;
-    let task = tokio::spawn(serve(listener, shared, rx));
+    let task = tokio::spawn(serve(listener, metrics_listener, shared, rx));
     Ok(RunningServer {
         addr,
+        metrics_addr,
         shutdown,
         task,
     })
@@ -149,9 +187,20 @@ pub async fn run(
     options: ServerOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServerError> {
+    run_with(listener, None, options, shutdown).await
+}
+
+/// Like [`run`], also serving metrics on `metrics_listener` (bound with
+/// [`crate::metrics::http::bind`]) when given.
+pub async fn run_with(
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    options: ServerOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServerError> {
     let shared = open_shared(options).await?;
     let (tx, rx) = watch::channel(false);
-    let server = tokio::spawn(serve(listener, shared, rx));
+    let server = tokio::spawn(serve(listener, metrics_listener, shared, rx));
     shutdown.await;
     let _ = tx.send(true);
     server
@@ -163,7 +212,9 @@ async fn open_shared(options: ServerOptions) -> Result<Arc<Shared>, ServerError>
     // Opening may block (connecting to PostgreSQL on the store's own
     // runtime), which is not allowed on this one.
     let config = options.ledger.clone();
-    let ledger = tokio::task::spawn_blocking(move || Ledger::open(&config))
+    let metrics = Arc::new(ServerMetrics::new());
+    let observer = metrics.clone();
+    let ledger = tokio::task::spawn_blocking(move || Ledger::open_observed(&config, observer))
         .await
         .map_err(|e| LedgerError::Database(format!("opening the ledger failed: {e}")))??;
     let presence: Box<dyn Presence> = match &options.ledger.location {
@@ -192,6 +243,7 @@ async fn open_shared(options: ServerOptions) -> Result<Arc<Shared>, ServerError>
                 options.refusals_per_minute,
             )),
             revocations,
+            metrics,
         },
         limits: options.limits,
         crl: options.crl,
@@ -200,6 +252,7 @@ async fn open_shared(options: ServerOptions) -> Result<Arc<Shared>, ServerError>
 
 async fn serve(
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
@@ -209,7 +262,16 @@ async fn serve(
         info!(path = %crl.path().display(), revoked = crl.revocations().list().len(), "CRL in force");
         tokio::spawn(crl.watch(shutdown.clone()))
     });
+    if let Some(metrics_listener) = metrics_listener {
+        let scrape = Arc::new(Scrape(shared.clone()));
+        tokio::spawn(crate::metrics::http::serve(
+            metrics_listener,
+            scrape,
+            shutdown.clone(),
+        ));
+    }
     let limits = shared.limits;
+    let observer = Arc::new(shared.cx.metrics.listener());
     let conn_shutdown = shutdown.clone();
     let conn_shared = shared.clone();
     accept_loop(
@@ -217,6 +279,7 @@ async fn serve(
         acceptor,
         limits,
         shutdown,
+        observer,
         move |tls, peer, conn_id| {
             connection(
                 conn_shared.clone(),
@@ -272,4 +335,26 @@ async fn connection(
         info!(name = %me, "offline (disconnected)");
     }
     debug!(name = %me, "disconnected");
+}
+
+/// The server's metrics as the metrics listener serves them: the gauges
+/// read at scrape time are refreshed first.
+struct Scrape(Arc<Shared>);
+
+impl Exposition for Scrape {
+    fn render(&self) -> RenderFuture<'_> {
+        Box::pin(async move {
+            let cx = &self.0.cx;
+            cx.metrics.set_ledger_queue_depth(cx.ledger.queue_depth());
+            // On PostgreSQL this is a query: bounded, and on failure the
+            // gauge keeps its last value rather than failing the scrape.
+            let limit = Duration::from_millis(METRICS_REFRESH_TIMEOUT_MS);
+            match tokio::time::timeout(limit, cx.presence.roster(0)).await {
+                Ok(Ok(roster)) => cx.metrics.set_people_online(roster.total),
+                Ok(Err(e)) => debug!("people online not refreshed: {e}"),
+                Err(_) => debug!("people online not refreshed: presence did not answer in time"),
+            }
+            cx.metrics.encode()
+        })
+    }
 }

@@ -102,6 +102,14 @@ enum Command {
         #[arg(long, default_value_t = CRL_POLL_MS_DEFAULT,
               value_parser = clap::value_parser!(u64).range(1..))]
         crl_poll_ms: u64,
+        /// Serve Prometheus metrics (payments received, peer connections)
+        /// over plain HTTP at http://ADDRESS/metrics; off by default.
+        /// Only a loopback address unless --metrics-allow-non-loopback.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
+        /// Let --metrics-listen use an address other than loopback.
+        #[arg(long, requires = "metrics_listen")]
+        metrics_allow_non_loopback: bool,
     },
     /// My balance and who is online, with addresses.
     List,
@@ -374,12 +382,15 @@ async fn run(args: &Args) -> Result<(), Failure> {
             listen,
             advertise,
             keepalive_ms,
+            metrics_listen,
+            metrics_allow_non_loopback,
             ..
         } => {
             let request = serve::Request {
                 listen: *listen,
                 advertise: advertise.clone(),
                 keepalive_ms: *keepalive_ms,
+                metrics: metrics_listen.map(|addr| (addr, *metrics_allow_non_loopback)),
             };
             serve::run(person, &args.server, request, json).await
         }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use micropay::core::limits::SERVE_EVENTS_MAX;
+use micropay::metrics::PeerMetrics;
 use micropay::net::session::SessionLimits;
 use micropay::person::{self, Person, Reconnect, ServeEvent, ServeOptions};
 use micropay::system::terminal::escape;
@@ -19,6 +20,8 @@ pub struct Request {
     pub advertise: Option<String>,
     /// `--keepalive-ms`.
     pub keepalive_ms: u64,
+    /// `--metrics-listen` and `--metrics-allow-non-loopback`.
+    pub metrics: Option<(SocketAddr, bool)>,
 }
 
 /// Serves until Ctrl-C, reconnecting whenever the server goes away; fails
@@ -40,18 +43,33 @@ pub async fn run(
             ..Reconnect::default()
         },
     };
+    let metrics = Arc::new(PeerMetrics::new());
+    let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
+    if let Some((addr, allow_non_loopback)) = request.metrics {
+        let listener = micropay::metrics::http::bind(addr, allow_non_loopback)
+            .await
+            .map_err(|e| Failure::new(2, "metrics_listen", e.to_string()))?;
+        let served = metrics.clone();
+        tokio::spawn(micropay::metrics::http::serve(
+            listener,
+            served,
+            metrics_stopped,
+        ));
+    }
     let printer = tokio::spawn(async move {
         while let Some(event) = rx.recv().await {
             print_event(&event, json);
         }
     });
-    let result = person::serve(
+    let result = person::serve_with_metrics(
         Arc::new(person),
         options,
+        metrics,
         tx,
         micropay::system::signal::shutdown_signal(),
     )
     .await;
+    let _ = stop_metrics.send(true);
     let _ = printer.await;
     Ok(result?)
 }

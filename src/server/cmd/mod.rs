@@ -15,9 +15,12 @@ mod status;
 
 use crate::core::refusal_budget::RefusalBudget;
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
 
 use crate::core::keys::SigningKey;
 use crate::ledger::{Ledger, LedgerError};
+use crate::metrics::{ServerMetrics, SettlementOutcome};
 use crate::net::identity::Identity;
 use crate::net::revocation::Revocations;
 use crate::server::presence::{Presence, PresenceError};
@@ -39,6 +42,8 @@ pub struct Context {
     /// The certificates revoked by the CRL in force (none without
     /// `--crl`), checked at every request.
     pub revocations: Revocations,
+    /// What the server counts.
+    pub metrics: Arc<ServerMetrics>,
 }
 
 /// What a connection knows about its peer.
@@ -94,13 +99,20 @@ fn reply<T: serde::Serialize>(v: T) -> Result<ResultJson, WireError> {
     to_result_json(&v)
 }
 
-/// Checks the caller and runs the request's handler.
+/// Checks the caller and runs the request's handler. Every `settle` is
+/// counted by outcome and timed, including those the gate refuses.
 pub async fn dispatch(
     cx: &Context,
     caller: &Caller,
     request: ServerRequest,
 ) -> Result<ResultJson, WireError> {
-    gate(cx, caller, !matches!(request, ServerRequest::Register {})).await?;
+    let settling = matches!(request, ServerRequest::Settle { .. });
+    // Only a settlement is timed.
+    let started = settling.then(Instant::now);
+    let gated = gate(cx, caller, !matches!(request, ServerRequest::Register {})).await;
+    if !settling {
+        gated.clone()?;
+    }
     match request {
         ServerRequest::Register {} => register::run(cx, caller).await,
         ServerRequest::Online { port, address } => {
@@ -114,7 +126,16 @@ pub async fn dispatch(
             history::run(cx, caller, limit, before_seq).await
         }
         ServerRequest::Status { payment_id } => status::run(cx, caller, &payment_id).await,
-        ServerRequest::Settle { payment } => settle::run(cx, caller, &payment).await,
+        ServerRequest::Settle { payment } => {
+            let settled = match gated {
+                Ok(()) => settle::run(cx, caller, &payment).await,
+                Err(e) => Err(e),
+            };
+            let outcome = SettlementOutcome::of(&settled);
+            let elapsed = started.map(|t| t.elapsed()).unwrap_or_default();
+            cx.metrics.settlement(outcome, elapsed);
+            reply(settled?)
+        }
     }
 }
 

@@ -7,10 +7,10 @@ use crate::core::name::Name;
 use crate::core::refusal_budget::RefusalBudget;
 use crate::system::clock::now_ms;
 
-use super::{reply, Caller, Context};
+use super::{Caller, Context};
 use crate::core::payment::SignedPayment;
 use crate::core::rules::VerifiedPayment;
-use crate::wire::{ErrorCode, PaymentJson, ReceiptJson, ResultJson, Settled, WireError};
+use crate::wire::{ErrorCode, PaymentJson, ReceiptJson, Settled, WireError};
 
 /// Rule 1 (who may settle) and rule 2 (the signature verifies with the
 /// payer's registered key) here, on the connection's task and so on every
@@ -19,7 +19,7 @@ pub async fn run(
     cx: &Context,
     caller: &Caller,
     payment: &PaymentJson,
-) -> Result<ResultJson, WireError> {
+) -> Result<Settled, WireError> {
     let me = &caller.identity.name;
     let signed = SignedPayment::try_from(payment)?;
     let p = &signed.payment;
@@ -67,7 +67,7 @@ pub async fn run(
             amount = p.amount_minor, by = %me, "settled"
         );
     }
-    reply(Settled {
+    Ok(Settled {
         receipt: ReceiptJson::from(&receipt),
         replay: settlement.replay,
     })
