@@ -8,6 +8,7 @@ pub mod limits;
 pub mod memory_ledger;
 pub mod name;
 pub mod payment;
+pub mod rotation;
 pub mod rules;
 
 #[cfg(test)]

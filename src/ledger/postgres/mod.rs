@@ -29,7 +29,9 @@ use crate::core::limits::{LEDGER_READERS_MAX, PG_CONNECT_TIMEOUT_MS};
 use crate::core::name::Name;
 use crate::core::payment::PaymentId;
 use crate::ledger::location::redact_url;
-use crate::ledger::{Answer, AuditVisitor, Command, HistoryRow, LedgerError, LedgerStore, Outcome};
+use crate::ledger::{
+    Answer, AuditVisitor, Command, HistoryRow, KeyEntry, LedgerError, LedgerStore, Outcome,
+};
 
 pub use schema::SCHEMA_VERSION;
 
@@ -214,6 +216,10 @@ impl LedgerStore for PgStore {
 
     fn key(&self, name: &Name) -> Result<Option<VerifyingKey>, LedgerError> {
         self.block_on(async { read::key(self.reader().await?.client()?, name).await })
+    }
+
+    fn key_history(&self, name: &Name) -> Result<Vec<KeyEntry>, LedgerError> {
+        self.block_on(async { read::key_history(self.reader().await?.client()?, name).await })
     }
 
     fn commit(&self, batch: &[Command], now_ms: u64) -> Result<Vec<Answer>, LedgerError> {

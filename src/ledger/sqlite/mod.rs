@@ -24,7 +24,9 @@ use crate::core::keys::VerifyingKey;
 use crate::core::limits::LEDGER_READERS_MAX;
 use crate::core::name::Name;
 use crate::core::payment::PaymentId;
-use crate::ledger::{Answer, AuditVisitor, Command, HistoryRow, LedgerError, LedgerStore, Outcome};
+use crate::ledger::{
+    Answer, AuditVisitor, Command, HistoryRow, KeyEntry, LedgerError, LedgerStore, Outcome,
+};
 
 use schema::{db, open_read, open_write};
 use write::Writer;
@@ -105,6 +107,10 @@ impl LedgerStore for SqliteStore {
 
     fn key(&self, name: &Name) -> Result<Option<VerifyingKey>, LedgerError> {
         self.with_reader(|c| read::key(c, name))?
+    }
+
+    fn key_history(&self, name: &Name) -> Result<Vec<KeyEntry>, LedgerError> {
+        self.with_reader(|c| read::key_history(c, name))?
     }
 
     fn commit(&self, batch: &[Command], now_ms: u64) -> Result<Vec<Answer>, LedgerError> {
