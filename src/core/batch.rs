@@ -17,8 +17,8 @@ use crate::core::name::Name;
 use crate::core::payment::PaymentId;
 use crate::core::rotation::KeyChange;
 use crate::core::rules::{
-    decide, decide_key_change, decide_registration, Decision, LedgerView, Prior, PriorOutcome, Refusal, RefusalKind,
-    RegisteredKey, Transfer, VerifiedPayment,
+    decide, decide_key_change, decide_registration, Decision, LedgerView, Prior, PriorOutcome,
+    Refusal, RefusalKind, RegisteredKey, Transfer, VerifiedPayment,
 };
 
 /// A state change to write, in the order decided.
@@ -164,7 +164,11 @@ impl<'a, V: LedgerView> Batch<'a, V> {
     /// the new key (a payment verified with the old one is then refused as
     /// `KeyChanged`), and a second rotation from the same old key is
     /// refused.
-    pub fn change_key(&mut self, change: &KeyChange, now_ms: u64) -> Result<RegisteredKey, Refusal> {
+    pub fn change_key(
+        &mut self,
+        change: &KeyChange,
+        now_ms: u64,
+    ) -> Result<RegisteredKey, Refusal> {
         let registered = decide_key_change(self, change, now_ms)?;
         self.keys.insert(change.name().clone(), registered);
         self.effects.push(Effect::KeyChange {

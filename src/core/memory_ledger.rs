@@ -9,8 +9,8 @@ use crate::core::name::Name;
 use crate::core::payment::PaymentId;
 use crate::core::rotation::KeyChange;
 use crate::core::rules::{
-    decide, decide_key_change, decide_registration, Decision, LedgerView, Prior, PriorOutcome, Refusal, RegisteredKey,
-    VerifiedPayment,
+    decide, decide_key_change, decide_registration, Decision, LedgerView, Prior, PriorOutcome,
+    Refusal, RegisteredKey, VerifiedPayment,
 };
 
 /// Accounts, balances and every decision, in memory.

@@ -16,8 +16,8 @@ use crate::core::limits::ACCOUNTS_MAX;
 #[cfg(doc)]
 use crate::core::limits::{MEMO_BYTES_MAX, PAYMENT_LIFETIME_MAX_S};
 use crate::core::name::Name;
-use crate::core::rotation::{KeyChange, KeyChangeKind};
 use crate::core::payment::{content_hash, Payment, PaymentError, PaymentId, SignedPayment};
+use crate::core::rotation::{KeyChange, KeyChangeKind};
 
 /// Why a payment or a registration is refused: the stable kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -151,6 +151,23 @@ impl VerifiedPayment {
         Ok(VerifiedPayment {
             content_hash: content_hash(&signed.payment.canonical_bytes()),
             key_fingerprint: key_fingerprint(payer_key),
+            signed,
+        })
+    }
+
+    /// [`VerifiedPayment::verify`] that hands the payment back when the
+    /// signature does not verify, so another key can be tried without a
+    /// copy.
+    pub fn try_verify(
+        signed: SignedPayment,
+        key: &VerifyingKey,
+    ) -> Result<VerifiedPayment, SignedPayment> {
+        if signed.verify(key).is_err() {
+            return Err(signed);
+        }
+        Ok(VerifiedPayment {
+            content_hash: content_hash(&signed.payment.canonical_bytes()),
+            key_fingerprint: key_fingerprint(key),
             signed,
         })
     }
@@ -399,9 +416,9 @@ pub fn decide_key_change(
     now_ms: u64,
 ) -> Result<RegisteredKey, Refusal> {
     let name = change.name();
-    let current = view.registered_key(name).ok_or_else(|| {
-        Refusal::new(RefusalKind::NoAccount, format!("{name} has no account"))
-    })?;
+    let current = view
+        .registered_key(name)
+        .ok_or_else(|| Refusal::new(RefusalKind::NoAccount, format!("{name} has no account")))?;
     if let Some(old) = change.old_fingerprint() {
         if old != current.fingerprint {
             return Err(Refusal::new(

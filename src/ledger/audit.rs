@@ -229,7 +229,9 @@ impl Auditor {
             let Some(pending) = self.pending.pop_front() else {
                 return;
             };
-            let model = self.model.get_or_insert_with(|| opening_model(&self.keys, &self.grants, &self.not_after));
+            let model = self
+                .model
+                .get_or_insert_with(|| opening_model(&self.keys, &self.grants, &self.not_after));
             let change = &pending.change;
             match model.change_key(change, pending.at_ms) {
                 Ok(()) => {

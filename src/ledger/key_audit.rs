@@ -35,8 +35,10 @@ pub(crate) fn audit_row(
     previous: Option<&VerifyingKey>,
 ) -> Result<AuditedRow, String> {
     let name = Name::parse(&row.name).map_err(|_| "bad account name".to_owned())?;
-    let kind = KeyChangeKind::parse(&row.kind).ok_or_else(|| format!("unknown kind {:?}", row.kind))?;
-    let key = VerifyingKey::from_spki_der(&row.key_spki).map_err(|e| format!("unusable key: {e}"))?;
+    let kind =
+        KeyChangeKind::parse(&row.kind).ok_or_else(|| format!("unknown kind {:?}", row.kind))?;
+    let key =
+        VerifyingKey::from_spki_der(&row.key_spki).map_err(|e| format!("unusable key: {e}"))?;
     let not_after_s = u64::try_from(row.not_after_s).map_err(|_| "negative notAfter".to_owned())?;
     let after_seq = u64::try_from(row.after_seq).map_err(|_| "negative after_seq".to_owned())?;
     let at_ms = u64::try_from(row.at_ms).map_err(|_| "negative time".to_owned())?;
@@ -63,7 +65,11 @@ pub(crate) fn audit_row(
         }
     };
     if change.kind() != kind {
-        return Err(format!("recorded as {} but it is a {}", kind.as_str(), change.kind().as_str()));
+        return Err(format!(
+            "recorded as {} but it is a {}",
+            kind.as_str(),
+            change.kind().as_str()
+        ));
     }
     Ok(AuditedRow::Change {
         change: Box::new(change),
@@ -121,6 +127,12 @@ fn rebind_change(
     if !matches {
         return Err("the rebind's certificate does not match the row".into());
     }
-    KeyChange::rebind(name, key, not_after_s, row.serial.clone(), row.proof.clone())
-        .map_err(|e| e.to_string())
+    KeyChange::rebind(
+        name,
+        key,
+        not_after_s,
+        row.serial.clone(),
+        row.proof.clone(),
+    )
+    .map_err(|e| e.to_string())
 }

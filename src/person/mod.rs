@@ -7,6 +7,7 @@
 //! other end of this very connection), forwards it to the server over its
 //! own connection and hands the server's signed receipt back.
 
+mod rotate;
 mod send;
 mod serve;
 
@@ -21,6 +22,7 @@ use crate::net::identity::Identity;
 use crate::net::link::{host_of, CallError, Link};
 use crate::net::tls::{self, Material, TlsError};
 
+pub use rotate::{rotate, rotation_statement};
 pub use send::{send, SendOptions, Sent};
 pub use serve::{serve, Reconnect, ServeEvent, ServeOptions};
 
@@ -68,6 +70,9 @@ pub enum PeerError {
         /// The TLS error.
         reason: String,
     },
+    /// A rotation statement could not be made.
+    #[error("cannot make the rotation statement: {0}")]
+    Statement(crate::core::rotation::StatementError),
     /// The receipt did not verify against the server's key.
     #[error("the receipt for {0} does not carry a valid server signature for this payment")]
     BadReceipt(PaymentId),
@@ -79,6 +84,8 @@ pub struct Person {
     pub name: Name,
     /// The signing key (the certificate's key).
     pub key: SigningKey,
+    /// The certificate's identity (name, key, notAfter, serial).
+    pub identity: Identity,
     client: Arc<rustls::ClientConfig>,
     listener: Arc<rustls::ServerConfig>,
 }
@@ -97,7 +104,8 @@ impl Person {
             .ok_or(crate::net::identity::IdentityError::Malformed)?;
         let identity = Identity::from_cert_der(leaf)?;
         Ok(Person {
-            name: identity.name,
+            name: identity.name.clone(),
+            identity,
             key: material.signing_key()?,
             client: tls::client_config(&material)?,
             listener: tls::peer_listener_config(&material)?,

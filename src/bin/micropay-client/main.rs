@@ -122,6 +122,20 @@ enum Command {
         #[arg(long)]
         before: Option<u64>,
     },
+    /// Move my account to a new key, or renew it with a new certificate
+    /// for the same key: signs with my current key (--key, or
+    /// DIR/NAME.key) and the new one, and connects with the NEW
+    /// certificate, so it works after the old certificate expired.
+    Rotate {
+        /// The new certificate (e.g. DIR/NAME.next.pem from
+        /// `micropay-certs --next NAME`).
+        #[arg(long)]
+        new_cert: PathBuf,
+        /// The new certificate's private key (the current key for a
+        /// renewal).
+        #[arg(long)]
+        new_key: PathBuf,
+    },
     /// The outcome of a payment I made or received.
     Status {
         /// The payment id (32 hex digits).
@@ -197,9 +211,10 @@ impl From<PeerError> for Failure {
     fn from(e: PeerError) -> Failure {
         match e {
             PeerError::Call(c) => c.into(),
-            PeerError::Tls(_) | PeerError::Identity(_) | PeerError::Listen { .. } => {
-                Failure::usage(e.to_string())
-            }
+            PeerError::Tls(_)
+            | PeerError::Identity(_)
+            | PeerError::Listen { .. }
+            | PeerError::Statement(_) => Failure::usage(e.to_string()),
             PeerError::BadReceipt(_) => Failure::new(1, "bad_receipt", e.to_string()),
             PeerError::WrongListener { .. } => Failure::new(3, "wrong_listener", e.to_string()),
             PeerError::OutcomeUnknown {
@@ -294,6 +309,16 @@ async fn run(args: &Args) -> Result<(), Failure> {
         Command::Balance => queries::balance(&person, &args.server, json).await,
         Command::History { limit, before } => {
             history::run(&person, &args.server, *limit, *before, json).await
+        }
+        Command::Rotate { new_cert, new_key } => {
+            let ca = args.ca.clone().unwrap_or_else(|| args.certs.join("ca.pem"));
+            for path in [new_cert, new_key] {
+                if !path.exists() {
+                    return Err(Failure::usage(format!("no file at {}", path.display())));
+                }
+            }
+            let new = Person::load(&ca, new_cert, new_key).map_err(Failure::from)?;
+            queries::rotate(&person, &new, &args.server, json).await
         }
         Command::Status { payment_id } => {
             queries::status(&person, &args.server, payment_id, json).await
