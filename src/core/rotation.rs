@@ -290,3 +290,46 @@ fn put_u16_len(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
     out.extend_from_slice(bytes);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::payment::tests::vector_seed;
+
+    /// The test vector of `docs/PROTOCOL.md`: alice moves from the
+    /// payment vector's key (seed 00 01 .. 1f) to the key of seed 20 21 ..
+    /// 3f, certificate notAfter 1 800 000 000, serial 01 02 03 04.
+    #[test]
+    fn test_vector_matches_protocol_md() {
+        let old = SigningKey::ed25519_from_seed(&vector_seed());
+        let mut new_seed = vector_seed();
+        for b in &mut new_seed {
+            *b += 0x20;
+        }
+        let new = SigningKey::ed25519_from_seed(&new_seed);
+        let statement = KeyStatement {
+            name: Name::parse("alice").expect("name"),
+            old_key: old.verifying_key().clone(),
+            new_key: new.verifying_key().clone(),
+            new_not_after_s: 1_800_000_000,
+            new_serial: vec![1, 2, 3, 4],
+        };
+        let bytes = statement.canonical_bytes().expect("bytes");
+        let signed = statement.sign(&old, &new).expect("signs");
+        let shown = format!(
+            "canonical {}\nold_signature {}\nnew_signature {}",
+            hex::encode(&bytes),
+            hex::encode(&signed.old_signature),
+            hex::encode(&signed.new_signature)
+        );
+        assert_eq!(
+            shown, VECTOR,
+            "the rotation statement changed: docs/PROTOCOL.md must change with it"
+        );
+        assert!(signed.verify().is_ok());
+    }
+
+    const VECTOR: &str = "canonical 126d6963726f7061792f726f746174652f763105616c696365002c302a300506032b657003210003a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8002c302a300506032b657003210029acbae141bccaf0b22e1a94d34d0bc7361e526d0bfe12c89794bc9322966dd7000000006b49d2000401020304
+old_signature ed09c1ed8206a87bcdbcea17d476002059fd016d8f9eb0f7d9f73c7b163946cecb5dbd2112ede2fc3e255ebea4b03467e4c9b3fe01fbfeb7c9ca2983a06eb50d
+new_signature b0c62c4203226a0dcdf1336cc0007a4d3579ba39c2bf8645ed160da79e5447fb930d5498c8efaf64edb22856884aa97d93a9220408e1579a42492e4e91e6960d";
+}
