@@ -313,7 +313,15 @@ backend_test! {
         let der = CertificateDer::from_pem_slice(new_pem.cert_pem.as_bytes())
             .expect("PEM")
             .to_vec();
-        let ledger = Ledger::open(&LedgerConfig { location: db.clone(), initial_balance: GRANT })
+        // The PostgreSQL store blocks on a runtime of its own: open it off
+        // this one.
+        let config = LedgerConfig {
+            location: db.clone(),
+            initial_balance: GRANT,
+        };
+        let ledger = tokio::task::spawn_blocking(move || Ledger::open(&config))
+            .await
+            .expect("open task")
             .expect("opens");
         let change = KeyChange::rebind(
             name("alice"),
