@@ -157,13 +157,14 @@ impl VerifiedPayment {
 
     /// [`VerifiedPayment::verify`] that hands the payment back when the
     /// signature does not verify, so another key can be tried without a
-    /// copy.
+    /// copy (boxed: the failure path is rare, the success path stays
+    /// small).
     pub fn try_verify(
         signed: SignedPayment,
         key: &VerifyingKey,
-    ) -> Result<VerifiedPayment, SignedPayment> {
+    ) -> Result<VerifiedPayment, Box<SignedPayment>> {
         if signed.verify(key).is_err() {
-            return Err(signed);
+            return Err(Box::new(signed));
         }
         Ok(VerifiedPayment {
             content_hash: content_hash(&signed.payment.canonical_bytes()),

@@ -191,16 +191,7 @@ pub(super) async fn scan(
             r.try_get(1).map_err(pg_error)?,
         );
     }
-    for r in tx
-        .query(
-            &format!("SELECT {KEY_HISTORY_COLUMNS} FROM key_history ORDER BY hseq"),
-            &[],
-        )
-        .await
-        .map_err(pg_error)?
-    {
-        visitor.key_change(stored_key_change(&r)?);
-    }
+    scan_key_history(&tx, visitor).await?;
     let stmt = tx
         .prepare(
             "SELECT seq, id, payer, payee, amount, expires_at, memo, signature, content_hash, settled_at_ms
@@ -231,6 +222,18 @@ pub(super) async fn scan(
         visitor.refusal();
     }
     tx.commit().await.map_err(pg_error)
+}
+
+/// Feeds the key history to the audit, in decision order.
+async fn scan_key_history(
+    tx: &tokio_postgres::Transaction<'_>,
+    visitor: &mut dyn AuditVisitor,
+) -> Result<(), LedgerError> {
+    let sql = format!("SELECT {KEY_HISTORY_COLUMNS} FROM key_history ORDER BY hseq");
+    for r in tx.query(&sql, &[]).await.map_err(pg_error)? {
+        visitor.key_change(stored_key_change(&r)?);
+    }
+    Ok(())
 }
 
 const KEY_HISTORY_COLUMNS: &str = "hseq, name, kind, public_key, not_after_s, serial, proof, old_signature, new_signature, at_ms, after_seq";

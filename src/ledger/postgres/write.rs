@@ -446,8 +446,9 @@ async fn write_key_history(tx: &Transaction<'_>, c: &Columns<'_>) -> Result<(), 
     )
     .await?;
     if !c.keys.is_empty() {
-        let (names, (keys, not_after)): (Vec<&str>, (Vec<&[u8]>, Vec<i64>)) =
-            c.keys.iter().map(|(n, (k, na))| (*n, (*k, *na))).unzip();
+        let names: Vec<&str> = c.keys.keys().copied().collect();
+        let keys: Vec<&[u8]> = names.iter().map(|n| c.keys[n].0).collect();
+        let not_after: Vec<i64> = names.iter().map(|n| c.keys[n].1).collect();
         tx.execute(
             "UPDATE accounts a SET public_key = u.pk, key_not_after_s = u.na
              FROM unnest($1::text[], $2::bytea[], $3::int8[]) AS u(name, pk, na) WHERE a.name = u.name",

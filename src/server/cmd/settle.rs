@@ -60,7 +60,7 @@ async fn verify(cx: &Context, signed: SignedPayment) -> Result<VerifiedPayment, 
     let cached = cx.ledger.key_of(&payer).await?.ok_or_else(unknown)?;
     let mut signed = match VerifiedPayment::try_verify(signed, &cached) {
         Ok(verified) => return Ok(verified),
-        Err(signed) => signed,
+        Err(signed) => *signed,
     };
     let current = cx.ledger.refresh_key(&payer).await?.ok_or_else(unknown)?;
     let mut candidates: Vec<VerifyingKey> = vec![(*current).clone()];
@@ -76,7 +76,7 @@ async fn verify(cx: &Context, signed: SignedPayment) -> Result<VerifiedPayment, 
     for key in &candidates {
         signed = match VerifiedPayment::try_verify(signed, key) {
             Ok(verified) => return Ok(verified),
-            Err(signed) => signed,
+            Err(signed) => *signed,
         };
     }
     Err(bad_signature(&payer))
