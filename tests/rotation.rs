@@ -375,3 +375,33 @@ async fn tamper(db: &DbLocation, sql: &str) {
         }
     }
 }
+
+backend_test! {
+    /// A ledger written before the key history existed (SQLite schema 3,
+    /// PostgreSQL schema 2) is migrated when a server opens it: each
+    /// account's history starts with its registered key, and a rotation
+    /// afterwards audits clean.
+    async fn a_ledger_from_before_the_key_history_is_migrated(backend) {
+        let server = start_server_on(&backend).await;
+        let pki = server.pki.clone();
+        let alice = person_from(&pki, &cert_for(&server, "alice", 3600));
+        let bob = person_from(&pki, &cert_for(&server, "bob", 3600));
+        register(&link(&alice, &server).await).await;
+        register(&link(&bob, &server).await).await;
+        settle(&link(&bob, &server).await, &pay(&alice, "bob", 3)).await.expect("settles");
+        let (db, dir, pg) = stop(server).await;
+        let downgrade = match &db {
+            DbLocation::Sqlite(_) => "DROP TABLE key_history; PRAGMA user_version = 3;",
+            DbLocation::Postgres(_) => "DROP TABLE key_history; DELETE FROM micropay_schema WHERE version = 3;",
+        };
+        tamper(&db, downgrade).await;
+
+        let options = common::server_options(&pki, db.clone(), Default::default());
+        let server = common::start_server_at(pki.clone(), db.clone(), dir, pg, options).await;
+        let new = person_from(&pki, &cert_for(&server, "alice", 3600));
+        rotate_to(&alice, &new, &server).await.expect("rotates after the migration");
+        settle(&link(&bob, &server).await, &pay(&new, "bob", 4)).await.expect("settles");
+        let report = common::shutdown_and_audit(server).await;
+        assert_eq!(report.payments, 2);
+    }
+}
