@@ -392,7 +392,7 @@ backend_test! {
         let (db, dir, pg) = stop(server).await;
         let downgrade = match &db {
             DbLocation::Sqlite(_) => "DROP TABLE key_history; PRAGMA user_version = 3;",
-            DbLocation::Postgres(_) => "DROP TABLE key_history; DELETE FROM micropay_schema WHERE version = 3;",
+            DbLocation::Postgres(_) => "DROP TABLE key_history; UPDATE micropay_schema SET version = 2;",
         };
         tamper(&db, downgrade).await;
 

@@ -1,5 +1,5 @@
 //! The key history, for every backend: the row a key change writes
-//! ([`KeyRow`], as column values), the row audit reads back before any
+//! (`KeyRow`, as column values), the row audit reads back before any
 //! interpretation ([`StoredKeyChange`]), and the decoded entry the server
 //! reads ([`KeyEntry`]).
 

@@ -7,6 +7,8 @@
 //! | [`handle`] | [`Ledger`]: what the server holds; queues writes to the group-commit writer, runs reads off the async runtime |
 //! | [`group_commit`] | the single writer thread: drains the queue into batches, one commit each, answers after the commit |
 //! | [`mod@audit`] | the checks every backend shares: signatures, replay through the rules, conservation |
+//! | [`key_history`] | the key-history rows (every key an account had) as written, stored and read |
+//! | `key_audit` | rebuilding each stored key change (statement and signatures, or a rebind's certificate) for audit |
 //! | [`location`] | [`DbLocation`]: an SQLite path or a PostgreSQL URL, parsed in one place, shown without passwords |
 //! | [`sqlite`] | the embedded SQLite backend; the only place that knows SQL for it |
 //! | [`postgres`] | the PostgreSQL backend, shared by several servers, and the presence table |
