@@ -279,19 +279,31 @@ impl Ca {
         key_type: KeyType,
         validity: Validity,
     ) -> Result<CertifiedPem, CertError> {
-        if is_reserved(name.as_str()) {
-            return Err(reserved(name.as_str(), &[]));
-        }
-        let mut params = CertificateParams::new(vec![name.to_string()])?;
-        params.distinguished_name = DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, name.as_str());
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ClientAuth,
-            ExtendedKeyUsagePurpose::ServerAuth,
-        ];
+        let params = person_params(name)?;
         self.issue_leaf(params, key_type, validity)
+    }
+
+    /// Issues a person's certificate, as [`Ca::issue_person`], for an
+    /// existing key (PKCS#8 PEM): a renewal keeps the key and extends the
+    /// validity.
+    pub fn issue_person_for_key(
+        &self,
+        name: &Name,
+        key_pem: &str,
+        validity: Validity,
+    ) -> Result<CertifiedPem, CertError> {
+        let key = KeyPair::from_pem(key_pem)?;
+        let mut params = person_params(name)?;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.use_authority_key_identifier_extension = true;
+        params.not_before = validity.not_before;
+        params.not_after = validity.not_after;
+        params.serial_number = Some(random_serial());
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(CertifiedPem {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
     }
 
     fn issue_leaf(
@@ -312,6 +324,24 @@ impl Ca {
             key_pem: key.serialize_pem(),
         })
     }
+}
+
+/// A person certificate's name, CN and usages; a [reserved](RESERVED_NAMES)
+/// name is refused.
+fn person_params(name: &Name) -> Result<CertificateParams, CertError> {
+    if is_reserved(name.as_str()) {
+        return Err(reserved(name.as_str(), &[]));
+    }
+    let mut params = CertificateParams::new(vec![name.to_string()])?;
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, name.as_str());
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ClientAuth,
+        ExtendedKeyUsagePurpose::ServerAuth,
+    ];
+    Ok(params)
 }
 
 /// The server-role mark: a non-critical certificatePolicies extension
@@ -375,6 +405,32 @@ pub struct GenerateOptions {
     pub renew_server: bool,
     /// People to issue certificates for.
     pub people: Vec<Name>,
+    /// Issue each person's NEXT certificate (`NAME.next.pem`), for a key
+    /// rotation or renewal, leaving `NAME.pem`/`NAME.key` untouched.
+    pub next: Option<NextKey>,
+}
+
+/// Which key a next certificate (`NAME.next.pem`) certifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextKey {
+    /// A new key, written to `NAME.next.key` (a rotation).
+    New,
+    /// The key already in `NAME.key` (a renewal); no key file is written.
+    Same,
+}
+
+/// The files of a person's certificate and key: `NAME.pem`/`NAME.key`,
+/// or `NAME.next.pem`/`NAME.next.key` for a next certificate.
+pub fn person_files(dir: &Path, name: &Name, next: bool) -> (PathBuf, PathBuf) {
+    let stem = if next {
+        format!("{name}.next")
+    } else {
+        name.to_string()
+    };
+    (
+        dir.join(format!("{stem}.pem")),
+        dir.join(format!("{stem}.key")),
+    )
 }
 
 /// What happened to each file.
@@ -465,9 +521,22 @@ pub fn generate(opts: &GenerateOptions) -> Result<GenerateReport, CertError> {
         }
     }
     for person in &opts.people {
+        let (cert_path, key_path) = person_files(dir, person, opts.next.is_some());
+        if opts.next == Some(NextKey::Same) {
+            let (_, current_key) = person_files(dir, person, false);
+            let key_pem = read_to_string(&current_key)?;
+            let pem = ca.issue_person_for_key(person, &key_pem, validity)?;
+            write_file(&cert_path, pem.cert_pem.as_bytes(), 0o644, opts.force)?;
+            report.written.push(cert_path);
+            report.notes.push(format!(
+                "{person}'s next certificate certifies the key in {}: renew with `micropay-client --as {person} rotate --new-cert {} --new-key {}`",
+                current_key.display(),
+                dir.join(format!("{person}.next.pem")).display(),
+                current_key.display()
+            ));
+            continue;
+        }
         let pem = ca.issue_person(person, opts.key_type, validity)?;
-        let cert_path = dir.join(format!("{person}.pem"));
-        let key_path = dir.join(format!("{person}.key"));
         write_pair(&pem, &cert_path, &key_path, opts.force)?;
         report.written.push(cert_path);
         report.written.push(key_path);
@@ -501,13 +570,20 @@ fn check_before_writing(
         if is_reserved(person.as_str()) || taken.iter().any(|t| t == person.as_str()) {
             return Err(reserved(person.as_str(), &taken));
         }
+        if opts.next == Some(NextKey::Same) {
+            let (_, current_key) = person_files(dir, person, false);
+            if !current_key.exists() {
+                return Err(CertError::Io {
+                    path: current_key,
+                    error: std::io::Error::from(std::io::ErrorKind::NotFound),
+                });
+            }
+        }
         if opts.force {
             continue;
         }
-        for path in [
-            dir.join(format!("{person}.pem")),
-            dir.join(format!("{person}.key")),
-        ] {
+        let (cert, key) = person_files(dir, person, opts.next.is_some());
+        for path in [cert, key] {
             if path.exists() {
                 return Err(CertError::Exists(path));
             }

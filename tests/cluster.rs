@@ -307,3 +307,52 @@ async fn a_server_that_stops_renewing_loses_its_people_within_the_lease() {
     drop((alice_a, bob_b));
     common::shutdown_and_audit(a).await;
 }
+
+/// A rotation through server A is honoured at once by server B, which
+/// cached the old key: the new key passes B's connection check (B re-reads
+/// the store on a mismatch) and its payments settle through B; a payment
+/// signed with the old key is refused through B (`key_mismatch`, decided
+/// against the key in the database).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_on_one_server_is_honoured_by_the_other() {
+    let Some((db, pg)) = shared_db().await else {
+        return;
+    };
+    let (pki, pg) = (pki(), Arc::new(pg));
+    let a = server_on(&pki, &db, &pg, "a", 10_000).await;
+    let b = server_on(&pki, &db, &pg, "b", 10_000).await;
+    let (alice_old, bob) = (person(&pki, "alice"), person(&pki, "bob"));
+    for p in [&alice_old, &bob] {
+        let _: Registered = link(p, &a)
+            .await
+            .call(&ServerRequest::Register {})
+            .await
+            .expect("register");
+    }
+    let bob_b = link(&bob, &b).await;
+    // B caches alice's old key: a payment she signed settles through B.
+    settle(&bob_b, &common::signed_payment(&alice_old, "bob", 5, "")).await;
+    let unsettled = common::signed_payment(&alice_old, "bob", 6, "");
+
+    let alice_new = person(&pki, "alice");
+    let rotated = micropay::person::rotate(&alice_old.key, &alice_new, &a.addr_string())
+        .await
+        .expect("rotates through A");
+    assert_eq!(rotated.kind, "rotate");
+    let alice_new_b = link(&alice_new, &b).await;
+    let balance: micropay::wire::Balance = alice_new_b
+        .call(&ServerRequest::Balance {})
+        .await
+        .expect("the new key passes B's gate at once");
+    assert_eq!(balance.balance, 10_000 - 5);
+    settle(&bob_b, &common::signed_payment(&alice_new, "bob", 7, "")).await;
+    let refused = bob_b
+        .call::<Settled>(&ServerRequest::Settle {
+            payment: PaymentJson::from(&unsettled),
+        })
+        .await;
+    assert_eq!(code(refused), ErrorCode::KeyMismatch);
+    drop((bob_b, alice_new_b));
+    b.running.shutdown().await.expect("B stops");
+    common::shutdown_and_audit(a).await;
+}

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use micropay::certs::{generate, revoke, GenerateOptions, KeyType, RevokeOptions};
+use micropay::certs::{generate, revoke, GenerateOptions, KeyType, NextKey, RevokeOptions};
 use micropay::core::limits::CRL_NEXT_UPDATE_DAYS_DEFAULT;
 use micropay::core::name::Name;
 
@@ -31,9 +31,12 @@ enum KeyTypeArg {
 /// The names ca, server, crl, localhost and the server's own DNS names are
 /// reserved: no person can have them.
 ///
-/// Re-keying a person who has registered (--force NAME) gives them a new
-/// key, but their account stays bound to the old one: the server answers
-/// key_mismatch until key rotation exists.
+/// To rotate or renew a registered person's key, issue their NEXT
+/// certificate with --next NAME (NAME.next.pem and a new NAME.next.key) or
+/// --next --keep-key NAME (NAME.next.pem for the key in NAME.key), then run
+/// `micropay-client --as NAME rotate --new-cert .. --new-key ..`. Re-keying
+/// with --force NAME instead replaces NAME.key, and the server answers
+/// key_mismatch until the account is rotated or rebound.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -78,6 +81,15 @@ struct Args {
     /// Days until the next update of a CRL signed by --revoke.
     #[arg(long, default_value_t = CRL_NEXT_UPDATE_DAYS_DEFAULT)]
     crl_days: u32,
+    /// Write each named person's NEXT certificate, NAME.next.pem with a
+    /// new key in NAME.next.key, for `micropay-client rotate`; NAME.pem and
+    /// NAME.key are left as they are.
+    #[arg(long)]
+    next: bool,
+    /// With --next: certify the key already in NAME.key (a renewal: same
+    /// key, new validity) instead of a new key; writes NAME.next.pem only.
+    #[arg(long, requires = "next")]
+    keep_key: bool,
     /// People to make certificates for: lowercase [a-z0-9][a-z0-9-]{0,31},
     /// not ending in '-', not number-like (a name is dialled as a DNS name)
     /// and not reserved.
@@ -106,6 +118,11 @@ fn main() -> ExitCode {
         force: args.force,
         renew_server: args.renew_server,
         people: args.names,
+        next: match (args.next, args.keep_key) {
+            (false, _) => None,
+            (true, false) => Some(NextKey::New),
+            (true, true) => Some(NextKey::Same),
+        },
     };
     match generate(&opts) {
         Ok(report) => {

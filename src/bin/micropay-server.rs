@@ -2,17 +2,20 @@
 //! durable ledger, over mutual TLS 1.3. `micropay-server audit` checks a
 //! ledger; `micropay-server backup` copies an SQLite ledger while the
 //! server runs; `micropay-server migrate` moves an SQLite ledger into an
-//! empty PostgreSQL database. The ledger is an SQLite file or, shared by several servers, a
+//! empty PostgreSQL database; `micropay-server rebind` binds an account to
+//! a new key. The ledger is an SQLite file or, shared by several servers, a
 //! PostgreSQL database (`--db postgres://...`).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{ArgAction, Parser, Subcommand};
 use micropay::core::limits::*;
-use micropay::ledger::{audit_at, DbLocation, LedgerConfig};
+use micropay::core::name::Name;
+use micropay::core::rotation::KeyChange;
+use micropay::ledger::{audit_at, DbLocation, Ledger, LedgerConfig};
 use micropay::net::revocation::Crl;
 use micropay::net::tls::{self, Material};
 use micropay::server::{random_server_id, PresenceOptions, ServerLimits, ServerOptions};
@@ -144,6 +147,23 @@ enum Command {
         #[arg(long)]
         to: DbLocation,
     },
+    /// Bind NAME's account to the key of a new CA-issued certificate,
+    /// without the old key (for a person whose key was stolen and lost).
+    /// Recorded in the key history as `rebind`. With SQLite, stop the
+    /// server first (the ledger's lock refuses otherwise).
+    Rebind {
+        /// The account.
+        name: String,
+        /// The new certificate (PEM), issued by the CA to NAME.
+        #[arg(long)]
+        cert: PathBuf,
+        /// The CA it must chain to (PEM).
+        #[arg(long, env = "MICROPAY_CA", default_value = "certs/ca.pem")]
+        ca: PathBuf,
+        /// The ledger: an SQLite file or a PostgreSQL URL.
+        #[arg(long, env = "MICROPAY_DB", default_value = "micropay.db")]
+        db: DbLocation,
+    },
 }
 
 fn main() -> ExitCode {
@@ -153,6 +173,7 @@ fn main() -> ExitCode {
         Some(Command::Audit { db }) => run_audit(db),
         Some(Command::Backup { db, to, force }) => run_backup(db, to, *force),
         Some(Command::Migrate { from, to }) => run_migrate(from, to),
+        Some(Command::Rebind { name, cert, ca, db }) => run_rebind(name, cert, ca, db),
         None => serve(&args),
     };
     match result {
@@ -241,6 +262,52 @@ fn run_audit(db: &DbLocation) -> Result<ExitCode> {
         );
         Ok(ExitCode::from(1))
     }
+}
+
+fn run_rebind(name: &str, cert: &Path, ca: &Path, db: &DbLocation) -> Result<ExitCode> {
+    let name = Name::parse(name).with_context(|| format!("{name:?} is not a valid name"))?;
+    if let Some(path) = db.sqlite_path() {
+        anyhow::ensure!(path.exists(), "no ledger at {}", path.display());
+    }
+    let (identity, der) = tls::check_person_cert(ca, cert)
+        .with_context(|| format!("checking {} against {}", cert.display(), ca.display()))?;
+    anyhow::ensure!(
+        identity.name == name,
+        "{} is {}'s certificate, not {name}'s",
+        cert.display(),
+        identity.name
+    );
+    let not_after_s = u64::try_from(identity.not_after_s).unwrap_or(0);
+    let change = KeyChange::rebind(
+        name.clone(),
+        identity.key.clone(),
+        not_after_s,
+        identity.serial.clone(),
+        der,
+    )?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let outcome = runtime.block_on(async {
+        let ledger = Ledger::open(&LedgerConfig {
+            location: db.clone(),
+            initial_balance: INITIAL_BALANCE_DEFAULT,
+        })?;
+        let outcome = ledger.change_key(change).await;
+        ledger.close().await;
+        outcome
+    });
+    let registered = outcome
+        .with_context(|| format!("rebinding {name} in {db}"))?
+        .map_err(|refusal| anyhow::anyhow!("refused: {refusal}"))?;
+    println!(
+        "rebound {name} to key {} (certificate serial {}, valid until {} unix s)",
+        identity.key.fingerprint(),
+        identity.serial_hex(),
+        registered.not_after_s
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Checks the flags' bounds; returns this server's id.

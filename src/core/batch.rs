@@ -15,9 +15,10 @@ use std::collections::HashMap;
 use crate::core::keys::VerifyingKey;
 use crate::core::name::Name;
 use crate::core::payment::PaymentId;
+use crate::core::rotation::KeyChange;
 use crate::core::rules::{
-    decide, decide_registration, Decision, LedgerView, Prior, PriorOutcome, Refusal, RefusalKind,
-    RegisteredKey, Transfer, VerifiedPayment,
+    decide, decide_key_change, decide_registration, Decision, LedgerView, Prior, PriorOutcome,
+    Refusal, RefusalKind, RegisteredKey, Transfer, VerifiedPayment,
 };
 
 /// A state change to write, in the order decided.
@@ -31,6 +32,8 @@ pub enum Effect {
         key: VerifyingKey,
         /// Its certificate's notAfter, unix seconds.
         key_not_after_s: u64,
+        /// Its certificate's serial.
+        key_serial: Vec<u8>,
         /// The opening grant.
         grant_minor: u64,
         /// When, unix ms.
@@ -44,6 +47,16 @@ pub enum Effect {
         payment: Box<VerifiedPayment>,
         /// The balances after it.
         transfer: Transfer,
+        /// When, unix ms.
+        at_ms: u64,
+    },
+    /// An account's key changed (rotation, renewal or rebind).
+    KeyChange {
+        /// The change, its proof and signatures.
+        change: Box<KeyChange>,
+        /// The last payment seq settled before it: payments after this
+        /// position are checked against the new key.
+        after_seq: u64,
         /// When, unix ms.
         at_ms: u64,
     },
@@ -122,12 +135,12 @@ impl<'a, V: LedgerView> Batch<'a, V> {
     }
 
     /// Decides the registration of `name` with `key` (whose certificate
-    /// is valid until `key_not_after_s`) and `grant_minor`.
+    /// is valid until `key_not_after_s` and has serial `key_serial`) and
+    /// `grant_minor`.
     pub fn register(
         &mut self,
         name: &Name,
-        key: &VerifyingKey,
-        key_not_after_s: u64,
+        (key, key_not_after_s, key_serial): (&VerifyingKey, u64, &[u8]),
         grant_minor: u64,
         now_ms: u64,
     ) -> Result<(), Refusal> {
@@ -140,10 +153,30 @@ impl<'a, V: LedgerView> Batch<'a, V> {
             name: name.clone(),
             key: key.clone(),
             key_not_after_s,
+            key_serial: key_serial.to_vec(),
             grant_minor,
             at_ms: now_ms,
         });
         Ok(())
+    }
+
+    /// Decides a key change at `now_ms`: later payments of the batch see
+    /// the new key (a payment verified with the old one is then refused as
+    /// `KeyChanged`), and a second rotation from the same old key is
+    /// refused.
+    pub fn change_key(
+        &mut self,
+        change: &KeyChange,
+        now_ms: u64,
+    ) -> Result<RegisteredKey, Refusal> {
+        let registered = decide_key_change(self, change, now_ms)?;
+        self.keys.insert(change.name().clone(), registered);
+        self.effects.push(Effect::KeyChange {
+            change: Box::new(change.clone()),
+            after_seq: self.last_seq,
+            at_ms: now_ms,
+        });
+        Ok(registered)
     }
 
     /// Decides `payment` at `now_ms`.

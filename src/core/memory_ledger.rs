@@ -7,9 +7,10 @@ use std::collections::HashMap;
 use crate::core::keys::VerifyingKey;
 use crate::core::name::Name;
 use crate::core::payment::PaymentId;
+use crate::core::rotation::KeyChange;
 use crate::core::rules::{
-    decide, decide_registration, Decision, LedgerView, Prior, PriorOutcome, Refusal, RegisteredKey,
-    VerifiedPayment,
+    decide, decide_key_change, decide_registration, Decision, LedgerView, Prior, PriorOutcome,
+    Refusal, RegisteredKey, VerifiedPayment,
 };
 
 /// Accounts, balances and every decision, in memory.
@@ -60,6 +61,13 @@ impl MemoryLedger {
         self.keys
             .insert(name.clone(), RegisteredKey::of(key, key_not_after_s));
         self.granted_minor += u128::from(grant_minor);
+        Ok(())
+    }
+
+    /// Decides a key change at `now_ms` with the rules and applies it.
+    pub fn change_key(&mut self, change: &KeyChange, now_ms: u64) -> Result<(), Refusal> {
+        let registered = decide_key_change(self, change, now_ms)?;
+        self.keys.insert(change.name().clone(), registered);
         Ok(())
     }
 

@@ -9,6 +9,7 @@ pub mod memory_ledger;
 pub mod name;
 pub mod payment;
 pub mod refusal_budget;
+pub mod rotation;
 pub mod rules;
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use crate::core::limits::ACCOUNTS_MAX;
 use crate::core::limits::{MEMO_BYTES_MAX, PAYMENT_LIFETIME_MAX_S};
 use crate::core::name::Name;
 use crate::core::payment::{content_hash, Payment, PaymentError, PaymentId, SignedPayment};
+use crate::core::rotation::{KeyChange, KeyChangeKind};
 
 /// Why a payment or a registration is refused: the stable kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,11 +53,16 @@ pub enum RefusalKind {
     KeyChanged,
     /// The certificate of the payer's registered key has expired.
     KeyExpired,
+    /// A key change names an account that does not exist.
+    NoAccount,
+    /// A renewal whose certificate does not end later than the one the
+    /// ledger has.
+    RenewalNotLater,
 }
 
 impl RefusalKind {
     /// Every kind, for tests and for parsing stored refusals.
-    pub const ALL: [RefusalKind; 15] = [
+    pub const ALL: [RefusalKind; 17] = [
         RefusalKind::AlreadyRegistered,
         RefusalKind::LedgerFull,
         RefusalKind::Conflict,
@@ -72,6 +78,8 @@ impl RefusalKind {
         RefusalKind::Overflow,
         RefusalKind::KeyChanged,
         RefusalKind::KeyExpired,
+        RefusalKind::NoAccount,
+        RefusalKind::RenewalNotLater,
     ];
 
     /// A stable name, as stored with a recorded refusal.
@@ -92,6 +100,8 @@ impl RefusalKind {
             RefusalKind::Overflow => "overflow",
             RefusalKind::KeyChanged => "key_changed",
             RefusalKind::KeyExpired => "key_expired",
+            RefusalKind::NoAccount => "no_account",
+            RefusalKind::RenewalNotLater => "renewal_not_later",
         }
     }
 
@@ -141,6 +151,24 @@ impl VerifiedPayment {
         Ok(VerifiedPayment {
             content_hash: content_hash(&signed.payment.canonical_bytes()),
             key_fingerprint: key_fingerprint(payer_key),
+            signed,
+        })
+    }
+
+    /// [`VerifiedPayment::verify`] that hands the payment back when the
+    /// signature does not verify, so another key can be tried without a
+    /// copy (boxed: the failure path is rare, the success path stays
+    /// small).
+    pub fn try_verify(
+        signed: SignedPayment,
+        key: &VerifyingKey,
+    ) -> Result<VerifiedPayment, Box<SignedPayment>> {
+        if signed.verify(key).is_err() {
+            return Err(Box::new(signed));
+        }
+        Ok(VerifiedPayment {
+            content_hash: content_hash(&signed.payment.canonical_bytes()),
+            key_fingerprint: key_fingerprint(key),
             signed,
         })
     }
@@ -371,4 +399,53 @@ pub fn decide_registration(view: &impl LedgerView, name: &Name) -> Result<(), Re
         ));
     }
     Ok(())
+}
+
+/// Decides a key change of an account at `now_ms`, in the writer's order:
+///
+/// 1. the account exists;
+/// 2. a rotation or renewal starts from the key registered now (of two
+///    racing rotations signed by the same old key, the second finds the
+///    key already changed: `KeyChanged`); a rebind starts from any key;
+/// 3. the new certificate has not expired;
+/// 4. a renewal's certificate ends later than the registered one.
+///
+/// Returns the key registered afterwards.
+pub fn decide_key_change(
+    view: &impl LedgerView,
+    change: &KeyChange,
+    now_ms: u64,
+) -> Result<RegisteredKey, Refusal> {
+    let name = change.name();
+    let current = view
+        .registered_key(name)
+        .ok_or_else(|| Refusal::new(RefusalKind::NoAccount, format!("{name} has no account")))?;
+    if let Some(old) = change.old_fingerprint() {
+        if old != current.fingerprint {
+            return Err(Refusal::new(
+                RefusalKind::KeyChanged,
+                format!("the statement's old key is no longer {name}'s registered key"),
+            ));
+        }
+    }
+    if now_ms / 1000 > change.new_not_after_s() {
+        return Err(Refusal::new(
+            RefusalKind::KeyExpired,
+            format!(
+                "the new certificate expired at {} (unix s)",
+                change.new_not_after_s()
+            ),
+        ));
+    }
+    if change.kind() == KeyChangeKind::Renew && change.new_not_after_s() <= current.not_after_s {
+        return Err(Refusal::new(
+            RefusalKind::RenewalNotLater,
+            format!(
+                "the new certificate ends at {} (unix s), not later than the registered one ({})",
+                change.new_not_after_s(),
+                current.not_after_s
+            ),
+        ));
+    }
+    Ok(change.registered_key())
 }

@@ -435,3 +435,157 @@ proptest! {
         prop_assert_eq!(last_seq, one_by_one.last_seq());
     }
 }
+
+// ---------------------------------------------------------------------
+// Key changes: rotation, renewal, rebind (decide_key_change)
+// ---------------------------------------------------------------------
+
+mod key_changes {
+    use super::*;
+    use crate::core::batch::Batch;
+    use crate::core::rotation::{KeyChange, KeyChangeKind, KeyStatement, StatementError};
+
+    /// alice's change from key `old` to key `new`, certificate valid until
+    /// `not_after_s`, signed by both.
+    fn change(old: u8, new: u8, not_after_s: u64) -> KeyChange {
+        let statement = KeyStatement {
+            name: name("alice"),
+            old_key: key(old).verifying_key().clone(),
+            new_key: key(new).verifying_key().clone(),
+            new_not_after_s: not_after_s,
+            new_serial: vec![0x01, new],
+        };
+        let signed = statement.sign(&key(old), &key(new)).expect("signs");
+        KeyChange::from_statement(signed).expect("verifies")
+    }
+
+    fn signed_by(k: u8, p: Payment) -> VerifiedPayment {
+        VerifiedPayment::verify(p.sign(&key(k)), key(k).verifying_key()).expect("verifies")
+    }
+
+    #[test]
+    fn a_rotation_moves_the_account_and_the_old_key_is_refused() {
+        let mut l = ledger();
+        let before = verified(payment(1, "alice", "bob", 10));
+        let c = change(1, 7, u64::MAX);
+        assert_eq!(c.kind(), KeyChangeKind::Rotate);
+        l.change_key(&c, T0_MS).expect("rotates");
+        let d = l.settle(&before, T0_MS);
+        assert_eq!(refusal_kind(&d), Some(RefusalKind::KeyChanged), "{d:?}");
+        let after = signed_by(7, payment(2, "alice", "bob", 10));
+        assert!(matches!(l.settle(&after, T0_MS), Decision::Settle(_)));
+        assert_eq!(balance(&l, "alice"), GRANT - 10);
+    }
+
+    #[test]
+    fn a_second_rotation_from_the_same_old_key_is_refused() {
+        let mut l = ledger();
+        l.change_key(&change(1, 7, u64::MAX), T0_MS)
+            .expect("first wins");
+        let second = l.change_key(&change(1, 8, u64::MAX), T0_MS);
+        assert_eq!(second.map_err(|r| r.kind), Err(RefusalKind::KeyChanged));
+        // From the new key it goes on.
+        l.change_key(&change(7, 8, u64::MAX), T0_MS)
+            .expect("chained");
+    }
+
+    #[test]
+    fn inside_a_batch_a_rotation_orders_against_payments() {
+        let base = ledger();
+        let mut batch = Batch::new(&base, 0);
+        let early = verified(payment(1, "alice", "bob", 10));
+        let late = verified(payment(2, "alice", "bob", 10));
+        assert!(batch.settle(&early, T0_MS).is_ok(), "before the rotation");
+        batch
+            .change_key(&change(1, 7, u64::MAX), T0_MS)
+            .expect("rotates");
+        let refused = batch.settle(&late, T0_MS).map_err(|r| r.kind);
+        assert_eq!(refused, Err(RefusalKind::KeyChanged));
+        let racing = batch.change_key(&change(1, 8, u64::MAX), T0_MS);
+        assert_eq!(racing.map_err(|r| r.kind), Err(RefusalKind::KeyChanged));
+        let new = signed_by(7, payment(3, "alice", "bob", 10));
+        assert!(batch.settle(&new, T0_MS).is_ok());
+    }
+
+    #[test]
+    fn a_renewal_extends_validity_and_must_end_later() {
+        let mut l = MemoryLedger::new();
+        l.register(&name("alice"), key(1).verifying_key(), T0_S, GRANT)
+            .expect("registers");
+        l.register(&name("bob"), key(2).verifying_key(), u64::MAX, GRANT)
+            .expect("registers");
+        let late_ms = (T0_S + 10) * 1000;
+        let p = verified(payment(1, "alice", "bob", 5));
+        let mut expired = l.clone();
+        assert_eq!(
+            refusal_kind(&expired.settle(&p, late_ms)),
+            Some(RefusalKind::KeyExpired)
+        );
+        let same = l.change_key(&change(1, 1, T0_S), T0_MS);
+        assert_eq!(same.map_err(|r| r.kind), Err(RefusalKind::RenewalNotLater));
+        let renew = change(1, 1, T0_S + 3600);
+        assert_eq!(renew.kind(), KeyChangeKind::Renew);
+        l.change_key(&renew, T0_MS).expect("renews");
+        assert!(matches!(l.settle(&p, late_ms), Decision::Settle(_)));
+    }
+
+    #[test]
+    fn an_expired_new_certificate_or_no_account_is_refused() {
+        let mut l = ledger();
+        let expired = l.change_key(&change(1, 7, T0_S - 1), T0_MS);
+        assert_eq!(expired.map_err(|r| r.kind), Err(RefusalKind::KeyExpired));
+        let mut empty = MemoryLedger::new();
+        let none = empty.change_key(&change(1, 7, u64::MAX), T0_MS);
+        assert_eq!(none.map_err(|r| r.kind), Err(RefusalKind::NoAccount));
+    }
+
+    #[test]
+    fn a_rebind_needs_no_old_key() {
+        let mut l = ledger();
+        l.change_key(&change(1, 7, u64::MAX), T0_MS)
+            .expect("rotates");
+        let rebind = KeyChange::rebind(
+            name("alice"),
+            key(9).verifying_key().clone(),
+            u64::MAX,
+            vec![9],
+            vec![0x30],
+        )
+        .expect("rebind");
+        assert_eq!(rebind.kind(), KeyChangeKind::Rebind);
+        l.change_key(&rebind, T0_MS).expect("rebinds");
+        let p = signed_by(9, payment(1, "alice", "bob", 1));
+        assert!(matches!(l.settle(&p, T0_MS), Decision::Settle(_)));
+    }
+
+    #[test]
+    fn a_statement_needs_both_signatures() {
+        let statement = KeyStatement {
+            name: name("alice"),
+            old_key: key(1).verifying_key().clone(),
+            new_key: key(7).verifying_key().clone(),
+            new_not_after_s: T0_S,
+            new_serial: vec![1],
+        };
+        let good = statement.clone().sign(&key(1), &key(7)).expect("signs");
+        let mut bad_old = good.clone();
+        bad_old.old_signature = key(3).sign(&statement.canonical_bytes().expect("bytes"));
+        let mut bad_new = good.clone();
+        bad_new.new_signature[5] ^= 1;
+        assert_eq!(
+            KeyChange::from_statement(bad_old).err(),
+            Some(StatementError::BadOldSignature)
+        );
+        assert_eq!(
+            KeyChange::from_statement(bad_new).err(),
+            Some(StatementError::BadNewSignature)
+        );
+        let mut long = statement;
+        long.new_serial = vec![1; 22];
+        assert_eq!(
+            long.canonical_bytes().err(),
+            Some(StatementError::SerialTooLong)
+        );
+        assert!(KeyChange::from_statement(good).is_ok());
+    }
+}

@@ -8,9 +8,15 @@
 //!   at its own settlement time, every payment settles: none was expired,
 //!   over its lifetime bound, a self-payment or beyond the payer's means;
 //! - every balance equals its grants plus what it received minus what it
-//!   paid, and the balances sum to the grants.
+//!   paid, and the balances sum to the grants;
+//! - the key history of every account starts with its registration, each
+//!   later change carries its proof (a statement signed by the key before
+//!   it and by the new key, or a rebind's certificate), is replayed
+//!   through the rules at its position among the payments, and ends with
+//!   the account's current key; each payment's signature is checked with
+//!   the key registered when it settled.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 
 use crate::core::keys::VerifyingKey;
@@ -18,11 +24,13 @@ use crate::core::limits::MEMO_BYTES_MAX;
 use crate::core::memory_ledger::MemoryLedger;
 use crate::core::name::Name;
 use crate::core::payment::{Payment, PaymentId, SignedPayment};
+use crate::core::rotation::KeyChange;
 use crate::core::rules::{Decision, VerifiedPayment};
+use crate::ledger::key_audit::{audit_row, AuditedRow};
 use crate::ledger::location::DbLocation;
 use crate::ledger::postgres::PgStore;
 use crate::ledger::sqlite::SqliteStore;
-use crate::ledger::{AuditVisitor, LedgerError, LedgerStore, StoredPayment};
+use crate::ledger::{AuditVisitor, LedgerError, LedgerStore, StoredKeyChange, StoredPayment};
 
 /// What `audit` found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -74,12 +82,31 @@ pub struct Auditor {
     not_after: HashMap<String, u64>,
     model: Option<MemoryLedger>,
     next_seq: i64,
+    /// Each account's key as stored in `accounts` (the current one).
+    account_keys: HashMap<String, (Vec<u8>, u64)>,
+    /// Accounts whose history has a registration row.
+    with_history: HashSet<String>,
+    /// The last key of each account's history, as read so far.
+    history_key: HashMap<String, VerifyingKey>,
+    /// Key changes not yet replayed, in history order.
+    pending: VecDeque<PendingChange>,
+    last_after_seq: u64,
+}
+
+/// A key change waiting for its position among the payments.
+struct PendingChange {
+    hseq: i64,
+    change: Box<KeyChange>,
+    after_seq: u64,
+    at_ms: u64,
 }
 
 impl AuditVisitor for Auditor {
     fn account(&mut self, name: &str, key_spki: &[u8], balance: i64, key_not_after_s: i64) {
-        self.not_after
-            .insert(name.to_owned(), u64::try_from(key_not_after_s).unwrap_or(0));
+        let not_after_s = u64::try_from(key_not_after_s).unwrap_or(0);
+        self.not_after.insert(name.to_owned(), not_after_s);
+        self.account_keys
+            .insert(name.to_owned(), (key_spki.to_vec(), not_after_s));
         let report = &mut self.report;
         report.accounts += 1;
         if balance < 0 {
@@ -105,9 +132,47 @@ impl AuditVisitor for Auditor {
         *total = total.saturating_add(u64::try_from(amount).unwrap_or(0));
     }
 
+    fn key_change(&mut self, row: StoredKeyChange) {
+        let (hseq, name) = (row.hseq, row.name.clone());
+        match audit_row(&row, self.history_key.get(&name)) {
+            Err(e) => self.violate(format!("key history {hseq} ({name}): {e}")),
+            Ok(AuditedRow::Register {
+                name,
+                key,
+                not_after_s,
+            }) => {
+                self.with_history.insert(name.clone());
+                self.history_key.insert(name.clone(), key.clone());
+                self.keys.insert(name.clone(), key);
+                self.not_after.insert(name, not_after_s);
+            }
+            Ok(AuditedRow::Change {
+                change,
+                after_seq,
+                at_ms,
+            }) => {
+                if after_seq < self.last_after_seq {
+                    self.violate(format!(
+                        "key history {hseq} ({name}): out of order (after payment {after_seq}, an earlier change is after {})",
+                        self.last_after_seq
+                    ));
+                }
+                self.last_after_seq = self.last_after_seq.max(after_seq);
+                self.history_key.insert(name, change.new_key().clone());
+                self.pending.push_back(PendingChange {
+                    hseq,
+                    change,
+                    after_seq,
+                    at_ms,
+                });
+            }
+        }
+    }
+
     fn payment(&mut self, row: StoredPayment) {
         self.report.payments += 1;
         let seq = row.seq;
+        self.apply_key_changes(u64::try_from(seq).unwrap_or(0));
         if seq != self.next_seq + 1 {
             self.violate(format!("seq {seq}: expected {} (gap)", self.next_seq + 1));
         }
@@ -157,14 +222,37 @@ impl Auditor {
         self.report.violations.push(violation);
     }
 
+    /// Replays, through the rules, every key change decided before
+    /// payment `seq`; payments from then on verify with the new keys.
+    fn apply_key_changes(&mut self, seq: u64) {
+        while self.pending.front().is_some_and(|p| p.after_seq < seq) {
+            let Some(pending) = self.pending.pop_front() else {
+                return;
+            };
+            let model = self
+                .model
+                .get_or_insert_with(|| opening_model(&self.keys, &self.grants, &self.not_after));
+            let change = &pending.change;
+            match model.change_key(change, pending.at_ms) {
+                Ok(()) => {
+                    let name = change.name().as_str().to_owned();
+                    self.keys.insert(name.clone(), change.new_key().clone());
+                    self.not_after.insert(name, change.new_not_after_s());
+                }
+                Err(refusal) => self.violate(format!(
+                    "key history {} ({}): the rules refuse it at its time: {refusal}",
+                    pending.hseq,
+                    change.name()
+                )),
+            }
+        }
+    }
+
     /// Replays one payment through the rules at its settlement time.
     fn replay(&mut self, seq: i64, payment: &VerifiedPayment, settled_at_ms: i64) {
-        if self.model.is_none() {
-            self.model = Some(self.opening_model());
-        }
-        let Some(model) = self.model.as_mut() else {
-            return;
-        };
+        let model = self
+            .model
+            .get_or_insert_with(|| opening_model(&self.keys, &self.grants, &self.not_after));
         let at_ms = u64::try_from(settled_at_ms).unwrap_or(0);
         match model.settle(payment, at_ms) {
             Decision::Settle(_) => {}
@@ -177,24 +265,31 @@ impl Auditor {
         }
     }
 
-    /// Every account with all its grants, before any payment.
-    fn opening_model(&self) -> MemoryLedger {
-        let mut model = MemoryLedger::new();
-        for (name, key) in &self.keys {
-            let Ok(parsed) = Name::parse(name) else {
+    /// Every account's history must start with its registration and end
+    /// with the key the account has now.
+    fn check_final_keys(&mut self) {
+        self.apply_key_changes(u64::MAX);
+        let mut names: Vec<_> = self.account_keys.keys().cloned().collect();
+        names.sort();
+        for name in names {
+            if !self.with_history.contains(&name) {
+                self.violate(format!("{name}: no registration in the key history"));
                 continue;
-            };
-            let grant = self.grants.get(name).copied().unwrap_or(0);
-            let not_after_s = self.not_after.get(name).copied().unwrap_or(0);
-            // Names are unique in the store, so registration cannot be
-            // refused here; a refusal would show up as unknown accounts.
-            let _ = model.register(&parsed, key, not_after_s, grant);
+            }
+            let (spki, not_after_s) = &self.account_keys[&name];
+            let last = self.keys.get(&name).map(|k| k.spki_der().to_vec());
+            let last_not_after = self.not_after.get(&name).copied();
+            if last.as_ref() != Some(spki) || last_not_after != Some(*not_after_s) {
+                self.violate(format!(
+                    "{name}: the account's key is not the last key of its history"
+                ));
+            }
         }
-        model
     }
 
     /// The report, with the balance checks.
     pub fn finish(mut self) -> AuditReport {
+        self.check_final_keys();
         let mut names: Vec<_> = self.stored.keys().cloned().collect();
         names.sort();
         for name in names {
@@ -215,6 +310,27 @@ impl Auditor {
         }
         self.report
     }
+}
+
+/// Every account with its first key and all its grants, before any
+/// payment or key change.
+fn opening_model(
+    keys: &HashMap<String, VerifyingKey>,
+    grants: &HashMap<String, u64>,
+    not_after: &HashMap<String, u64>,
+) -> MemoryLedger {
+    let mut model = MemoryLedger::new();
+    for (name, key) in keys {
+        let Ok(parsed) = Name::parse(name) else {
+            continue;
+        };
+        let grant = grants.get(name).copied().unwrap_or(0);
+        let not_after_s = not_after.get(name).copied().unwrap_or(0);
+        // Names are unique in the store, so registration cannot be
+        // refused here; a refusal would show up as unknown accounts.
+        let _ = model.register(&parsed, key, not_after_s, grant);
+    }
+    model
 }
 
 fn parse_payment(row: &StoredPayment) -> Option<SignedPayment> {

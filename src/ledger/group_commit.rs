@@ -133,8 +133,14 @@ fn commit_and_answer(
 fn publish_keys(keys: &KeyRegistry, commands: &[Command], answers: &[Answer]) {
     let mut registry = keys.write().unwrap_or_else(|p| p.into_inner());
     for (command, answer) in commands.iter().zip(answers) {
-        if let (Command::Register { name, key, .. }, Answer::Registered(_)) = (command, answer) {
-            registry.insert(name.clone(), Arc::new(key.clone()));
+        match (command, answer) {
+            (Command::Register { name, key, .. }, Answer::Registered(_)) => {
+                registry.insert(name.clone(), Arc::new(key.clone()));
+            }
+            (Command::ChangeKey(change), Answer::KeyChanged(_)) => {
+                registry.insert(change.name().clone(), Arc::new(change.new_key().clone()));
+            }
+            _ => {}
         }
     }
 }

@@ -13,13 +13,14 @@ use crate::core::keys::VerifyingKey;
 use crate::core::limits::{INITIAL_BALANCE_MAX, LEDGER_QUEUE_MAX};
 use crate::core::name::Name;
 use crate::core::payment::PaymentId;
-use crate::core::rules::{Refusal, VerifiedPayment};
+use crate::core::rotation::KeyChange;
+use crate::core::rules::{Refusal, RegisteredKey, VerifiedPayment};
 use crate::ledger::group_commit::{run_writer, Queued, WriterMessage};
 use crate::ledger::location::DbLocation;
 use crate::ledger::postgres::PgStore;
 use crate::ledger::sqlite::SqliteStore;
 use crate::ledger::{
-    Account, Answer, Command, CommitObserver, HistoryPage, LedgerError, LedgerStore,
+    Account, Answer, Command, CommitObserver, HistoryPage, KeyEntry, LedgerError, LedgerStore,
     NoCommitObserver, Outcome, Settlement,
 };
 
@@ -131,24 +132,69 @@ impl Ledger {
         Ok(self.key_of(name).await?.is_some())
     }
 
+    /// The registered key of `name` read from the store (not the cache),
+    /// which then replaces the cached one. With several servers on one
+    /// database, another server may have changed the key: a connection
+    /// whose key does not match the cache asks this before refusing.
+    pub async fn refresh_key(&self, name: &Name) -> Result<Option<Arc<VerifyingKey>>, LedgerError> {
+        let owned = name.clone();
+        let Some(key) = self.read(move |s| s.key(&owned)).await? else {
+            return Ok(None);
+        };
+        let key = Arc::new(key);
+        self.keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.clone(), key.clone());
+        Ok(Some(key))
+    }
+
+    /// Every key `name` ever had, oldest first, from the store.
+    pub async fn key_history(&self, name: &Name) -> Result<Vec<KeyEntry>, LedgerError> {
+        let name = name.clone();
+        self.read(move |s| s.key_history(&name)).await
+    }
+
+    /// `name`'s current key with its certificate's notAfter and serial
+    /// (what a CRL check needs), from the store; `None` without an account.
+    pub async fn current_key(&self, name: &Name) -> Result<Option<KeyEntry>, LedgerError> {
+        Ok(self.key_history(name).await?.pop())
+    }
+
     /// Creates an account bound to `key`, whose certificate is valid until
-    /// `key_not_after_s`; answers once durable.
+    /// `key_not_after_s` and has serial `key_serial`; answers once durable.
     pub async fn register(
         &self,
         name: Name,
         key: VerifyingKey,
-        key_not_after_s: u64,
+        (key_not_after_s, key_serial): (u64, Vec<u8>),
     ) -> Result<Result<Account, Refusal>, LedgerError> {
         let command = Command::Register {
             name,
             key,
             key_not_after_s,
+            key_serial,
         };
         match self.submit(command).await? {
             Answer::Registered(account) => Ok(Ok(account)),
             Answer::Refused(refusal) => Ok(Err(refusal)),
-            Answer::Settled(_) => Err(LedgerError::Corrupt(
-                "a settlement answered a registration".into(),
+            _ => Err(LedgerError::Corrupt(
+                "another answer answered a registration".into(),
+            )),
+        }
+    }
+
+    /// Changes an account's key (rotation, renewal, rebind) as the rules
+    /// decide; answers once durable with the key registered now.
+    pub async fn change_key(
+        &self,
+        change: KeyChange,
+    ) -> Result<Result<RegisteredKey, Refusal>, LedgerError> {
+        match self.submit(Command::ChangeKey(Box::new(change))).await? {
+            Answer::KeyChanged(registered) => Ok(Ok(registered)),
+            Answer::Refused(refusal) => Ok(Err(refusal)),
+            _ => Err(LedgerError::Corrupt(
+                "another answer answered a key change".into(),
             )),
         }
     }
@@ -161,8 +207,8 @@ impl Ledger {
         match self.submit(Command::Settle(Box::new(payment))).await? {
             Answer::Settled(settlement) => Ok(Ok(settlement)),
             Answer::Refused(refusal) => Ok(Err(refusal)),
-            Answer::Registered(_) => Err(LedgerError::Corrupt(
-                "a registration answered a settlement".into(),
+            _ => Err(LedgerError::Corrupt(
+                "another answer answered a settlement".into(),
             )),
         }
     }

@@ -9,6 +9,8 @@
 //! | [`observer`] | [`CommitObserver`]: what the writer reports after each commit (batch size, commit time), for metrics |
 //! | [`mod@audit`] | the checks every backend shares: signatures, replay through the rules, conservation |
 //! | [`migrate`] | copying a whole SQLite ledger into an empty PostgreSQL database, audited on the way |
+//! | [`key_history`] | the key-history rows (every key an account had) as written, stored and read |
+//! | `key_audit` | rebuilding each stored key change (statement and signatures, or a rebind's certificate) for audit |
 //! | [`location`] | [`DbLocation`]: an SQLite path or a PostgreSQL URL, parsed in one place, shown without passwords |
 //! | [`sqlite`] | the embedded SQLite backend; the only place that knows SQL for it |
 //! | [`postgres`] | the PostgreSQL backend, shared by several servers, and the presence table |
@@ -22,6 +24,8 @@ pub mod audit;
 mod decode;
 pub mod group_commit;
 pub mod handle;
+mod key_audit;
+pub mod key_history;
 pub mod location;
 pub mod migrate;
 pub mod observer;
@@ -32,10 +36,12 @@ use crate::core::batch::Batch;
 use crate::core::keys::VerifyingKey;
 use crate::core::name::Name;
 use crate::core::payment::{PaymentId, Receipt, SignedPayment};
-use crate::core::rules::{LedgerView, Refusal, VerifiedPayment};
+use crate::core::rotation::KeyChange;
+use crate::core::rules::{LedgerView, Refusal, RegisteredKey, VerifiedPayment};
 
 pub use audit::{audit, audit_at, AuditReport};
 pub use handle::{KeyRegistry, Ledger, LedgerConfig};
+pub use key_history::{KeyEntry, StoredKeyChange};
 pub use location::{DbLocation, DbLocationError};
 pub use observer::{CommitObserver, NoCommitObserver};
 
@@ -165,9 +171,13 @@ pub enum Command {
         key: VerifyingKey,
         /// The notAfter of the certificate that registers it, unix s.
         key_not_after_s: u64,
+        /// That certificate's serial.
+        key_serial: Vec<u8>,
     },
     /// Settle a verified payment.
     Settle(Box<VerifiedPayment>),
+    /// Change an account's key (rotation, renewal, rebind).
+    ChangeKey(Box<KeyChange>),
 }
 
 /// The answer to one [`Command`].
@@ -177,6 +187,8 @@ pub enum Answer {
     Registered(Account),
     /// The payment settled (now or before).
     Settled(Settlement),
+    /// The account's key changed; the key registered now.
+    KeyChanged(RegisteredKey),
     /// The rules refused.
     Refused(Refusal),
 }
@@ -189,6 +201,9 @@ pub trait AuditVisitor {
     fn account(&mut self, name: &str, key_spki: &[u8], balance: i64, key_not_after_s: i64);
     /// A grant.
     fn grant(&mut self, name: &str, amount: i64);
+    /// A key-history row; called for every row in ascending `hseq`
+    /// order, after the accounts and before the payments.
+    fn key_change(&mut self, row: StoredKeyChange);
     /// A settled payment; called in ascending `seq` order.
     fn payment(&mut self, row: StoredPayment);
     /// A recorded refusal.
@@ -229,6 +244,9 @@ pub trait LedgerStore: Send + Sync + 'static {
     fn keys(&self) -> Result<Vec<(Name, VerifyingKey)>, LedgerError>;
     /// The registered key of `name`, if any.
     fn key(&self, name: &Name) -> Result<Option<VerifyingKey>, LedgerError>;
+    /// Every key `name` ever had, oldest first (empty without an
+    /// account).
+    fn key_history(&self, name: &Name) -> Result<Vec<KeyEntry>, LedgerError>;
     /// Decides `batch` at `now_ms` with the rules and commits the effects
     /// in one durable transaction; answers in the batch's order. On error
     /// nothing of the batch is applied.
@@ -265,7 +283,13 @@ pub fn decide_command<V: LedgerView>(
             name,
             key,
             key_not_after_s,
-        } => match batch.register(name, key, *key_not_after_s, initial_balance, now_ms) {
+            key_serial,
+        } => match batch.register(
+            name,
+            (key, *key_not_after_s, key_serial),
+            initial_balance,
+            now_ms,
+        ) {
             Ok(()) => Answer::Registered(Account {
                 name: name.clone(),
                 balance: initial_balance,
@@ -279,6 +303,10 @@ pub fn decide_command<V: LedgerView>(
                 replay: settled.replay,
                 payment_hash: payment.content_hash(),
             }),
+            Err(refusal) => Answer::Refused(refusal),
+        },
+        Command::ChangeKey(change) => match batch.change_key(change, now_ms) {
+            Ok(registered) => Answer::KeyChanged(registered),
             Err(refusal) => Answer::Refused(refusal),
         },
     }

@@ -283,3 +283,45 @@ pub fn peer_identity(conn: &rustls::CommonState) -> Result<Identity, IdentityErr
         .ok_or(IdentityError::DnsNameCount(0))?;
     Identity::from_cert_der(leaf)
 }
+
+/// Why a certificate offered for a rebind is not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum CertCheckError {
+    /// The files could not be read.
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+    /// The file holds no certificate.
+    #[error("{0}: no certificate found")]
+    Empty(PathBuf),
+    /// The chain does not verify against the CA (or the certificate has
+    /// expired, or is not yet valid).
+    #[error("the certificate does not verify against the CA: {0}")]
+    Untrusted(rustls::Error),
+    /// The certificate does not name a person.
+    #[error("{0}")]
+    Identity(#[from] IdentityError),
+}
+
+/// Checks the person certificate in `cert` (PEM, leaf first) as the
+/// server's handshake would: chained to the CA in `ca`, valid now, usable
+/// for client authentication, naming a person. Returns its identity and
+/// its DER (what the key history keeps as the proof of a rebind).
+pub fn check_person_cert(ca: &Path, cert: &Path) -> Result<(Identity, Vec<u8>), CertCheckError> {
+    let roots = read_certs(ca)?;
+    let chain = read_certs(cert)?;
+    let (leaf, intermediates) = chain
+        .split_first()
+        .ok_or_else(|| CertCheckError::Empty(cert.to_owned()))?;
+    let mut store = RootCertStore::empty();
+    for root in roots {
+        store.add(root).map_err(CertCheckError::Untrusted)?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider())
+        .build()
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    verifier
+        .verify_client_cert(leaf, intermediates, rustls::pki_types::UnixTime::now())
+        .map_err(CertCheckError::Untrusted)?;
+    let identity = Identity::from_cert_der(leaf)?;
+    Ok((identity, leaf.to_vec()))
+}

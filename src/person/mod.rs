@@ -9,6 +9,7 @@
 //! [`statement`] streams one person's whole history as CSV or JSON lines
 //! with a running balance.
 
+mod rotate;
 mod send;
 mod serve;
 pub mod statement;
@@ -25,6 +26,7 @@ use crate::net::link::{host_of, CallError, Link};
 use crate::net::revocation::{Crl, CrlError};
 use crate::net::tls::{self, Material, TlsError};
 
+pub use rotate::{rotate, rotation_statement};
 pub use send::{send, SendOptions, Sent};
 pub use serve::{serve, serve_with_metrics, Reconnect, ServeEvent, ServeOptions};
 
@@ -86,6 +88,9 @@ pub enum PeerError {
         /// The TLS error.
         reason: String,
     },
+    /// A rotation statement could not be made.
+    #[error("cannot make the rotation statement: {0}")]
+    Statement(crate::core::rotation::StatementError),
     /// The receipt did not verify against the server's key.
     #[error("the receipt for {0} does not carry a valid server signature for this payment")]
     BadReceipt(PaymentId),
@@ -97,6 +102,8 @@ pub struct Person {
     pub name: Name,
     /// The signing key (the certificate's key).
     pub key: SigningKey,
+    /// The certificate's identity (name, key, notAfter, serial).
+    pub identity: Identity,
     client: Arc<rustls::ClientConfig>,
     listener: Arc<rustls::ServerConfig>,
     /// The CRL my peer listener enforces (`serve --crl`), if any.
@@ -141,7 +148,8 @@ impl Person {
             .ok_or(crate::net::identity::IdentityError::Malformed)?;
         let identity = Identity::from_cert_der(leaf)?;
         Ok(Person {
-            name: identity.name,
+            name: identity.name.clone(),
+            identity,
             key: material.signing_key()?,
             client: tls::client_config(&material)?,
             listener: tls::peer_listener_config_with_crl(&material, crl.as_deref())?,

@@ -139,6 +139,8 @@ impl From<Refusal> for WireError {
             RefusalKind::Overflow => ErrorCode::Internal,
             RefusalKind::KeyChanged => ErrorCode::KeyMismatch,
             RefusalKind::KeyExpired => ErrorCode::CertificateExpired,
+            RefusalKind::NoAccount => ErrorCode::NotRegistered,
+            RefusalKind::RenewalNotLater => ErrorCode::BadRequest,
         };
         WireError::new(code, r.message)
     }

@@ -262,3 +262,16 @@ pub struct Settled {
     #[serde(default)]
     pub replay: bool,
 }
+
+/// `rotate`: the key the account is bound to now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rotated {
+    /// Your name.
+    pub name: String,
+    /// `rotate` (a new key) or `renew` (the same key, a later notAfter).
+    pub kind: String,
+    /// The fingerprint of the key your account is bound to now.
+    pub key_fingerprint: String,
+    /// Until when (unix s) payments signed with it settle.
+    pub not_after: u64,
+}

@@ -48,6 +48,17 @@ pub enum ServerRequest {
         /// 32 hex digits.
         payment_id: String,
     },
+    /// Move my account to the key of the certificate this connection
+    /// presents (rotation), or record that certificate's later notAfter
+    /// for the same key (renewal). Both signatures cover the rotation
+    /// statement's canonical bytes (docs/PROTOCOL.md), which the server
+    /// rebuilds from the account's registered key and this certificate.
+    Rotate {
+        /// The registered (old) key's signature, hex.
+        old_signature: String,
+        /// This certificate's (new) key's signature, hex.
+        new_signature: String,
+    },
     /// Settle a signed payment (sent by its payee, or by its payer).
     Settle {
         /// The payment.

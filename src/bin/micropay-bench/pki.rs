@@ -32,6 +32,7 @@ impl BenchPki {
             force: false,
             renew_server: false,
             people: Vec::new(),
+            next: None,
         })
         .map_err(setup("making certificates"))?;
         let read = |file: &str| {

@@ -162,6 +162,20 @@ enum Command {
         #[arg(long)]
         no_bom: bool,
     },
+    /// Move my account to a new key, or renew it with a new certificate
+    /// for the same key: signs with my current key (--key, or
+    /// DIR/NAME.key) and the new one, and connects with the NEW
+    /// certificate, so it works after the old certificate expired.
+    Rotate {
+        /// The new certificate (e.g. DIR/NAME.next.pem from
+        /// `micropay-certs --next NAME`).
+        #[arg(long)]
+        new_cert: PathBuf,
+        /// The new certificate's private key (the current key for a
+        /// renewal).
+        #[arg(long)]
+        new_key: PathBuf,
+    },
     /// The outcome of a payment I made or received.
     Status {
         /// The payment id (32 hex digits).
@@ -237,7 +251,7 @@ impl From<PeerError> for Failure {
     fn from(e: PeerError) -> Failure {
         match e {
             PeerError::Call(c) => c.into(),
-            PeerError::Tls(_) | PeerError::Identity(_) | PeerError::Crl(_) => {
+            PeerError::Tls(_) | PeerError::Identity(_) | PeerError::Crl(_) | PeerError::Statement(_) => {
                 Failure::usage(e.to_string())
             }
             // The address may be fine and merely taken: not a usage error.
@@ -357,6 +371,16 @@ async fn run(args: &Args) -> Result<(), Failure> {
         } => history::statement(&person, &args.server, *limit, *format, !*no_bom).await,
         Command::History { limit, before, .. } => {
             history::run(&person, &args.server, *limit, *before, json).await
+        }
+        Command::Rotate { new_cert, new_key } => {
+            let ca = args.ca.clone().unwrap_or_else(|| args.certs.join("ca.pem"));
+            for path in [new_cert, new_key] {
+                if !path.exists() {
+                    return Err(Failure::usage(format!("no file at {}", path.display())));
+                }
+            }
+            let new = Person::load(&ca, new_cert, new_key).map_err(Failure::from)?;
+            queries::rotate(&person, &new, &args.server, json).await
         }
         Command::Status { payment_id } => {
             queries::status(&person, &args.server, payment_id, json).await

@@ -1,4 +1,4 @@
-//! `register`, `list`, `balance` and `status`: one request each.
+//! `register`, `list`, `balance`, `status` and `rotate`: one request each.
 
 use micropay::core::payment::PaymentId;
 use micropay::person::Person;
@@ -21,6 +21,39 @@ pub async fn register(person: &Person, server: &str, json: bool) -> Result<(), F
     } else {
         println!("registered {} with balance {}", escape(&r.name), r.balance);
         println!("account bound to key {}", escape(&r.key_fingerprint));
+    }
+    Ok(())
+}
+
+/// `rotate`: move my account to `new`'s key (or renew it).
+pub async fn rotate(old: &Person, new: &Person, server: &str, json: bool) -> Result<(), Failure> {
+    if old.name != new.name {
+        return Err(Failure::usage(format!(
+            "the new certificate is {}'s, not {}'s",
+            new.name, old.name
+        )));
+    }
+    let r = micropay::person::rotate(&old.key, new, server).await?;
+    if json {
+        println!(
+            "{}",
+            json!({"ok": true, "name": r.name, "kind": r.kind, "key_fingerprint": r.key_fingerprint, "not_after": r.not_after})
+        );
+    } else {
+        let verb = if r.kind == "renew" {
+            "renewed"
+        } else {
+            "rotated"
+        };
+        println!(
+            "{verb} {}: account bound to key {}",
+            escape(&r.name),
+            escape(&r.key_fingerprint)
+        );
+        println!(
+            "payments signed with it settle until {} (unix s)",
+            r.not_after
+        );
     }
     Ok(())
 }

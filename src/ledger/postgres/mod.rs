@@ -31,7 +31,7 @@ use crate::core::name::Name;
 use crate::core::payment::PaymentId;
 use crate::ledger::location::redact_url;
 use crate::ledger::{
-    Answer, AuditVisitor, Command, HistoryPage, LedgerError, LedgerStore, Outcome,
+    Answer, AuditVisitor, Command, HistoryPage, KeyEntry, LedgerError, LedgerStore, Outcome,
 };
 
 pub use schema::SCHEMA_VERSION;
@@ -217,6 +217,10 @@ impl LedgerStore for PgStore {
 
     fn key(&self, name: &Name) -> Result<Option<VerifyingKey>, LedgerError> {
         self.block_on(async { read::key(self.reader().await?.client()?, name).await })
+    }
+
+    fn key_history(&self, name: &Name) -> Result<Vec<KeyEntry>, LedgerError> {
+        self.block_on(async { read::key_history(self.reader().await?.client()?, name).await })
     }
 
     fn commit(&self, batch: &[Command], now_ms: u64) -> Result<Vec<Answer>, LedgerError> {

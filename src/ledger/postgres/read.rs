@@ -9,7 +9,10 @@ use crate::core::limits::HISTORY_PAGE_MAX;
 use crate::core::name::Name;
 use crate::core::payment::PaymentId;
 use crate::ledger::decode::{name, refused_outcome, StoredHistory, StoredSettlement};
-use crate::ledger::{AuditVisitor, HistoryPage, HistoryRow, LedgerError, Outcome, StoredPayment};
+use crate::ledger::{
+    AuditVisitor, HistoryPage, HistoryRow, KeyEntry, LedgerError, Outcome, StoredKeyChange,
+    StoredPayment,
+};
 
 use super::pg_error;
 
@@ -217,6 +220,7 @@ pub(super) async fn scan(
             r.try_get(1).map_err(pg_error)?,
         );
     }
+    scan_key_history(&tx, visitor).await?;
     let stmt = tx
         .prepare(
             "SELECT seq, id, payer, payee, amount, expires_at, memo, signature, content_hash, settled_at_ms
@@ -247,6 +251,50 @@ pub(super) async fn scan(
         visitor.refusal();
     }
     tx.commit().await.map_err(pg_error)
+}
+
+/// Feeds the key history to the audit, in decision order.
+async fn scan_key_history(
+    tx: &tokio_postgres::Transaction<'_>,
+    visitor: &mut dyn AuditVisitor,
+) -> Result<(), LedgerError> {
+    let sql = format!("SELECT {KEY_HISTORY_COLUMNS} FROM key_history ORDER BY hseq");
+    for r in tx.query(&sql, &[]).await.map_err(pg_error)? {
+        visitor.key_change(stored_key_change(&r)?);
+    }
+    Ok(())
+}
+
+const KEY_HISTORY_COLUMNS: &str = "hseq, name, kind, public_key, not_after_s, serial, proof, old_signature, new_signature, at_ms, after_seq";
+
+fn stored_key_change(r: &Row) -> Result<StoredKeyChange, LedgerError> {
+    Ok(StoredKeyChange {
+        hseq: r.try_get(0).map_err(pg_error)?,
+        name: r.try_get(1).map_err(pg_error)?,
+        kind: r.try_get(2).map_err(pg_error)?,
+        key_spki: r.try_get(3).map_err(pg_error)?,
+        not_after_s: r.try_get(4).map_err(pg_error)?,
+        serial: r.try_get(5).map_err(pg_error)?,
+        proof: r.try_get(6).map_err(pg_error)?,
+        old_signature: r.try_get(7).map_err(pg_error)?,
+        new_signature: r.try_get(8).map_err(pg_error)?,
+        at_ms: r.try_get(9).map_err(pg_error)?,
+        after_seq: r.try_get(10).map_err(pg_error)?,
+    })
+}
+
+/// Every key `who` had, oldest first.
+pub(super) async fn key_history(c: &mut Client, who: &Name) -> Result<Vec<KeyEntry>, LedgerError> {
+    let rows = c
+        .query(
+            &format!("SELECT {KEY_HISTORY_COLUMNS} FROM key_history WHERE name = $1 ORDER BY hseq"),
+            &[&who.as_str()],
+        )
+        .await
+        .map_err(pg_error)?;
+    rows.iter()
+        .map(|r| stored_key_change(r)?.into_entry())
+        .collect()
 }
 
 fn stored_payment(r: &Row) -> Result<StoredPayment, LedgerError> {

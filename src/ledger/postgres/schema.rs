@@ -11,7 +11,35 @@ use crate::ledger::LedgerError;
 use super::pg_error;
 
 /// The schema version this program writes.
-pub const SCHEMA_VERSION: i32 = 2;
+/// Version 3 adds the key history.
+pub const SCHEMA_VERSION: i32 = 3;
+
+/// The key history, added by version 3 (as in SQLite's schema).
+const KEY_HISTORY: &str = "
+CREATE TABLE IF NOT EXISTS key_history (
+    hseq          BIGSERIAL PRIMARY KEY,
+    name          TEXT NOT NULL REFERENCES accounts(name),
+    kind          TEXT NOT NULL,
+    public_key    BYTEA NOT NULL,
+    not_after_s   BIGINT NOT NULL,
+    serial        BYTEA NOT NULL,
+    proof         BYTEA NOT NULL,
+    old_signature BYTEA NOT NULL,
+    new_signature BYTEA NOT NULL,
+    at_ms         BIGINT NOT NULL,
+    after_seq     BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS key_history_by_name ON key_history(name, hseq);
+";
+
+/// From version 2: the history starts with each account's registered key
+/// (its serial was not recorded then, so it is empty).
+const MIGRATE_2_TO_3: &str = "
+INSERT INTO key_history (name, kind, public_key, not_after_s, serial, proof, old_signature, new_signature, at_ms, after_seq)
+SELECT name, 'register', public_key, key_not_after_s, '', '', '', '', created_at_ms, 0
+FROM accounts ORDER BY created_at_ms, name;
+INSERT INTO micropay_schema (version) VALUES (3);
+";
 
 /// Held while the schema is checked or created (any fixed number).
 const MIGRATION_LOCK: i64 = 0x6d69_6372_6f70_6179; // "micropay"
@@ -82,10 +110,16 @@ pub(super) async fn migrate(client: &mut Client, shown: &str) -> Result<(), Ledg
         .await
         .map_err(pg_error)?;
     if let Some(version) = stored_version(&tx).await? {
-        check_version(version, shown)?;
+        if version == 2 {
+            tx.batch_execute(KEY_HISTORY).await.map_err(pg_error)?;
+            tx.batch_execute(MIGRATE_2_TO_3).await.map_err(pg_error)?;
+        } else {
+            check_version(version, shown)?;
+        }
         return tx.commit().await.map_err(pg_error);
     }
     tx.batch_execute(SCHEMA).await.map_err(pg_error)?;
+    tx.batch_execute(KEY_HISTORY).await.map_err(pg_error)?;
     tx.execute(
         "INSERT INTO micropay_schema (version) VALUES ($1)",
         &[&SCHEMA_VERSION],

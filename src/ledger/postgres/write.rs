@@ -31,6 +31,7 @@ use crate::core::name::Name;
 use crate::core::payment::{content_hash, PaymentId};
 use crate::core::rules::{LedgerView, Prior, PriorOutcome, RegisteredKey};
 use crate::ledger::decode::{hash32, name, payment_id, refusal, to_u64};
+use crate::ledger::key_history::KeyRow;
 use crate::ledger::{decide_command, Answer, Command, LedgerError};
 
 use super::{connect, pg_error, retriable, PgStore};
@@ -186,6 +187,7 @@ async fn load_base(tx: &Transaction<'_>, batch: &[Command]) -> Result<BaseView, 
                 registers = true;
                 names.push(name.as_str());
             }
+            Command::ChangeKey(change) => names.push(change.name().as_str()),
             Command::Settle(payment) => {
                 let p = &payment.signed().payment;
                 names.extend([p.payer.as_str(), p.payee.as_str()]);
@@ -312,6 +314,10 @@ struct Columns<'a> {
     rej_code: Vec<&'static str>,
     rej_message: Vec<&'a str>,
     rej_at: Vec<i64>,
+    /// Key-history rows, in decision order.
+    history: Vec<KeyRow<'a>>,
+    /// Each changed account's key and notAfter after the batch.
+    keys: HashMap<&'a str, (&'a [u8], i64)>,
     /// Each paying or paid account's balance after the batch.
     balances: HashMap<&'a str, i64>,
 }
@@ -330,9 +336,17 @@ impl<'a> Columns<'a> {
                     name,
                     key,
                     key_not_after_s,
+                    key_serial,
                     grant_minor,
                     at_ms,
                 } => {
+                    c.history.push(KeyRow::register(
+                        name,
+                        key,
+                        *key_not_after_s,
+                        key_serial,
+                        *at_ms,
+                    ));
                     c.acct_name.push(name.as_str());
                     c.acct_key.push(key.spki_der());
                     c.acct_grant.push(big(*grant_minor, "grant")?);
@@ -347,6 +361,15 @@ impl<'a> Columns<'a> {
                     transfer,
                     at_ms,
                 } => c.payment(*seq, payment, transfer, *at_ms)?,
+                Effect::KeyChange {
+                    change,
+                    after_seq,
+                    at_ms,
+                } => {
+                    let row = KeyRow::change(change, *after_seq, *at_ms);
+                    c.keys.insert(row.name, (row.key, row.not_after_s));
+                    c.history.push(row);
+                }
                 Effect::Refusal {
                     payment,
                     refusal,
@@ -393,6 +416,49 @@ impl<'a> Columns<'a> {
     }
 }
 
+/// One byte column of the key-history rows.
+fn col<'a>(rows: &[KeyRow<'a>], f: impl Fn(&KeyRow<'a>) -> &'a [u8]) -> Vec<&'a [u8]> {
+    rows.iter().map(f).collect()
+}
+
+/// Writes the key-history rows and the accounts' new keys.
+async fn write_key_history(tx: &Transaction<'_>, c: &Columns<'_>) -> Result<(), Failure> {
+    if c.history.is_empty() {
+        return Ok(());
+    }
+    let h = &c.history;
+    let names: Vec<&str> = h.iter().map(|r| r.name).collect();
+    let kinds: Vec<&str> = h.iter().map(|r| r.kind).collect();
+    let not_after: Vec<i64> = h.iter().map(|r| r.not_after_s).collect();
+    let at: Vec<i64> = h.iter().map(|r| r.at_ms).collect();
+    let after: Vec<i64> = h.iter().map(|r| r.after_seq).collect();
+    let (keys, serials, proofs) = (col(h, |r| r.key), col(h, |r| r.serial), col(h, |r| r.proof));
+    let (old_sigs, new_sigs) = (col(h, |r| r.old_signature), col(h, |r| r.new_signature));
+    // WITH ORDINALITY keeps the decision order in hseq.
+    tx.execute(
+        "INSERT INTO key_history (name, kind, public_key, not_after_s, serial, proof, old_signature, new_signature, at_ms, after_seq)
+         SELECT name, kind, pk, na, se, pr, os, ns, at, af FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int8[],
+             $5::bytea[], $6::bytea[], $7::bytea[], $8::bytea[], $9::int8[], $10::int8[])
+             WITH ORDINALITY AS u(name, kind, pk, na, se, pr, os, ns, at, af, ord) ORDER BY ord",
+        &[
+            &names, &kinds, &keys, &not_after, &serials, &proofs, &old_sigs, &new_sigs, &at, &after,
+        ],
+    )
+    .await?;
+    if !c.keys.is_empty() {
+        let names: Vec<&str> = c.keys.keys().copied().collect();
+        let keys: Vec<&[u8]> = names.iter().map(|n| c.keys[n].0).collect();
+        let not_after: Vec<i64> = names.iter().map(|n| c.keys[n].1).collect();
+        tx.execute(
+            "UPDATE accounts a SET public_key = u.pk, key_not_after_s = u.na
+             FROM unnest($1::text[], $2::bytea[], $3::int8[]) AS u(name, pk, na) WHERE a.name = u.name",
+            &[&names, &keys, &not_after],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Writes every effect: new accounts and their grants, payments,
 /// refusals, then the balances after the batch.
 async fn write_effects(tx: &Transaction<'_>, effects: &[Effect]) -> Result<(), Failure> {
@@ -437,6 +503,7 @@ async fn write_effects(tx: &Transaction<'_>, effects: &[Effect]) -> Result<(), F
         )
         .await?;
     }
+    write_key_history(tx, &c).await?;
     if !c.rej_id.is_empty() {
         tx.execute(
             "INSERT INTO rejections (id, payer, payee, content_hash, code, message, decided_at_ms)

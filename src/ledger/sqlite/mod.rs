@@ -28,7 +28,7 @@ use crate::core::limits::LEDGER_READERS_MAX;
 use crate::core::name::Name;
 use crate::core::payment::PaymentId;
 use crate::ledger::{
-    Answer, AuditVisitor, Command, HistoryPage, LedgerError, LedgerStore, Outcome,
+    Answer, AuditVisitor, Command, HistoryPage, KeyEntry, LedgerError, LedgerStore, Outcome,
 };
 
 pub use backup::{backup, BackupError};
@@ -111,6 +111,10 @@ impl LedgerStore for SqliteStore {
 
     fn key(&self, name: &Name) -> Result<Option<VerifyingKey>, LedgerError> {
         self.with_reader(|c| read::key(c, name))?
+    }
+
+    fn key_history(&self, name: &Name) -> Result<Vec<KeyEntry>, LedgerError> {
+        self.with_reader(|c| read::key_history(c, name))?
     }
 
     fn commit(&self, batch: &[Command], now_ms: u64) -> Result<Vec<Answer>, LedgerError> {

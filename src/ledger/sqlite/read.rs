@@ -10,7 +10,10 @@ use crate::core::limits::HISTORY_PAGE_MAX;
 use crate::core::name::Name;
 use crate::core::payment::{content_hash, PaymentId};
 use crate::core::rules::RegisteredKey;
-use crate::ledger::{AuditVisitor, HistoryPage, HistoryRow, LedgerError, Outcome, StoredPayment};
+use crate::ledger::{
+    AuditVisitor, HistoryPage, HistoryRow, KeyEntry, LedgerError, Outcome, StoredKeyChange,
+    StoredPayment,
+};
 
 type Read<T> = Result<Result<T, LedgerError>, rusqlite::Error>;
 
@@ -70,6 +73,39 @@ pub(super) fn key(c: &Connection, who: &Name) -> Read<Option<VerifyingKey>> {
                 .map_err(|e| LedgerError::Corrupt(format!("account {who} has a bad key: {e}")))
         })
         .transpose())
+}
+
+const KEY_HISTORY_COLUMNS: &str = "hseq, name, kind, public_key, not_after_s, serial, proof, old_signature, new_signature, at_ms, after_seq";
+
+fn stored_key_change(r: &Row<'_>) -> Result<StoredKeyChange, rusqlite::Error> {
+    Ok(StoredKeyChange {
+        hseq: r.get(0)?,
+        name: r.get(1)?,
+        kind: r.get(2)?,
+        key_spki: r.get(3)?,
+        not_after_s: r.get(4)?,
+        serial: r.get(5)?,
+        proof: r.get(6)?,
+        old_signature: r.get(7)?,
+        new_signature: r.get(8)?,
+        at_ms: r.get(9)?,
+        after_seq: r.get(10)?,
+    })
+}
+
+pub(super) fn key_history(c: &Connection, who: &Name) -> Read<Vec<KeyEntry>> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {KEY_HISTORY_COLUMNS} FROM key_history WHERE name = ?1 ORDER BY hseq"
+    ))?;
+    let rows = stmt.query_map([who.as_str()], stored_key_change)?;
+    let mut out = Vec::new();
+    for row in rows {
+        match row?.into_entry() {
+            Ok(entry) => out.push(entry),
+            Err(e) => return Ok(Err(e)),
+        }
+    }
+    Ok(Ok(out))
 }
 
 pub(super) fn balances(c: &Connection) -> Read<HashMap<Name, u64>> {
@@ -220,6 +256,13 @@ pub(super) fn scan(c: &Connection, visitor: &mut dyn AuditVisitor) -> Result<(),
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
         visitor.grant(&r.get::<_, String>(0)?, r.get(1)?);
+    }
+    let mut stmt = c.prepare(&format!(
+        "SELECT {KEY_HISTORY_COLUMNS} FROM key_history ORDER BY hseq"
+    ))?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        visitor.key_change(stored_key_change(r)?);
     }
     let mut stmt = c.prepare(
         "SELECT seq, id, payer, payee, amount, expires_at, memo, signature, content_hash, settled_at_ms

@@ -13,8 +13,36 @@ use crate::ledger::LedgerError;
 
 /// The schema version this program writes (`PRAGMA user_version`).
 /// Version 2 scopes payment ids to their payer; version 3 records the
-/// notAfter of the certificate behind each registered key.
-pub const SCHEMA_VERSION: i64 = 3;
+/// notAfter of the certificate behind each registered key; version 4 adds
+/// the key history (every key an account had, with its proof).
+pub const SCHEMA_VERSION: i64 = 4;
+
+/// The key history, added by version 4: one row per key an account ever
+/// had, in the order the writer decided them.
+const KEY_HISTORY: &str = "
+CREATE TABLE IF NOT EXISTS key_history (
+    hseq          INTEGER PRIMARY KEY,
+    name          TEXT NOT NULL REFERENCES accounts(name),
+    kind          TEXT NOT NULL,
+    public_key    BLOB NOT NULL,
+    not_after_s   INTEGER NOT NULL,
+    serial        BLOB NOT NULL,
+    proof         BLOB NOT NULL,
+    old_signature BLOB NOT NULL,
+    new_signature BLOB NOT NULL,
+    at_ms         INTEGER NOT NULL,
+    after_seq     INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS key_history_by_name ON key_history(name, hseq);
+";
+
+/// From version 3: the history starts with each account's registered key
+/// (its serial was not recorded then, so it is empty).
+const MIGRATE_3_TO_4: &str = "
+INSERT INTO key_history (name, kind, public_key, not_after_s, serial, proof, old_signature, new_signature, at_ms, after_seq)
+SELECT name, 'register', public_key, key_not_after_s, X'', X'', X'', X'', created_at_ms, 0
+FROM accounts ORDER BY created_at_ms, name;
+";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS accounts (
@@ -103,15 +131,29 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), LedgerError> {
             path.display()
         )));
     }
-    if version < SCHEMA_VERSION && tables(conn)? > 0 {
+    let existing = tables(conn)? > 0;
+    if version < 3 && existing {
         return Err(LedgerError::Corrupt(format!(
             "{} was written by an older micropay (schema version {version}); start a new ledger",
             path.display()
         )));
     }
-    conn.execute_batch(SCHEMA).map_err(db)?;
-    conn.pragma_update(None, "user_version", SCHEMA_VERSION)
-        .map_err(db)
+    // One transaction: a crash mid-migration leaves version 3 intact.
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
+    let migrated = (|| {
+        conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(KEY_HISTORY)?;
+        if version == 3 && existing {
+            conn.execute_batch(MIGRATE_3_TO_4)?;
+        }
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        conn.execute_batch("COMMIT")
+    })();
+    if let Err(e) = migrated {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(db(e));
+    }
+    Ok(())
 }
 
 fn tables(conn: &Connection) -> Result<i64, LedgerError> {

@@ -11,6 +11,7 @@ use crate::core::keys::VerifyingKey;
 use crate::core::name::Name;
 use crate::core::payment::PaymentId;
 use crate::core::rules::{LedgerView, Prior, PriorOutcome, Refusal, RefusalKind, RegisteredKey};
+use crate::ledger::key_history::KeyRow;
 use crate::ledger::{decide_command, Answer, Command, LedgerError};
 
 use super::read;
@@ -173,9 +174,28 @@ impl Writer {
                 name,
                 key,
                 key_not_after_s,
+                key_serial,
                 grant_minor,
                 at_ms,
-            } => self.write_account(name, (key, *key_not_after_s), *grant_minor, *at_ms),
+            } => {
+                self.write_account(name, (key, *key_not_after_s), *grant_minor, *at_ms)?;
+                let row = KeyRow::register(name, key, *key_not_after_s, key_serial, *at_ms);
+                self.write_history(&row)
+            }
+            Effect::KeyChange {
+                change,
+                after_seq,
+                at_ms,
+            } => {
+                let row = KeyRow::change(change, *after_seq, *at_ms);
+                self.write_history(&row)?;
+                self.conn
+                    .prepare_cached(
+                        "UPDATE accounts SET public_key = ?2, key_not_after_s = ?3 WHERE name = ?1",
+                    )?
+                    .execute(params![row.name, row.key, row.not_after_s])?;
+                Ok(())
+            }
             Effect::Payment {
                 seq,
                 payment,
@@ -245,6 +265,27 @@ impl Writer {
         Ok(())
     }
 
+    fn write_history(&self, row: &KeyRow<'_>) -> Result<(), rusqlite::Error> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO key_history (name, kind, public_key, not_after_s, serial, proof, old_signature, new_signature, at_ms, after_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                row.name,
+                row.kind,
+                row.key,
+                row.not_after_s,
+                row.serial,
+                row.proof,
+                row.old_signature,
+                row.new_signature,
+                row.at_ms,
+                row.after_seq
+            ])?;
+        Ok(())
+    }
+
     fn write_refusal(
         &self,
         signed: &crate::core::payment::SignedPayment,
@@ -294,6 +335,10 @@ impl Writer {
                         .insert(p.payer.clone(), transfer.payer_after_minor);
                     self.balances
                         .insert(p.payee.clone(), transfer.payee_after_minor);
+                }
+                Effect::KeyChange { change, .. } => {
+                    self.keys
+                        .insert(change.name().clone(), change.registered_key());
                 }
                 Effect::Refusal { .. } => {}
             }

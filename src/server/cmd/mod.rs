@@ -10,6 +10,7 @@ mod locate;
 mod offline;
 mod online;
 mod register;
+mod rotate;
 mod settle;
 mod status;
 
@@ -106,10 +107,17 @@ pub async fn dispatch(
     caller: &Caller,
     request: ServerRequest,
 ) -> Result<ResultJson, WireError> {
+    let may = match request {
+        ServerRequest::Register {} => May::Unregistered,
+        // The point of `rotate` is a certificate whose key is not the
+        // registered one; it proves the registered key itself.
+        ServerRequest::Rotate { .. } => May::OtherKey,
+        _ => May::RegisteredKeyOnly,
+    };
     let settling = matches!(request, ServerRequest::Settle { .. });
     // Only a settlement is timed.
     let started = settling.then(Instant::now);
-    let gated = gate(cx, caller, !matches!(request, ServerRequest::Register {})).await;
+    let gated = gate(cx, caller, may).await;
     if !settling {
         gated.clone()?;
     }
@@ -136,12 +144,29 @@ pub async fn dispatch(
             cx.metrics.settlement(outcome, elapsed);
             reply(settled?)
         }
+        ServerRequest::Rotate {
+            old_signature,
+            new_signature,
+        } => rotate::run(cx, caller, &old_signature, &new_signature).await,
     }
 }
 
+/// Who may make a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum May {
+    /// Anyone with a valid certificate (`register`).
+    Unregistered,
+    /// An account holder, whatever key the certificate has (`rotate`).
+    OtherKey,
+    /// An account holder whose certificate has the registered key.
+    RegisteredKeyOnly,
+}
+
 /// Checks that the caller may act: certificate not revoked and still
-/// valid, and (when registered) the same key as the account.
-async fn gate(cx: &Context, caller: &Caller, must_be_registered: bool) -> Result<(), WireError> {
+/// valid, and (when registered) the same key as the account. On a
+/// mismatch the key is re-read from the store before refusing: with
+/// several servers on one database another server may have rotated it.
+async fn gate(cx: &Context, caller: &Caller, may: May) -> Result<(), WireError> {
     let identity = &caller.identity;
     // Checked here, not only at the handshake: a resumed TLS session or a
     // connection opened before the revocation carries no new check.
@@ -155,7 +180,12 @@ async fn gate(cx: &Context, caller: &Caller, must_be_registered: bool) -> Result
             "your certificate has expired; get a new one and reconnect",
         ));
     }
-    match cx.ledger.key_of(&identity.name).await? {
+    let mut key = cx.ledger.key_of(&identity.name).await?;
+    if key.as_ref().is_some_and(|k| **k != identity.key) {
+        key = cx.ledger.refresh_key(&identity.name).await?;
+    }
+    match key {
+        Some(_) if may == May::OtherKey => Ok(()),
         Some(key) if *key != identity.key => Err(WireError::new(
             ErrorCode::KeyMismatch,
             format!(
@@ -166,7 +196,7 @@ async fn gate(cx: &Context, caller: &Caller, must_be_registered: bool) -> Result
             ),
         )),
         Some(_) => Ok(()),
-        None if must_be_registered => Err(WireError::new(
+        None if may != May::Unregistered => Err(WireError::new(
             ErrorCode::NotRegistered,
             format!("{} has no account; register first", identity.name),
         )),

@@ -13,7 +13,10 @@ pub async fn run(cx: &Context, caller: &Caller) -> Result<ResultJson, WireError>
         .register(
             me.clone(),
             caller.identity.key.clone(),
-            u64::try_from(caller.identity.not_after_s).unwrap_or(0),
+            (
+                u64::try_from(caller.identity.not_after_s).unwrap_or(0),
+                caller.identity.serial.clone(),
+            ),
         )
         .await??;
     info!(name = %me, balance = account.balance, "registered");

@@ -2,6 +2,7 @@
 
 use tracing::{debug, info};
 
+use crate::core::keys::VerifyingKey;
 use crate::core::limits::REFUSAL_WINDOW_MS;
 use crate::core::name::Name;
 use crate::core::refusal_budget::RefusalBudget;
@@ -32,21 +33,7 @@ pub async fn run(
             ),
         ));
     }
-    let payer_key = cx.ledger.key_of(&p.payer).await?.ok_or_else(|| {
-        WireError::new(
-            ErrorCode::UnknownPayer,
-            format!("{} has no account", p.payer),
-        )
-    })?;
-    let verified = VerifiedPayment::verify(signed, &payer_key).map_err(|_| {
-        WireError::new(
-            ErrorCode::BadSignature,
-            format!(
-                "the signature does not verify with {}'s registered key",
-                payment.payer
-            ),
-        )
-    })?;
+    let verified = verify(cx, signed).await?;
     let payer = verified.signed().payment.payer.clone();
     admit_refusals(cx, &payer)?;
     let settlement = match cx.ledger.settle(verified.clone()).await? {
@@ -94,4 +81,46 @@ fn admit_refusals(cx: &Context, payer: &Name) -> Result<(), WireError> {
             ),
         )),
     }
+}
+
+/// Rule 2: the signature verifies with the payer's registered key. When
+/// it does not with the cached key, the key is re-read from the store
+/// (another server may have rotated it), and then the payer's former keys
+/// are tried: a payment signed with a key the payer has since rotated
+/// away goes to the ledger, whose rules refuse it as `key_mismatch` (and
+/// record that), or answer a replay of one that settled before the
+/// rotation with its original receipt.
+async fn verify(cx: &Context, signed: SignedPayment) -> Result<VerifiedPayment, WireError> {
+    let payer = signed.payment.payer.clone();
+    let unknown = || WireError::new(ErrorCode::UnknownPayer, format!("{payer} has no account"));
+    let cached = cx.ledger.key_of(&payer).await?.ok_or_else(unknown)?;
+    let mut signed = match VerifiedPayment::try_verify(signed, &cached) {
+        Ok(verified) => return Ok(verified),
+        Err(signed) => *signed,
+    };
+    let current = cx.ledger.refresh_key(&payer).await?.ok_or_else(unknown)?;
+    let mut candidates: Vec<VerifyingKey> = vec![(*current).clone()];
+    candidates.extend(
+        cx.ledger
+            .key_history(&payer)
+            .await?
+            .into_iter()
+            .rev()
+            .map(|entry| entry.key),
+    );
+    candidates.dedup();
+    for key in &candidates {
+        signed = match VerifiedPayment::try_verify(signed, key) {
+            Ok(verified) => return Ok(verified),
+            Err(signed) => *signed,
+        };
+    }
+    Err(bad_signature(&payer))
+}
+
+fn bad_signature(payer: &Name) -> WireError {
+    WireError::new(
+        ErrorCode::BadSignature,
+        format!("the signature does not verify with {payer}'s registered key"),
+    )
 }
