@@ -19,9 +19,12 @@ use std::time::{Duration, Instant};
 use cli_support::{make_certs, run, start_server, WAIT};
 use common::*;
 use micropay::certs::CertifiedPem;
+use micropay::core::name::Name;
+use micropay::core::payment::{Payment, PaymentId, SignedPayment};
 use micropay::net::link::{CallError, Link};
 use micropay::net::revocation::{Crl, CrlError};
 use micropay::person::{self, Person, Reconnect, ServeEvent, ServeOptions};
+use micropay::system::clock::now_s;
 use micropay::wire::{Balance, ErrorCode, PaymentJson, PeerRequest, ServerRequest, Settled};
 use tokio::sync::{mpsc, oneshot};
 
@@ -730,4 +733,49 @@ async fn a_crl_past_its_next_update_is_still_enforced() {
         "and nobody else is shut out"
     );
     shutdown_and_audit(server).await;
+}
+
+/// Issue 10, item 1 with issue 15: revocation stops a stolen key, not only
+/// its owner's connections. The thief (bob, with a valid certificate of
+/// his own) holds alice's key and forwards payments signed with it from
+/// alice to himself: before the revocation they settle, after it they are
+/// refused `payer_revoked` whoever forwards them, nothing moves, and the
+/// forwarder's connection stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_signed_with_a_revoked_certificates_key_is_refused_at_settlement() {
+    let s = Setup::start().await;
+    let (alice, _la) = registered(&s.pki, &s.alice, &s.server).await;
+    let (_bob, lb) = registered(&s.pki, &s.bob, &s.server).await;
+    let stolen = |amount: u64| {
+        Payment {
+            id: PaymentId::random(),
+            payer: alice.name.clone(),
+            payee: Name::parse("bob").expect("name"),
+            amount_minor: amount,
+            expires_at_s: now_s() + 120,
+            memo: String::new(),
+        }
+        .sign(&alice.key)
+    };
+    let settle = |p: SignedPayment| {
+        let lb = &lb;
+        async move {
+            lb.call::<Settled>(&ServerRequest::Settle {
+                payment: PaymentJson::from(&p),
+            })
+            .await
+        }
+    };
+    settle(stolen(5))
+        .await
+        .expect("before the revocation it settles");
+
+    s.revoke(&["alice"]);
+    let later = stolen(7);
+    assert_eq!(code(settle(later.clone()).await), ErrorCode::PayerRevoked);
+    assert_eq!(code(settle(later).await), ErrorCode::PayerRevoked);
+    // The forwarder is not revoked: its connection goes on.
+    assert_eq!(balance(&lb).await, GRANT + 5);
+    let report = shutdown_and_audit(s.server).await;
+    assert_eq!(report.payments, 1);
 }

@@ -41,6 +41,11 @@ pub enum ErrorCode {
     /// The caller's certificate is revoked (listed in the CRL in force);
     /// the connection closes after this reply.
     CertificateRevoked,
+    /// The payment's payer's registered key is certified by a revoked
+    /// certificate: a stolen key cannot spend through someone else's
+    /// connection. Unlike `certificate_revoked` it says nothing about the
+    /// caller, whose connection stays open.
+    PayerRevoked,
     /// The request is malformed: bad JSON, unknown op, missing or extra
     /// fields, a value out of range.
     BadRequest,
@@ -73,6 +78,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::CertificateExpired => "certificate_expired",
             ErrorCode::CertificateRevoked => "certificate_revoked",
+            ErrorCode::PayerRevoked => "payer_revoked",
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::Busy => "busy",

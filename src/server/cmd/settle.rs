@@ -35,6 +35,7 @@ pub async fn run(
     }
     let verified = verify(cx, signed).await?;
     let payer = verified.signed().payment.payer.clone();
+    refuse_revoked_payer(cx, &payer).await?;
     admit_refusals(cx, &payer)?;
     let settlement = match cx.ledger.settle(verified.clone()).await? {
         Ok(settlement) => settlement,
@@ -123,4 +124,32 @@ fn bad_signature(payer: &Name) -> WireError {
         ErrorCode::BadSignature,
         format!("the signature does not verify with {payer}'s registered key"),
     )
+}
+
+/// A payment whose payer's registered key is certified by a revoked
+/// certificate is refused, whoever forwards it: revocation must stop a
+/// stolen key, not only its owner's connections. The CRL is runtime state,
+/// not ledger state, so this is checked here rather than in the rules and
+/// the refusal is not recorded (it stays true while the CRL lists the
+/// certificate; after a rotation or rebind the old key fails as
+/// `key_mismatch`). With no revocations in force this costs nothing;
+/// otherwise one read of the payer's current key entry.
+async fn refuse_revoked_payer(cx: &Context, payer: &Name) -> Result<(), WireError> {
+    if cx.revocations.list().is_empty() {
+        return Ok(());
+    }
+    let Some(entry) = cx.ledger.current_key(payer).await? else {
+        return Ok(());
+    };
+    if !entry.serial.is_empty() && cx.revocations.is_revoked(&entry.serial) {
+        info!(payer = %payer, serial = %hex::encode(&entry.serial), "refused a payment signed with a revoked certificate's key");
+        return Err(WireError::new(
+            ErrorCode::PayerRevoked,
+            format!(
+                "{payer}'s certificate (serial {}) is revoked: payments signed with its key are refused; nothing moved",
+                hex::encode(&entry.serial)
+            ),
+        ));
+    }
+    Ok(())
 }
