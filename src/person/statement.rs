@@ -19,7 +19,6 @@
 
 use std::io::Write;
 
-use chrono::{DateTime, Local, SecondsFormat};
 use serde::Serialize;
 
 use crate::core::limits::HISTORY_PAGE_MAX;
@@ -149,13 +148,7 @@ impl RunningBalance {
 /// `ms` as a local date-time, RFC 3339 with the zone's offset (the `TZ`
 /// environment variable, else the system's zone).
 pub fn local_time(ms: u64) -> String {
-    let ms = i64::try_from(ms).unwrap_or(i64::MAX);
-    match DateTime::from_timestamp_millis(ms) {
-        Some(utc) => utc
-            .with_timezone(&Local)
-            .to_rfc3339_opts(SecondsFormat::Millis, false),
-        None => String::new(),
-    }
+    crate::system::localtime::local_rfc3339_ms(ms)
 }
 
 /// `text` made inert for a spreadsheet: a cell starting with a character

@@ -22,6 +22,22 @@ pub fn local_datetime_ms(ms: u64) -> String {
     }
 }
 
+/// `ms` as a local date-time in RFC 3339 with milliseconds and the zone's
+/// offset, e.g. `2026-11-25T19:04:05.123+01:00`, for statements that
+/// spreadsheets and scripts read; empty when out of range.
+pub fn local_rfc3339_ms(ms: u64) -> String {
+    let Ok(ms_i64) = i64::try_from(ms) else {
+        return String::new();
+    };
+    match Timestamp::from_millisecond(ms_i64) {
+        Ok(ts) => ts
+            .to_zoned(TimeZone::system())
+            .strftime("%Y-%m-%dT%H:%M:%S%.3f%:z")
+            .to_string(),
+        Err(_) => String::new(),
+    }
+}
+
 /// `s` (unix seconds) the same way.
 pub fn local_datetime_s(s: u64) -> String {
     match s.checked_mul(1000) {
