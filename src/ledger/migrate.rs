@@ -18,7 +18,7 @@ use crate::ledger::audit::{audit_at, Auditor};
 use crate::ledger::location::DbLocation;
 use crate::ledger::postgres::import::PgImport;
 use crate::ledger::sqlite::SqliteStore;
-use crate::ledger::{AuditReport, AuditVisitor, LedgerError, StoredPayment};
+use crate::ledger::{AuditReport, AuditVisitor, LedgerError, StoredKeyChange, StoredPayment};
 
 /// An account row as stored.
 #[derive(Debug, Clone)]
@@ -68,12 +68,14 @@ pub struct StoredRefusal {
 }
 
 /// Where an export sends every stored row: accounts first, then grants,
-/// payments in `seq` order, then refusals. An error stops the export.
+/// the key history, payments in `seq` order, then refusals. An error stops the export.
 pub trait RowSink {
     /// An account.
     fn account(&mut self, row: StoredAccount) -> Result<(), LedgerError>;
     /// A grant.
     fn grant(&mut self, row: StoredGrant) -> Result<(), LedgerError>;
+    /// A key-history row, in ascending `hseq` order, after the grants.
+    fn key_change(&mut self, row: StoredKeyChange) -> Result<(), LedgerError>;
     /// A settled payment.
     fn payment(&mut self, row: StoredPayment) -> Result<(), LedgerError>;
     /// A recorded refusal.
@@ -142,6 +144,12 @@ impl RowSink for Copier<'_> {
     fn grant(&mut self, row: StoredGrant) -> Result<(), LedgerError> {
         self.auditor.grant(&row.name, row.amount);
         self.write_target(|t| t.grant(&row))
+    }
+
+    fn key_change(&mut self, row: StoredKeyChange) -> Result<(), LedgerError> {
+        self.write_target(|t| t.key_change(&row))?;
+        self.auditor.key_change(row);
+        Ok(())
     }
 
     fn payment(&mut self, row: StoredPayment) -> Result<(), LedgerError> {

@@ -7,7 +7,7 @@ use tokio_postgres::{Client, Statement};
 use crate::core::limits::MIGRATE_PAYMENT_BATCH_ROWS;
 use crate::ledger::location::redact_url;
 use crate::ledger::migrate::{StoredAccount, StoredGrant, StoredRefusal};
-use crate::ledger::{LedgerError, StoredPayment};
+use crate::ledger::{LedgerError, StoredKeyChange, StoredPayment};
 
 use super::{connect, pg_config, pg_error, schema};
 
@@ -19,6 +19,7 @@ pub(crate) struct PgImport {
     grant: Statement,
     payment: Statement,
     refusal: Statement,
+    key_change: Statement,
     /// Payments not yet written, sent [`MIGRATE_PAYMENT_BATCH_ROWS`] at a
     /// time: one round trip per row would make large ledgers slow.
     pending: Vec<StoredPayment>,
@@ -32,6 +33,8 @@ const INSERT_GRANT: &str =
 const INSERT_PAYMENTS: &str = "INSERT INTO payments (seq, id, payer, payee, amount, expires_at, memo, signature, content_hash, settled_at_ms)
      SELECT * FROM unnest($1::int8[], $2::bytea[], $3::text[], $4::text[], $5::int8[],
                           $6::int8[], $7::text[], $8::bytea[], $9::bytea[], $10::int8[])";
+const INSERT_KEY_CHANGE: &str = "INSERT INTO key_history (hseq, name, kind, public_key, not_after_s, serial, proof, old_signature, new_signature, at_ms, after_seq)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 const INSERT_REFUSAL: &str =
     "INSERT INTO rejections (id, payer, payee, content_hash, code, message, decided_at_ms)
      VALUES ($1, $2, $3, $4, $5, $6, $7)";
@@ -52,17 +55,17 @@ impl PgImport {
             client
                 .batch_execute(
                     "BEGIN ISOLATION LEVEL SERIALIZABLE;
-                     LOCK TABLE accounts, grants, payments, rejections, ledger_meta IN EXCLUSIVE MODE",
+                     LOCK TABLE accounts, grants, key_history, payments, rejections, ledger_meta IN EXCLUSIVE MODE",
                 )
                 .await
                 .map_err(pg_error)?;
             let mut statements = Vec::new();
-            for sql in [INSERT_ACCOUNT, INSERT_GRANT, INSERT_PAYMENTS, INSERT_REFUSAL] {
+            for sql in [INSERT_ACCOUNT, INSERT_GRANT, INSERT_PAYMENTS, INSERT_REFUSAL, INSERT_KEY_CHANGE] {
                 statements.push(client.prepare(sql).await.map_err(pg_error)?);
             }
             Ok::<_, LedgerError>((client, statements))
         })?;
-        let [account, grant, payment, refusal] = <[Statement; 4]>::try_from(statements)
+        let [account, grant, payment, refusal, key_change] = <[Statement; 5]>::try_from(statements)
             .map_err(|_| LedgerError::Database("preparing the import".into()))?;
         Ok(PgImport {
             runtime,
@@ -71,6 +74,7 @@ impl PgImport {
             grant,
             payment,
             refusal,
+            key_change,
             pending: Vec::new(),
         })
     }
@@ -160,6 +164,26 @@ impl PgImport {
         )
     }
 
+    /// Copies a key-history row, keeping its number.
+    pub(crate) fn key_change(&mut self, r: &StoredKeyChange) -> Result<(), LedgerError> {
+        self.execute(
+            |s| &s.key_change,
+            &[
+                &r.hseq,
+                &r.name,
+                &r.kind,
+                &r.key_spki,
+                &r.not_after_s,
+                &r.serial,
+                &r.proof,
+                &r.old_signature,
+                &r.new_signature,
+                &r.at_ms,
+                &r.after_seq,
+            ],
+        )
+    }
+
     /// Copies a recorded refusal.
     pub(crate) fn refusal(&mut self, r: &StoredRefusal) -> Result<(), LedgerError> {
         self.flush_payments()?;
@@ -194,6 +218,14 @@ impl PgImport {
                 .execute(
                     "SELECT setval(pg_get_serial_sequence('grants', 'seq'),
                                    COALESCE((SELECT max(seq) FROM grants), 0) + 1, false)",
+                    &[],
+                )
+                .await
+                .map_err(pg_error)?;
+            client
+                .execute(
+                    "SELECT setval(pg_get_serial_sequence('key_history', 'hseq'),
+                                   COALESCE((SELECT max(hseq) FROM key_history), 0) + 1, false)",
                     &[],
                 )
                 .await

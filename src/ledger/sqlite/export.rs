@@ -9,6 +9,7 @@ use rusqlite::Connection;
 use crate::ledger::migrate::{RowSink, StoredAccount, StoredGrant, StoredRefusal};
 use crate::ledger::{LedgerError, StoredPayment};
 
+use super::read::{stored_key_change, KEY_HISTORY_COLUMNS};
 use super::schema::open_read;
 use super::{lock_exclusive, SqliteStore};
 
@@ -29,7 +30,8 @@ impl SqliteStore {
         })
     }
 
-    /// Sends every stored row to `sink` (accounts, grants, payments in
+    /// Sends every stored row to `sink` (accounts, grants, the key history,
+    /// payments in
     /// `seq` order, refusals), all read in one transaction.
     pub fn export(&self, sink: &mut dyn RowSink) -> Result<(), LedgerError> {
         self.with_reader(|c| {
@@ -92,6 +94,15 @@ fn export_all(c: &Connection, sink: &mut dyn RowSink) -> Read<()> {
     )?;
     if grants.is_err() {
         return Ok(grants);
+    }
+    let keys = each(
+        c,
+        &format!("SELECT {KEY_HISTORY_COLUMNS} FROM key_history ORDER BY hseq"),
+        stored_key_change,
+        |row| sink.key_change(row),
+    )?;
+    if keys.is_err() {
+        return Ok(keys);
     }
     let payments = each(
         c,

@@ -75,9 +75,9 @@ pub(super) fn key(c: &Connection, who: &Name) -> Read<Option<VerifyingKey>> {
         .transpose())
 }
 
-const KEY_HISTORY_COLUMNS: &str = "hseq, name, kind, public_key, not_after_s, serial, proof, old_signature, new_signature, at_ms, after_seq";
+pub(super) const KEY_HISTORY_COLUMNS: &str = "hseq, name, kind, public_key, not_after_s, serial, proof, old_signature, new_signature, at_ms, after_seq";
 
-fn stored_key_change(r: &Row<'_>) -> Result<StoredKeyChange, rusqlite::Error> {
+pub(super) fn stored_key_change(r: &Row<'_>) -> Result<StoredKeyChange, rusqlite::Error> {
     Ok(StoredKeyChange {
         hseq: r.get(0)?,
         name: r.get(1)?,
