@@ -15,7 +15,8 @@
 //!    SIGKILL while people pay through both. Its clients reconnect to the
 //!    other and retry with the same payment ids; every payment settles
 //!    exactly once with the receipt its payer holds; the audit is clean;
-//!    the people online on the dead server leave `list` within its lease.
+//!    the people online on the dead server leave `list` within its lease,
+//!    even though it is restarted at once under the same `--server-id`.
 
 mod cli_support;
 mod common;
@@ -342,6 +343,9 @@ async fn sigkill_of_one_of_two_servers_under_load_loses_and_duplicates_nothing()
     b.signal("KILL");
     let killed_at = Instant::now();
     assert!(b.wait_for_exit(cli_support::WAIT).is_some(), "B is dead");
+    // B comes back at once under the same id (as a supervisor would
+    // restart it): it must not renew the leases of its dead predecessor.
+    let (_b_again, _) = server_process(certs.path(), &db.url, "b", KILLED_LEASE_MS);
 
     // Carol leaves A's list within B's lease.
     let gone = loop {
