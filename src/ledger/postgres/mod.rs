@@ -98,9 +98,17 @@ async fn drive<F: Future<Output = Result<(), tokio_postgres::Error>>>(connection
 /// [`LedgerError::Unavailable`], anything else [`LedgerError::Database`].
 pub(crate) fn pg_error(e: tokio_postgres::Error) -> LedgerError {
     if e.is_closed() || (e.as_db_error().is_none() && e.code().is_none()) {
-        LedgerError::Unavailable(e.to_string())
-    } else {
-        LedgerError::Database(e.to_string())
+        return LedgerError::Unavailable(e.to_string());
+    }
+    // tokio-postgres shows a server error as just "db error": say what
+    // PostgreSQL said (its message may quote values, so escaped).
+    match e.as_db_error() {
+        Some(db) => LedgerError::Database(format!(
+            "{} ({})",
+            crate::system::terminal::escape(db.message()),
+            db.code().code()
+        )),
+        None => LedgerError::Database(e.to_string()),
     }
 }
 
