@@ -12,6 +12,9 @@
 #             them with `cargo build --release` and use target/release)
 #   DURATION  seconds each measurement lasts (default 10, at most 120)
 #   CLIENTS   pgbench clients (default 16, as in issue 12)
+#   SCALE     pgbench scale factor (default 1: one branch row, which every
+#             TPC-B transaction updates, as every micropay commit batch
+#             locks its one ledger_meta row)
 #   OUT       keep the JSON figures in this directory
 #
 # pgbench runs against the database MICROPAY_TEST_PG names (its role needs
@@ -27,6 +30,8 @@ fi
 
 duration="${DURATION:-10}"
 clients="${CLIENTS:-16}"
+scale="${SCALE:-1}"
+case "$scale" in ''|*[!0-9]*|0) echo "SCALE must be a whole number from 1" >&2; exit 2 ;; esac
 case "$duration" in ''|*[!0-9]*|0) echo "DURATION must be 1..120 seconds" >&2; exit 2 ;; esac
 case "$clients" in ''|*[!0-9]*|0) echo "CLIENTS must be a whole number from 1" >&2; exit 2 ;; esac
 [ "$duration" -le 120 ] || { echo "DURATION must be 1..120 seconds" >&2; exit 2; }
@@ -49,8 +54,8 @@ if [ -z "$out" ]; then
 fi
 mkdir -p "$out"
 
-echo "pgbench TPC-B: -c $clients -j 2 -T $duration ..." >&2
-"$pgbench_bin" -i -q -s 1 "$MICROPAY_TEST_PG" >"$out/pgbench-init.log" 2>&1
+echo "pgbench TPC-B: -s $scale -c $clients -j 2 -T $duration ..." >&2
+"$pgbench_bin" -i -q -s "$scale" "$MICROPAY_TEST_PG" >"$out/pgbench-init.log" 2>&1
 timeout $((duration + 60)) "$pgbench_bin" -c "$clients" -j 2 -T "$duration" -b tpcb-like \
     "$MICROPAY_TEST_PG" >"$out/pgbench.log" 2>&1
 pgbench_tps="$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$out/pgbench.log" | head -n 1)"
@@ -79,7 +84,7 @@ row() {
 echo
 echo "| run | throughput | p50 / p99 | server CPU per op | audit clean |"
 echo "|---|---|---|---|---|"
-echo "| pgbench TPC-B (-c $clients -j 2, no TLS, no signatures) | $pgbench_tps tps | avg $pgbench_lat ms | | |"
+echo "| pgbench TPC-B (-s $scale -c $clients -j 2, no TLS, no signatures) | $pgbench_tps tps | avg $pgbench_lat ms | | |"
 row sqlite "micropay settle, SQLite, 1 server"
 row pg1 "micropay settle, PostgreSQL, 1 server"
 row pg2 "micropay settle, PostgreSQL, 2 servers"
