@@ -134,3 +134,40 @@ fn crypto_floor_is_measured() {
         f64_of(&figures, "/floor/settle_floor_per_s") > f64_of(&figures, "/floor/p2p_floor_per_s")
     );
 }
+
+/// `settle` on PostgreSQL with two server processes on one fresh database:
+/// every pre-signed payment settles through one of the two, the ledger
+/// holds exactly those, and the audit is clean. Runs only with
+/// `MICROPAY_TEST_PG` (`scripts/with-postgres.sh`).
+#[test]
+fn settle_mode_on_postgres_with_two_servers_counts_exactly_what_the_ledger_holds() {
+    let Some(url) = std::env::var("MICROPAY_TEST_PG")
+        .ok()
+        .filter(|s| !s.is_empty())
+    else {
+        eprintln!("*** MICROPAY_TEST_PG is not set: the PostgreSQL bench test did NOT run");
+        return;
+    };
+    let figures = bench("settle", 600, 6, &["--db", &url, "--servers", "2"]);
+    assert_eq!(figures["options"]["ledger"], "postgres");
+    assert_eq!(u64_of(&figures, "/options/servers"), 2);
+    assert_eq!(u64_of(&figures, "/failed"), 0);
+    assert_eq!(u64_of(&figures, "/ok_total"), 600);
+    assert_ledger_matches(&figures);
+}
+
+/// Several servers on one SQLite file are refused before anything starts:
+/// an SQLite ledger has one writer.
+#[test]
+fn several_servers_on_sqlite_are_refused() {
+    let output = Command::new(BENCH)
+        .args(["settle", "--servers", "2", "--count", "10", "-q"])
+        .arg("--server-bin")
+        .arg(SERVER)
+        .stdin(Stdio::null())
+        .output()
+        .expect("the bench runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("needs --db postgres://"), "{stderr}");
+}

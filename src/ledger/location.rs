@@ -25,6 +25,10 @@ pub enum DbLocationError {
     /// A PostgreSQL URL that does not parse (shown without its password).
     #[error("{0} is not a valid PostgreSQL URL")]
     BadUrl(String),
+    /// A PostgreSQL URL whose TLS parameters (`sslmode`, `sslrootcert`)
+    /// are unusable (shown without its password), and why.
+    #[error("{0}: {1}")]
+    BadTls(String, String),
 }
 
 impl DbLocation {
@@ -43,7 +47,12 @@ impl DbLocation {
             s[..scheme_end].to_ascii_lowercase(),
             &s[scheme_end..]
         );
-        match tokio_postgres::Config::from_str(&url) {
+        // The TLS parameters tokio-postgres does not know (`verify-full`,
+        // `sslrootcert`) are checked and taken out first; the root
+        // certificate file is read only when the database is opened.
+        let parsed = crate::ledger::postgres::tls::split_tls_params(&url)
+            .map_err(|e| DbLocationError::BadTls(redact_url(s), e.to_string()))?;
+        match tokio_postgres::Config::from_str(&parsed.url) {
             Ok(_) => Ok(DbLocation::Postgres(url)),
             Err(_) => Err(DbLocationError::BadUrl(redact_url(s))),
         }

@@ -221,7 +221,9 @@ async fn open_shared(options: ServerOptions) -> Result<Arc<Shared>, ServerError>
         DbLocation::Postgres(url) => {
             let p = &options.presence;
             info!(server_id = %p.server_id, lease_ms = p.lease_ms, "presence shared in PostgreSQL");
-            Box::new(PgPresence::start(url, &p.server_id, p.lease_ms)?)
+            let presence = PgPresence::start(url, &p.server_id, p.lease_ms)?;
+            presence.forget_predecessor().await?;
+            Box::new(presence)
         }
         DbLocation::Sqlite(_) => Box::new(MemoryPresence::new()),
     };

@@ -47,6 +47,14 @@ impl PgPresence {
         })
     }
 
+    /// Deletes the rows held under this server's id before it serves:
+    /// a server restarted after a crash with the same `--server-id` must
+    /// not renew the leases of its predecessor's people, whose
+    /// connections died with it.
+    pub async fn forget_predecessor(&self) -> Result<(), PresenceError> {
+        self.table.clear().await.map_err(unavailable)
+    }
+
     fn stop_renewing(&self) {
         let renewer = self
             .renewer

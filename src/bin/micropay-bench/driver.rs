@@ -30,14 +30,15 @@ pub fn progress(len: u64, show: bool) -> indicatif::ProgressBar {
     bar
 }
 
-/// Connects each person to the server and registers them.
+/// Connects each person to a server (person `i` to server `i` modulo
+/// the number of servers) and registers them.
 pub async fn register_all(
     server: &ServerProcess,
     people: &[Arc<Person>],
 ) -> Result<Vec<Link>, BenchError> {
     let mut links = Vec::with_capacity(people.len());
-    for person in people {
-        let link = person.connect_server(&server.addr).await?;
+    for (index, person) in people.iter().enumerate() {
+        let link = person.connect_server(server.addr_for(index)).await?;
         let _: Registered = link.call(&ServerRequest::Register {}).await?;
         links.push(link);
     }

@@ -4,7 +4,10 @@
 //!
 //! It starts a real `micropay-server` process (on certificates and a
 //! database of its own, in a temporary directory) and reports the
-//! server's CPU per operation and peak memory from /proc.
+//! server's CPU per operation and peak memory from /proc. With
+//! `--db postgres://...` the ledger is a fresh database on that
+//! PostgreSQL server, and `--servers N` starts N servers on it, the
+//! bench's connections spread round-robin over them.
 //!
 //! Modes (one module each):
 //! - `settle`: server capacity. K payee connections forward payments that
@@ -19,6 +22,7 @@
 //! `pki` (its certificates, made with `micropay::certs`), `driver` (the
 //! pipelined send loop), `report` (figures and the table), `error`.
 
+mod database;
 mod driver;
 mod error;
 mod floor;
@@ -34,6 +38,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use micropay::ledger::DbLocation;
 
 use report::{print_table, BenchOptions, Report};
 use server_process::ServerProcess;
@@ -71,6 +76,15 @@ struct Args {
     /// The server binary (default: micropay-server next to this program).
     #[arg(long, global = true)]
     server_bin: Option<PathBuf>,
+    /// The ledger: `postgres://...` settles into a fresh database made for
+    /// the run on that server (its role must be allowed to create
+    /// databases; the database is dropped afterwards); an SQLite path or
+    /// nothing uses a fresh SQLite file.
+    #[arg(long, global = true, value_parser = DbLocation::parse)]
+    db: Option<DbLocation>,
+    /// Server processes sharing the ledger (more than 1 needs PostgreSQL).
+    #[arg(long, global = true, default_value_t = 1)]
+    servers: usize,
     /// Also write the figures as JSON to this file.
     #[arg(long, global = true)]
     json: Option<PathBuf>,
@@ -133,6 +147,11 @@ fn options(args: &Args) -> BenchOptions {
             }
         ),
         rate_per_s: args.rate,
+        servers: args.servers,
+        ledger: match &args.db {
+            Some(DbLocation::Postgres(_)) => "postgres".into(),
+            _ => "sqlite".into(),
+        },
     }
 }
 
@@ -176,12 +195,14 @@ fn run_against_server(args: &Args, options: &BenchOptions) -> Result<Report> {
             .context("locating this program")?
             .with_file_name("micropay-server"),
     };
-    let server = ServerProcess::start(&server_bin)?;
+    let server = ServerProcess::start(&server_bin, args.db.as_ref(), args.servers)?;
     eprintln!(
-        "server {} on {} (pid {})",
+        "{} server(s) {} on {:?} (pids {:?}), ledger {}",
+        server.addrs.len(),
         server_bin.display(),
-        server.addr,
-        server.pid()
+        server.addrs,
+        server.pids(),
+        server.db.location
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

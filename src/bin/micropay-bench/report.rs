@@ -28,6 +28,10 @@ pub struct BenchOptions {
     /// Offered load, operations per second over all connections; `None`
     /// sends as fast as the window allows (a closed loop).
     pub rate_per_s: Option<f64>,
+    /// Server processes sharing the ledger.
+    pub servers: usize,
+    /// `"sqlite"` or `"postgres"`.
+    pub ledger: String,
 }
 
 /// Latency percentiles, microseconds.
@@ -162,6 +166,12 @@ pub fn print_table(r: &Report) {
 
 fn print_run(r: &Report) {
     let ms = |us: u64| us as f64 / 1000.0;
+    if let Some(o) = &r.options {
+        println!(
+            "  ledger, servers          {:>12} × {}",
+            o.ledger, o.servers
+        );
+    }
     println!("  succeeded (measured)     {:>12}", r.ok);
     println!("  failed (measured)        {:>12}", r.failed);
     println!("  measured interval        {:>12.2} s", r.measured_s);

@@ -15,15 +15,15 @@ pub(crate) mod import;
 pub mod presence;
 mod read;
 mod schema;
+pub mod tls;
 mod write;
 
 use std::future::Future;
-use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, NoTls};
 
 use crate::core::keys::VerifyingKey;
 use crate::core::limits::{LEDGER_READERS_MAX, PG_CONNECT_TIMEOUT_MS};
@@ -35,11 +35,12 @@ use crate::ledger::{
 };
 
 pub use schema::SCHEMA_VERSION;
+pub use tls::PgConfig;
 
 /// A ledger in a PostgreSQL database.
 pub struct PgStore {
     runtime: Option<tokio::runtime::Runtime>,
-    config: Config,
+    config: PgConfig,
     /// The URL without its password, for messages.
     shown: String,
     initial_balance: u64,
@@ -48,39 +49,66 @@ pub struct PgStore {
     readers: Mutex<Vec<Client>>,
 }
 
-/// Parses `url` into a connection configuration (with a connect timeout).
-pub fn pg_config(url: &str) -> Result<Config, LedgerError> {
-    let mut config = Config::from_str(url).map_err(|_| {
-        LedgerError::Database(format!("{} is not a valid PostgreSQL URL", redact_url(url)))
-    })?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(Duration::from_millis(PG_CONNECT_TIMEOUT_MS));
+/// Parses `url` into a connection configuration (with a connect timeout,
+/// and TLS as its `sslmode` and `sslrootcert` ask: see [`tls`]).
+pub fn pg_config(url: &str) -> Result<PgConfig, LedgerError> {
+    let mut config = PgConfig::from_url(url)
+        .map_err(|e| LedgerError::Database(format!("{}: {e}", redact_url(url))))?;
+    if config.config.get_connect_timeout().is_none() {
+        config
+            .config
+            .connect_timeout(Duration::from_millis(PG_CONNECT_TIMEOUT_MS));
     }
     Ok(config)
 }
 
 /// Connects on the current tokio runtime, which then drives the
 /// connection until the client is dropped.
-pub async fn connect(config: &Config, shown: &str) -> Result<Client, LedgerError> {
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|e| LedgerError::Unavailable(format!("cannot connect to {shown}: {e}")))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!("a PostgreSQL connection ended: {e}");
+pub async fn connect(config: &PgConfig, shown: &str) -> Result<Client, LedgerError> {
+    let unavailable = |e: tokio_postgres::Error| {
+        LedgerError::Unavailable(format!("cannot connect to {shown}: {e}"))
+    };
+    let client = match &config.tls {
+        None => {
+            let (client, connection) = config.config.connect(NoTls).await.map_err(unavailable)?;
+            tokio::spawn(drive(connection));
+            client
         }
-    });
+        Some(tls) => {
+            let (client, connection) = config
+                .config
+                .connect(tls.clone())
+                .await
+                .map_err(unavailable)?;
+            tokio::spawn(drive(connection));
+            client
+        }
+    };
     Ok(client)
+}
+
+/// Drives one connection until it ends.
+async fn drive<F: Future<Output = Result<(), tokio_postgres::Error>>>(connection: F) {
+    if let Err(e) = connection.await {
+        tracing::debug!("a PostgreSQL connection ended: {e}");
+    }
 }
 
 /// A database error as a ledger error: a lost or refused connection is
 /// [`LedgerError::Unavailable`], anything else [`LedgerError::Database`].
 pub(crate) fn pg_error(e: tokio_postgres::Error) -> LedgerError {
     if e.is_closed() || (e.as_db_error().is_none() && e.code().is_none()) {
-        LedgerError::Unavailable(e.to_string())
-    } else {
-        LedgerError::Database(e.to_string())
+        return LedgerError::Unavailable(e.to_string());
+    }
+    // tokio-postgres shows a server error as just "db error": say what
+    // PostgreSQL said (its message may quote values, so escaped).
+    match e.as_db_error() {
+        Some(db) => LedgerError::Database(format!(
+            "{} ({})",
+            crate::system::terminal::escape(db.message()),
+            db.code().code()
+        )),
+        None => LedgerError::Database(e.to_string()),
     }
 }
 

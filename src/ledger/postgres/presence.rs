@@ -10,16 +10,16 @@
 use std::sync::Arc;
 
 use tokio::sync::Mutex;
-use tokio_postgres::{Client, Config};
+use tokio_postgres::Client;
 
 use crate::ledger::location::redact_url;
 use crate::ledger::LedgerError;
 
-use super::{connect, pg_config, pg_error};
+use super::{connect, pg_config, pg_error, PgConfig};
 
 /// Who is online, in the database, as seen by one server.
 pub struct PresenceTable {
-    config: Config,
+    config: PgConfig,
     shown: String,
     server_id: String,
     lease_ms: i64,
