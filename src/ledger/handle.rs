@@ -80,6 +80,17 @@ impl Ledger {
         store: Arc<dyn LedgerStore>,
         observer: Arc<dyn CommitObserver>,
     ) -> Result<Ledger, LedgerError> {
+        Ledger::start_clocked(store, observer, crate::system::clock::now_ms)
+    }
+
+    /// Like [`Ledger::start_observed`], deciding every batch at the time
+    /// `clock` gives (unix ms) instead of the system clock: tests move
+    /// time forward (e.g. past a channel's expiry) without sleeping.
+    pub fn start_clocked(
+        store: Arc<dyn LedgerStore>,
+        observer: Arc<dyn CommitObserver>,
+        clock: impl Fn() -> u64 + Send + 'static,
+    ) -> Result<Ledger, LedgerError> {
         let keys: KeyRegistry = Arc::new(RwLock::new(
             store
                 .keys()?
@@ -91,10 +102,7 @@ impl Ledger {
         let (writer_store, writer_keys) = (store.clone(), keys.clone());
         let writer = std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || {
-                let now_ms = crate::system::clock::now_ms;
-                run_writer(writer_store, rx, writer_keys, now_ms, observer)
-            })
+            .spawn(move || run_writer(writer_store, rx, writer_keys, clock, observer))
             .map_err(|e| LedgerError::Database(format!("cannot start the writer: {e}")))?;
         Ok(Ledger {
             commands: tx,
