@@ -968,7 +968,7 @@ proptest! {
         ok in any::<bool>(),
     ) {
         let outcome = if ok {
-            Ok(Balance { name: balance.0, balance: balance.1 })
+            Ok(Balance { name: balance.0, balance: balance.1, held: 0 })
         } else {
             Err(WireError::new(code, message))
         };

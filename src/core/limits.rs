@@ -240,3 +240,10 @@ pub const CHANNEL_CLOSE_GRACE_S: u64 = 5 * 60;
 /// most this many hashes and a chain of [`CHANNEL_LINKS_MAX`] links keeps
 /// under a thousand links in memory.
 pub const CHANNEL_CHECKPOINT_LINKS: u64 = 1024;
+
+/// How often the server looks for channels past expiry plus grace whose
+/// hold must return to the payer.
+pub const CHANNEL_EXPIRY_POLL_MS: u64 = 5_000;
+
+/// Most channels one expiry pass returns (the rest wait for the next).
+pub const CHANNEL_EXPIRY_BATCH_MAX: u32 = 1_000;

@@ -197,8 +197,11 @@ pub struct Listing {
 pub struct Balance {
     /// Your name.
     pub name: String,
-    /// Your balance in minor units.
+    /// Your balance in minor units (available: holds excluded).
     pub balance: u64,
+    /// Minor units held by your open payment channels as payer.
+    #[serde(default)]
+    pub held: u64,
 }
 
 /// One settled payment as history shows it.

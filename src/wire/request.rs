@@ -5,6 +5,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::wire::channel::CommitmentJson;
 use crate::wire::errors::{ErrorCode, WireError};
 use crate::wire::messages::PaymentJson;
 
@@ -63,6 +64,21 @@ pub enum ServerRequest {
     Settle {
         /// The payment.
         payment: PaymentJson,
+    },
+    /// Open a payment channel (sent by its payer): hold links × value.
+    ChannelOpen {
+        /// The signed commitment.
+        commitment: CommitmentJson,
+    },
+    /// Close a payment channel (sent by its payee) with the last link it
+    /// holds.
+    ChannelClose {
+        /// 32 hex digits.
+        channel_id: String,
+        /// How many links the link pays.
+        index: u64,
+        /// `w_index`, 64 hex digits.
+        link: String,
     },
 }
 
@@ -304,6 +320,7 @@ mod tests {
             &Ok(Balance {
                 name: "a".into(),
                 balance: 9,
+                held: 0,
             }),
         );
         let reply = Reply::decode(&line[..line.len() - 1]).expect("decodes");
