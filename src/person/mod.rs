@@ -9,6 +9,7 @@
 //! [`statement`] streams one person's whole history as CSV or JSON lines
 //! with a running balance.
 
+pub mod channel_payee;
 mod rotate;
 mod send;
 mod serve;

@@ -48,9 +48,11 @@ b62f81a4048e0d24d2076496ab824819b8a9e344a241471b7e0f053cec0a783f\
 000000000000000a0000000000000004000000006b49d200";
 const VECTOR_COMMITMENT_HASH_HEX: &str =
     "1813b58f6c42478f9736dfb0e23ad5423415ed12656cf5f2d77152e0258aca70";
-const VECTOR_COMMITMENT_SIGNATURE_HEX: &str = "4ad4c66a728dd3d8c579f2381631d2c342b106e94b28cbb87cd72fd5bc463ed8\
+const VECTOR_COMMITMENT_SIGNATURE_HEX: &str =
+    "4ad4c66a728dd3d8c579f2381631d2c342b106e94b28cbb87cd72fd5bc463ed8\
 40c9b064992c7abe547cad4cf8e4cae8f98d26285fbf85f896c78701244c370a";
-const VECTOR_RECEIPT_SIGNATURE_HEX: &str = "65f8629856cf64314e17188c943c68010beab33c3c8f8bd9313662ee8aa81389\
+const VECTOR_RECEIPT_SIGNATURE_HEX: &str =
+    "65f8629856cf64314e17188c943c68010beab33c3c8f8bd9313662ee8aa81389\
 8536ced953ef032f1978288eb474d463e49d4d78732f1d9853f805580af5ef0a";
 const VECTOR_CLOSE_HEX: &str = "196d6963726f7061792f6368616e6e656c2d636c6f73652f7631\
 000102030405060708090a0b0c0d0e0f0000000000000002\
@@ -79,6 +81,10 @@ fn test_vectors_match_protocol_md() {
         hex::encode(signed.content_hash()),
         VECTOR_COMMITMENT_HASH_HEX
     );
+    assert_eq!(
+        hex::encode(&signed.signature),
+        VECTOR_COMMITMENT_SIGNATURE_HEX
+    );
     assert!(signed.verify(payer.verifying_key()).is_ok());
     let close = CloseRequest {
         id: vector_id(),
@@ -95,7 +101,10 @@ fn test_vectors_match_protocol_md() {
     assert_eq!(hex::encode(receipt.canonical_bytes()), VECTOR_RECEIPT_HEX);
     let server = SigningKey::ed25519_from_seed(&[0x42; 32]);
     let signed_receipt = receipt.sign(&server);
-    assert_eq!(hex::encode(&signed_receipt.signature), VECTOR_RECEIPT_SIGNATURE_HEX);
+    assert_eq!(
+        hex::encode(&signed_receipt.signature),
+        VECTOR_RECEIPT_SIGNATURE_HEX
+    );
     assert!(signed_receipt
         .verify(server.verifying_key(), &signed)
         .is_ok());
