@@ -14,7 +14,8 @@ use micropay::net::link::{CallError, Link as Conn};
 use micropay::net::tls::Material;
 use micropay::person::Person;
 use micropay::wire::{
-    Balance, ChannelClosed, ChannelOpened, CommitmentJson, ErrorCode, Registered, ServerRequest,
+    Balance, ChannelAck, ChannelClosed, ChannelOpened, CommitmentJson, ErrorCode, PeerRequest,
+    Registered, ServerRequest,
 };
 
 use common::GRANT;
@@ -180,4 +181,149 @@ async fn finish_with_holds(server: common::TestServer) -> micropay::ledger::Audi
     );
     drop((dir, pg));
     report
+}
+
+struct Serving {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), micropay::person::PeerError>>,
+    listen: String,
+}
+
+/// `person` serves with its channels kept in `dir`.
+async fn serve(
+    person: std::sync::Arc<Person>,
+    server: &common::TestServer,
+    dir: &std::path::Path,
+) -> Serving {
+    use micropay::person::{self, ServeEvent, ServeOptions};
+    let (events_tx, mut events) =
+        tokio::sync::mpsc::channel(micropay::core::limits::SERVE_EVENTS_MAX);
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let options = ServeOptions {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        advertise: None,
+        server: server.addr_string(),
+        limits: Default::default(),
+        reconnect: person::Reconnect::default(),
+        channels_dir: Some(dir.to_owned()),
+    };
+    let task = tokio::spawn(person::serve(person, options, events_tx, async move {
+        let _ = stop_rx.await;
+    }));
+    let listen = match events.recv().await {
+        Some(ServeEvent::Online { listen, .. }) => listen,
+        other => panic!("expected to go online, got {other:?}"),
+    };
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    Serving { stop, task, listen }
+}
+
+impl Serving {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task
+            .await
+            .expect("serve task")
+            .expect("serve ends cleanly");
+    }
+}
+
+async fn offer(
+    peer: &Conn,
+    signed: &SignedCommitment,
+    opened: &ChannelOpened,
+) -> Result<ChannelAck, CallError> {
+    peer.call(&PeerRequest::ChannelOffer {
+        commitment: CommitmentJson::from(signed),
+        open_receipt: opened.clone(),
+    })
+    .await
+}
+
+async fn pay(peer: &Conn, chain: &Chain, index: u64, w: Link) -> Result<ChannelAck, CallError> {
+    peer.call(&PeerRequest::ChannelPay {
+        channel_id: chain.id().to_hex(),
+        index,
+        link: w.to_hex(),
+    })
+    .await
+}
+
+async fn connect_payee(payer: &Person, serving: &Serving, payee: &str) -> Conn {
+    Conn::connect(&serving.listen, payee, payer.payer_config(), 10_000)
+        .await
+        .expect("connects to the payee")
+}
+
+backend_test! {
+    async fn a_payee_checks_stores_and_closes_its_channels_without_losing_a_link(backend) {
+        let server = common::start_server_on(&backend).await;
+        let alice = common::person(&server.pki, "alice");
+        let bob = std::sync::Arc::new(common::person(&server.pki, "bob"));
+        let (a, b) = (common::link(&alice, &server).await, common::link(&bob, &server).await);
+        for link in [&a, &b] {
+            link.call::<Registered>(&ServerRequest::Register {}).await.expect("register");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let serving = serve(bob.clone(), &server, dir.path()).await;
+        // Channel A lasts ten minutes: serve does not close it yet.
+        let (chain, signed) = commitment(&alice, "bob", 100, 2);
+        let opened = open(&a, &signed).await.expect("opens");
+        let peer = connect_payee(&alice, &serving, "bob").await;
+        assert_eq!(offer(&peer, &signed, &opened).await.expect("offer").index, 0);
+        let w = |i| chain.link(i).expect("in bounds");
+        assert_eq!(pay(&peer, &chain, 3, w(3)).await.expect("pays").index, 3);
+        assert_eq!(pay(&peer, &chain, 10, w(10)).await.expect("pays 7 at once").index, 10);
+        // A link revealed twice, a wrong preimage, beyond n: refused.
+        assert_eq!(code(pay(&peer, &chain, 10, w(10)).await), ErrorCode::BadSignature);
+        assert_eq!(code(pay(&peer, &chain, 12, w(11)).await), ErrorCode::BadSignature);
+        assert_eq!(code(pay(&peer, &chain, 101, w(100)).await), ErrorCode::BadSignature);
+        // A forged receipt is refused.
+        let mut forged = opened.clone();
+        forged.hold += 1;
+        let (_, other) = commitment(&alice, "bob", 5, 1);
+        assert_eq!(code(offer(&peer, &other, &forged).await), ErrorCode::Forbidden);
+        // The payee restarts: every acknowledged link is still held.
+        drop(peer);
+        serving.stop().await;
+        let serving = serve(bob.clone(), &server, dir.path()).await;
+        let peer = connect_payee(&alice, &serving, "bob").await;
+        assert_eq!(code(pay(&peer, &chain, 10, w(10)).await), ErrorCode::BadSignature);
+        assert_eq!(pay(&peer, &chain, 12, w(12)).await.expect("goes on").index, 12);
+        // Channel B expires within serve's margin: serve closes it by
+        // itself once it holds a paid link.
+        let (chain_b, signed_b) = {
+            let id = ChannelId::random();
+            let chain = Chain::generate(id, Link::random_secret(), 10).expect("in bounds");
+            let signed = Commitment {
+                id,
+                payer: alice.name.clone(),
+                payee: Name::parse("bob").expect("valid"),
+                root: chain.root(),
+                value_minor: 5,
+                links: 10,
+                expires_at_s: micropay::system::clock::now_s() + 60,
+            }
+            .sign(&alice.key);
+            (chain, signed)
+        };
+        let opened_b = open(&a, &signed_b).await.expect("opens");
+        offer(&peer, &signed_b, &opened_b).await.expect("offer");
+        pay(&peer, &chain_b, 4, chain_b.link(4).expect("in bounds")).await.expect("pays");
+        let mut closed = false;
+        for _ in 0..400 {
+            if balances(&b).await.0 == GRANT + 20 {
+                closed = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(closed, "serve closed channel B by itself");
+        assert_eq!(balances(&a).await, (GRANT - 200 - 20, 200));
+        drop(peer);
+        serving.stop().await;
+        drop((a, b));
+        let report = finish_with_holds(server).await;
+        assert_eq!((report.channels, report.total_held), (2, 200));
+    }
 }

@@ -247,3 +247,11 @@ pub const CHANNEL_EXPIRY_POLL_MS: u64 = 5_000;
 
 /// Most channels one expiry pass returns (the rest wait for the next).
 pub const CHANNEL_EXPIRY_BATCH_MAX: u32 = 1_000;
+
+/// How often `serve` looks for channels it must close before they expire.
+pub const CHANNEL_AUTOCLOSE_POLL_MS: u64 = 1_000;
+
+/// `serve` closes a channel it holds links of once its expiry is less than
+/// this far away (well inside the server's grace, so the close lands in
+/// time even after a few failed attempts).
+pub const CHANNEL_AUTOCLOSE_MARGIN_S: u64 = 120;

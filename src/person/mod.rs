@@ -10,6 +10,7 @@
 //! with a running balance.
 
 pub mod channel_payee;
+pub mod channel_serve;
 mod rotate;
 mod send;
 mod serve;
@@ -46,6 +47,9 @@ pub enum PeerError {
     /// Talking to the server or a peer failed.
     #[error("{0}")]
     Call(#[from] CallError),
+    /// The payee's channel directory could not be read or written.
+    #[error("{0}")]
+    Channels(#[from] channel_payee::ChannelStoreError),
     /// The listener could not be bound.
     #[error("cannot listen on {addr}: {error}")]
     Listen {

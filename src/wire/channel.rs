@@ -121,6 +121,16 @@ pub struct ChannelClosed {
     pub replay: bool,
 }
 
+/// The payee's answer to `channel_offer` and `channel_pay`: the index it
+/// now holds durably.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelAck {
+    /// The channel id.
+    pub channel_id: String,
+    /// The index held (0 right after the offer).
+    pub index: u64,
+}
+
 impl From<ChannelRefusal> for WireError {
     /// The one place where the channel rules' refusals become wire codes.
     fn from(r: ChannelRefusal) -> WireError {

@@ -13,7 +13,7 @@ pub mod messages;
 pub mod reply;
 pub mod request;
 
-pub use channel::{ChannelClosed, ChannelOpened, CommitmentJson};
+pub use channel::{ChannelAck, ChannelClosed, ChannelOpened, CommitmentJson};
 pub use errors::{ErrorCode, WireError};
 pub use messages::*;
 pub use reply::{to_result_json, Reply, ResultJson};

@@ -5,7 +5,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::wire::channel::CommitmentJson;
+use crate::wire::channel::{ChannelOpened, CommitmentJson};
 use crate::wire::errors::{ErrorCode, WireError};
 use crate::wire::messages::PaymentJson;
 
@@ -91,6 +91,23 @@ pub enum PeerRequest {
         /// The payment.
         payment: PaymentJson,
     },
+    /// A payer offers an open channel: its commitment and the server's
+    /// open receipt (the `channel_open` result).
+    ChannelOffer {
+        /// The signed commitment.
+        commitment: CommitmentJson,
+        /// The server's answer to `channel_open`.
+        open_receipt: ChannelOpened,
+    },
+    /// A payer pays up to link `index` of a channel by revealing it.
+    ChannelPay {
+        /// 32 hex digits.
+        channel_id: String,
+        /// The link's index: the total number of links paid so far.
+        index: u64,
+        /// `w_index`, 64 hex digits.
+        link: String,
+    },
 }
 
 /// How a request is ordered against the others on its connection.
@@ -110,8 +127,10 @@ impl Sequenced for ServerRequest {
 }
 
 impl Sequenced for PeerRequest {
+    /// Payments run concurrently; channel messages run in the order sent,
+    /// because each link must extend the one before it.
     fn is_barrier(&self) -> bool {
-        false
+        !matches!(self, PeerRequest::Pay { .. })
     }
 }
 

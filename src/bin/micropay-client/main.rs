@@ -110,6 +110,12 @@ enum Command {
         /// Let --metrics-listen use an address other than loopback.
         #[arg(long, requires = "metrics_listen")]
         metrics_allow_non_loopback: bool,
+        /// Take payment channels: keep the channels offered to me and the
+        /// latest link of each in DIR (one file per channel, written
+        /// durably before each acknowledgement), and close each channel
+        /// with the server before it expires.
+        #[arg(long)]
+        channels_dir: Option<PathBuf>,
     },
     /// My balance and who is online, with addresses.
     List,
@@ -257,6 +263,7 @@ impl From<PeerError> for Failure {
             | PeerError::Statement(_) => Failure::usage(e.to_string()),
             // The address may be fine and merely taken: not a usage error.
             PeerError::Listen { .. } => Failure::new(3, "listen_failed", e.to_string()),
+            PeerError::Channels(_) => Failure::new(3, "channels_dir", e.to_string()),
             PeerError::BadReceipt(_) => Failure::new(1, "bad_receipt", e.to_string()),
             PeerError::WrongListener { .. } => Failure::new(3, "wrong_listener", e.to_string()),
             PeerError::PayeeUnreachable { .. } => Failure::new(3, "connect_failed", e.to_string()),
@@ -409,9 +416,11 @@ async fn run(args: &Args) -> Result<(), Failure> {
             keepalive_ms,
             metrics_listen,
             metrics_allow_non_loopback,
+            channels_dir,
             ..
         } => {
             let request = serve::Request {
+                channels_dir: channels_dir.clone(),
                 listen: *listen,
                 advertise: advertise.clone(),
                 keepalive_ms: *keepalive_ms,
