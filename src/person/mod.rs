@@ -10,6 +10,7 @@
 //! with a running balance.
 
 pub mod channel_payee;
+pub mod channel_payer;
 pub mod channel_serve;
 mod rotate;
 mod send;
