@@ -14,8 +14,8 @@ use micropay::net::link::{CallError, Link as Conn};
 use micropay::net::tls::Material;
 use micropay::person::Person;
 use micropay::wire::{
-    Balance, ChannelAck, ChannelClosed, ChannelOpened, CommitmentJson, ErrorCode, PeerRequest,
-    Registered, ServerRequest,
+    Balance, ChannelAck, ChannelClosed, ChannelOpened, CommitmentJson, ErrorCode, History, Listing,
+    PeerRequest, Registered, ServerRequest,
 };
 
 use common::GRANT;
@@ -113,6 +113,8 @@ backend_test! {
         let key = server_key(&server.pki);
         assert!(receipt.verify(key.verifying_key(), &signed).is_ok());
         assert_eq!(balances(&a).await, (GRANT - 300, 300));
+        let listing: Listing = a.call(&ServerRequest::List {}).await.expect("list");
+        assert_eq!((listing.balance, listing.held), (GRANT - 300, 300));
         // Opening it again answers the first open; a forged commitment
         // (signed by bob in alice's name, sent by bob) is refused.
         assert!(open(&a, &signed).await.expect("replays").replay);
@@ -132,6 +134,18 @@ backend_test! {
         assert_eq!(balances(&b).await, (GRANT + 120, 0));
         let again = close(&b, &chain, 90, w(90)).await.expect("answers");
         assert_eq!((again.paid, again.replay), (120, true));
+        // Both see the channel, its open and its close, in their history.
+        for link in [&a, &b] {
+            let h: History = link
+                .call(&ServerRequest::History { limit: None, before_seq: None })
+                .await
+                .expect("history");
+            assert_eq!(h.channels.len(), 1);
+            let entry = &h.channels[0];
+            assert_eq!(entry.channel_id, chain.id().to_hex());
+            assert_eq!((entry.state.as_str(), entry.hold), ("closed", 300));
+            assert_eq!((entry.paid, entry.released), (Some(120), Some(180)));
+        }
         drop((a, b));
         let report = common::shutdown_and_audit(server).await;
         assert_eq!(report.channels, 1);

@@ -255,3 +255,6 @@ pub const CHANNEL_AUTOCLOSE_POLL_MS: u64 = 1_000;
 /// this far away (well inside the server's grace, so the close lands in
 /// time even after a few failed attempts).
 pub const CHANNEL_AUTOCLOSE_MARGIN_S: u64 = 120;
+
+/// Most payment channels the first page of `history` lists.
+pub const CHANNEL_HISTORY_MAX: u32 = 20;

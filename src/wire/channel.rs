@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::core::channel::{ChannelId, Commitment, Link, SignedCommitment};
-use crate::core::channel_rules::{ChannelRefusal, ChannelRefusalKind};
+use crate::core::channel_rules::{ChannelEnd, ChannelRecord, ChannelRefusal, ChannelRefusalKind};
 use crate::core::keys::SIGNATURE_BYTES_MAX;
 use crate::core::name::Name;
 use crate::wire::errors::{ErrorCode, WireError};
@@ -129,6 +129,71 @@ pub struct ChannelAck {
     pub channel_id: String,
     /// The index held (0 right after the offer).
     pub index: u64,
+}
+
+/// One payment channel as `history` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelEntry {
+    /// The channel id.
+    pub channel_id: String,
+    /// Who pays.
+    pub payer: String,
+    /// Who is paid.
+    pub payee: String,
+    /// n.
+    pub links: u64,
+    /// Minor units per link.
+    pub value: u64,
+    /// links × value, held at the open.
+    pub hold: u64,
+    /// When it opened, unix ms.
+    pub opened_at_ms: u64,
+    /// Unix seconds.
+    pub expires_at: u64,
+    /// `open`, `closed` or `expired`.
+    pub state: String,
+    /// Paid to the payee (closed channels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paid: Option<u64>,
+    /// Returned to the payer (closed or expired channels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released: Option<u64>,
+    /// When it closed or expired, unix ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at_ms: Option<u64>,
+}
+
+impl From<&ChannelRecord> for ChannelEntry {
+    fn from(r: &ChannelRecord) -> ChannelEntry {
+        let c = &r.signed.commitment;
+        let (state, paid, released, ended_at_ms) = match r.end {
+            ChannelEnd::Open => ("open", None, None, None),
+            ChannelEnd::Closed(o) => (
+                "closed",
+                Some(o.paid_minor),
+                Some(o.released_minor),
+                Some(o.at_ms),
+            ),
+            ChannelEnd::Expired {
+                released_minor,
+                at_ms,
+            } => ("expired", None, Some(released_minor), Some(at_ms)),
+        };
+        ChannelEntry {
+            channel_id: c.id.to_hex(),
+            payer: c.payer.to_string(),
+            payee: c.payee.to_string(),
+            links: c.links,
+            value: c.value_minor,
+            hold: r.hold_minor,
+            opened_at_ms: r.opened_at_ms,
+            expires_at: c.expires_at_s,
+            state: state.to_owned(),
+            paid,
+            released,
+            ended_at_ms,
+        }
+    }
 }
 
 impl From<ChannelRefusal> for WireError {
