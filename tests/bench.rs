@@ -105,6 +105,16 @@ fn p2p_mode_counts_exactly_what_the_ledger_holds() {
 }
 
 #[test]
+fn channel_mode_pays_every_link_and_audits_clean() {
+    // 160 links, 16 per message: ten messages, each checked and stored by
+    // the payee, then the channel closed for all 160.
+    let figures = bench("channel", 160, 2, &[]);
+    assert_eq!(figures["mode"], "channel");
+    assert_eq!(u64_of(&figures, "/ok_total"), 160);
+    assert_eq!(figures["audit_clean"], true);
+}
+
+#[test]
 fn handshake_mode_with_and_without_resumption() {
     let with = bench("handshake", 60, 6, &[]);
     assert_eq!(with["mode"], "handshake");

@@ -881,6 +881,7 @@ async fn go_online(person: Arc<Person>, server: &str) -> Serving {
         server: server.to_owned(),
         limits: SessionLimits::default(),
         reconnect: person::Reconnect::default(),
+        channels_dir: None,
     };
     let task = tokio::spawn(person::serve(person, options, events_tx, async move {
         let _ = stop_rx.await;

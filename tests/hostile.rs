@@ -1127,6 +1127,7 @@ async fn go_online(person: Arc<Person>, server: &TestServer, limits: ServerLimit
         server: server.addr_string(),
         limits,
         reconnect: micropay::person::Reconnect::default(),
+        channels_dir: None,
     };
     let task = tokio::spawn(person::serve(person, options, events_tx, async move {
         let _ = stop_rx.await;

@@ -531,6 +531,7 @@ async fn serve_with_metrics(payee: micropay::person::Person, server: &TestServer
         server: server.addr_string(),
         limits: ServerLimits::default(),
         reconnect: Reconnect::default(),
+        channels_dir: None,
     };
     let task = tokio::spawn(micropay::person::serve_with_metrics(
         Arc::new(payee),

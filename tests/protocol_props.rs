@@ -791,7 +791,10 @@ fn check_decoded_line(line: &[u8]) -> Result<(), TestCaseError> {
         ServerRequest::Settle { payment } => Some(payment),
         _ => None,
     })?;
-    check_decoded_as::<PeerRequest>(line, |PeerRequest::Pay { payment }| Some(payment))
+    check_decoded_as::<PeerRequest>(line, |r| match r {
+        PeerRequest::Pay { payment } => Some(payment),
+        _ => None,
+    })
 }
 
 /// [`check_decoded_line`] for one request type.
@@ -968,7 +971,7 @@ proptest! {
         ok in any::<bool>(),
     ) {
         let outcome = if ok {
-            Ok(Balance { name: balance.0, balance: balance.1 })
+            Ok(Balance { name: balance.0, balance: balance.1, held: 0 })
         } else {
             Err(WireError::new(code, message))
         };
@@ -1283,7 +1286,7 @@ fn request_grammar_reaches_every_layer() {
             (Ok(ServerRequest::Settle { payment }), _) | (_, Ok(PeerRequest::Pay { payment })) => {
                 Some(payment)
             }
-            (Ok(_), _) => None,
+            (Ok(_), _) | (_, Ok(_)) => None,
             (Err(_), Err(_)) => continue,
         };
         {

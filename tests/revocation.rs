@@ -204,6 +204,7 @@ async fn start_serve(
         server: server.addr_string(),
         limits: Default::default(),
         reconnect: Reconnect::default(),
+        channels_dir: None,
     };
     let task = tokio::spawn(person::serve(Arc::new(payee), options, tx, async move {
         let _ = stopped.await;

@@ -520,7 +520,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 async fn fake_take(fake: &FakePayee, request: PeerRequest) -> Result<Settled, WireError> {
-    let PeerRequest::Pay { payment } = request;
+    let PeerRequest::Pay { payment } = request else {
+        return Err(WireError::new(
+            micropay::wire::ErrorCode::BadRequest,
+            "not a payment",
+        ));
+    };
     let signed = SignedPayment::try_from(&payment)?;
     lock(&fake.seen).push(signed.payment.id);
     let mode = *lock(&fake.mode);

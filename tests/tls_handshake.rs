@@ -1044,6 +1044,7 @@ async fn a_person_certificate_named_like_the_server_is_refused_as_the_server() {
         server: at.clone(),
         limits: micropay::net::session::SessionLimits::default(),
         reconnect: micropay::person::Reconnect::default(),
+        channels_dir: None,
     };
     let serving = tokio::spawn(micropay::person::serve(
         bob.clone(),

@@ -249,6 +249,8 @@ fn run_audit(db: &DbLocation) -> Result<ExitCode> {
     println!("refusals    {}", report.rejections);
     println!("granted     {}", report.total_granted);
     println!("balances    {}", report.total_balances);
+    println!("channels    {}", report.channels);
+    println!("held        {}", report.total_held);
     if report.violations.is_empty() {
         println!("audit: OK (every signature verifies; balances equal grants plus payments)");
         Ok(ExitCode::SUCCESS)

@@ -12,6 +12,11 @@
 
 use std::collections::HashMap;
 
+use crate::core::channel::{ChannelId, CloseRequest};
+use crate::core::channel_rules::{
+    decide_close, decide_expire, decide_open, ChannelEnd, ChannelRecord, ChannelRefusal,
+    ChannelView, CloseDecision, CloseOutcome, OpenDecision, VerifiedCommitment,
+};
 use crate::core::keys::VerifyingKey;
 use crate::core::name::Name;
 use crate::core::payment::PaymentId;
@@ -60,6 +65,37 @@ pub enum Effect {
         /// When, unix ms.
         at_ms: u64,
     },
+    /// A channel opened: its hold left the payer's available balance.
+    ChannelOpen {
+        /// The channel as stored, with its hold.
+        record: Box<ChannelRecord>,
+        /// The payer's available balance afterwards.
+        payer_after_minor: u64,
+    },
+    /// A channel closed by its payee.
+    ChannelClose {
+        /// The channel.
+        id: ChannelId,
+        /// The revealed link and its index.
+        close: CloseRequest,
+        /// What moved.
+        outcome: CloseOutcome,
+        /// The payer and its available balance afterwards.
+        payer: (Name, u64),
+        /// The payee and its available balance afterwards.
+        payee: (Name, u64),
+    },
+    /// A channel's hold returned to its payer at expiry.
+    ChannelExpire {
+        /// The channel.
+        id: ChannelId,
+        /// The amount returned.
+        released_minor: u64,
+        /// The payer and its available balance afterwards.
+        payer: (Name, u64),
+        /// When, unix ms.
+        at_ms: u64,
+    },
     /// A refusal recorded for good.
     Refusal {
         /// The refused payment.
@@ -88,6 +124,7 @@ pub struct Batch<'a, V: LedgerView> {
     balances: HashMap<Name, u64>,
     keys: HashMap<Name, RegisteredKey>,
     priors: HashMap<(Name, PaymentId), Prior>,
+    channels: HashMap<ChannelId, ChannelRecord>,
     accounts_added: u64,
     last_seq: u64,
     effects: Vec<Effect>,
@@ -120,6 +157,12 @@ impl<V: LedgerView> LedgerView for Batch<'_, V> {
     }
 }
 
+impl<V: LedgerView> ChannelView for Batch<'_, V> {
+    fn channel(&self, id: &ChannelId) -> Option<ChannelRecord> {
+        self.channels.get(id).cloned()
+    }
+}
+
 impl<'a, V: LedgerView> Batch<'a, V> {
     /// A batch on top of `base`, whose last settled payment is `last_seq`.
     pub fn new(base: &'a V, last_seq: u64) -> Batch<'a, V> {
@@ -128,6 +171,7 @@ impl<'a, V: LedgerView> Batch<'a, V> {
             balances: HashMap::new(),
             keys: HashMap::new(),
             priors: HashMap::new(),
+            channels: HashMap::new(),
             accounts_added: 0,
             last_seq,
             effects: Vec::new(),
@@ -225,6 +269,103 @@ impl<'a, V: LedgerView> Batch<'a, V> {
                 })
             }
         }
+    }
+
+    /// Gives the batch the stored channels its commands name (the backend
+    /// reads them before deciding; a channel absent here does not exist).
+    pub fn preload_channels(&mut self, channels: impl IntoIterator<Item = ChannelRecord>) {
+        for record in channels {
+            self.channels.insert(record.signed.commitment.id, record);
+        }
+    }
+
+    /// Decides a channel open at `now_ms`: the hold leaves the payer's
+    /// available balance. Answers the channel as recorded and whether this
+    /// repeats an earlier open.
+    pub fn open_channel(
+        &mut self,
+        verified: &VerifiedCommitment,
+        now_ms: u64,
+    ) -> Result<(ChannelRecord, bool), ChannelRefusal> {
+        let (hold_minor, payer_after_minor) = match decide_open(self, verified, now_ms)? {
+            OpenDecision::Replay(record) => return Ok((*record, true)),
+            OpenDecision::Open {
+                hold_minor,
+                payer_after_minor,
+            } => (hold_minor, payer_after_minor),
+        };
+        let record = ChannelRecord {
+            signed: verified.signed().clone(),
+            hold_minor,
+            opened_at_ms: now_ms,
+            end: ChannelEnd::Open,
+        };
+        let c = verified.commitment();
+        self.balances.insert(c.payer.clone(), payer_after_minor);
+        self.channels.insert(c.id, record.clone());
+        self.effects.push(Effect::ChannelOpen {
+            record: Box::new(record.clone()),
+            payer_after_minor,
+        });
+        Ok((record, false))
+    }
+
+    /// Decides a close by `closer` at `now_ms`. Answers the outcome and
+    /// whether it repeats the first close.
+    pub fn close_channel(
+        &mut self,
+        close: &CloseRequest,
+        closer: &Name,
+        now_ms: u64,
+    ) -> Result<(CloseOutcome, bool), ChannelRefusal> {
+        let (outcome, payee_after, payer_after) = match decide_close(self, close, closer, now_ms)? {
+            CloseDecision::Replay(outcome) => return Ok((outcome, true)),
+            CloseDecision::Close {
+                outcome,
+                payee_after_minor,
+                payer_after_minor,
+            } => (outcome, payee_after_minor, payer_after_minor),
+        };
+        let Some(record) = self.channels.get_mut(&close.id) else {
+            unreachable!("decide_close found the channel");
+        };
+        record.end = ChannelEnd::Closed(outcome);
+        let (payer, payee) = (
+            record.signed.commitment.payer.clone(),
+            record.signed.commitment.payee.clone(),
+        );
+        self.balances.insert(payer.clone(), payer_after);
+        self.balances.insert(payee.clone(), payee_after);
+        self.effects.push(Effect::ChannelClose {
+            id: close.id,
+            close: *close,
+            outcome,
+            payer: (payer, payer_after),
+            payee: (payee, payee_after),
+        });
+        Ok((outcome, false))
+    }
+
+    /// Decides the expiry of channel `id` at `now_ms`; answers the amount
+    /// returned to the payer.
+    pub fn expire_channel(&mut self, id: &ChannelId, now_ms: u64) -> Result<u64, ChannelRefusal> {
+        let (released_minor, payer_after) = decide_expire(self, id, now_ms)?;
+        let Some(record) = self.channels.get_mut(id) else {
+            unreachable!("decide_expire found the channel");
+        };
+        record.end = ChannelEnd::Expired {
+            released_minor,
+            at_ms: now_ms,
+        };
+        let payer = record.signed.commitment.payer.clone();
+        self.balances.insert(payer.clone(), payer_after);
+        self.effects.push(Effect::ChannelExpire {
+            id: *id,
+            released_minor,
+            payer: (payer, payer_after),
+            at_ms: now_ms,
+        });
+        Ok(released_minor)
     }
 
     fn remember(&mut self, payment: &VerifiedPayment, outcome: PriorOutcome) {

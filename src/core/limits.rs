@@ -216,3 +216,45 @@ pub const METRICS_REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
 /// Time a scrape gives the gauges it reads on demand (people online, which
 /// on PostgreSQL is a query) before it leaves them at their last value, ms.
 pub const METRICS_REFRESH_TIMEOUT_MS: u64 = 2_000;
+
+/// Most links one payment channel may have. It bounds the hashing a close
+/// costs the server (at most this many SHA-256 steps to go from the
+/// revealed link back to the committed root) and the payee's forward check
+/// of one payment.
+pub const CHANNEL_LINKS_MAX: u64 = 1_000_000;
+
+/// Furthest a channel may expire after it opens: funds are held no longer.
+pub const CHANNEL_LIFETIME_MAX_S: u64 = 7 * 24 * 60 * 60;
+
+/// Default lifetime of a new channel.
+pub const CHANNEL_LIFETIME_DEFAULT_S: u64 = 60 * 60;
+
+/// Time after a channel's expiry during which the payee's close is still
+/// accepted (its request may be in flight, clocks may differ); only after
+/// it does the hold return to the payer, so a close and an expiry can never
+/// both be possible at one instant.
+pub const CHANNEL_CLOSE_GRACE_S: u64 = 5 * 60;
+
+/// The payer keeps one link of its chain in memory every this many links
+/// and recomputes the others from the next kept one, so a link costs at
+/// most this many hashes and a chain of [`CHANNEL_LINKS_MAX`] links keeps
+/// under a thousand links in memory.
+pub const CHANNEL_CHECKPOINT_LINKS: u64 = 1024;
+
+/// How often the server looks for channels past expiry plus grace whose
+/// hold must return to the payer.
+pub const CHANNEL_EXPIRY_POLL_MS: u64 = 5_000;
+
+/// Most channels one expiry pass returns (the rest wait for the next).
+pub const CHANNEL_EXPIRY_BATCH_MAX: u32 = 1_000;
+
+/// How often `serve` looks for channels it must close before they expire.
+pub const CHANNEL_AUTOCLOSE_POLL_MS: u64 = 1_000;
+
+/// `serve` closes a channel it holds links of once its expiry is less than
+/// this far away (well inside the server's grace, so the close lands in
+/// time even after a few failed attempts).
+pub const CHANNEL_AUTOCLOSE_MARGIN_S: u64 = 120;
+
+/// Most payment channels the first page of `history` lists.
+pub const CHANNEL_HISTORY_MAX: u32 = 20;

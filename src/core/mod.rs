@@ -3,6 +3,8 @@
 //! database; time is always passed in.
 
 pub mod batch;
+pub mod channel;
+pub mod channel_rules;
 pub mod keys;
 pub mod limits;
 pub mod memory_ledger;

@@ -14,7 +14,11 @@
 //!   it and by the new key, or a rebind's certificate), is replayed
 //!   through the rules at its position among the payments, and ends with
 //!   the account's current key; each payment's signature is checked with
-//!   the key registered when it settled.
+//!   the key registered when it settled;
+//! - every payment channel's commitment is signed by its payer, its hold
+//!   is n × value, a close's link hashes to the root and pays exactly
+//!   index × value, an expiry returns the hold after expiry plus grace;
+//!   and grants = available balances + open holds.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
@@ -26,6 +30,7 @@ use crate::core::name::Name;
 use crate::core::payment::{Payment, PaymentId, SignedPayment};
 use crate::core::rotation::KeyChange;
 use crate::core::rules::{Decision, VerifiedPayment};
+use crate::ledger::channel_rows::StoredChannel;
 use crate::ledger::key_audit::{audit_row, AuditedRow};
 use crate::ledger::location::DbLocation;
 use crate::ledger::postgres::PgStore;
@@ -43,8 +48,12 @@ pub struct AuditReport {
     pub rejections: u64,
     /// Sum of all grants.
     pub total_granted: u128,
-    /// Sum of all balances.
+    /// Sum of all (available) balances.
     pub total_balances: u128,
+    /// Payment channels.
+    pub channels: u64,
+    /// Sum of the holds of open channels: grants = balances + held.
+    pub total_held: u128,
     /// Every violation found; empty means the ledger is sound.
     pub violations: Vec<String>,
 }
@@ -91,6 +100,9 @@ pub struct Auditor {
     /// Key changes not yet replayed, in history order.
     pending: VecDeque<PendingChange>,
     last_after_seq: u64,
+    /// Every key each account ever had, to check channel commitments
+    /// signed before a rotation.
+    all_keys: HashMap<String, Vec<VerifyingKey>>,
 }
 
 /// A key change waiting for its position among the payments.
@@ -142,6 +154,10 @@ impl AuditVisitor for Auditor {
                 not_after_s,
             }) => {
                 self.with_history.insert(name.clone());
+                self.all_keys
+                    .entry(name.clone())
+                    .or_default()
+                    .push(key.clone());
                 self.history_key.insert(name.clone(), key.clone());
                 self.keys.insert(name.clone(), key);
                 self.not_after.insert(name, not_after_s);
@@ -158,6 +174,8 @@ impl AuditVisitor for Auditor {
                     ));
                 }
                 self.last_after_seq = self.last_after_seq.max(after_seq);
+                let new_key = change.new_key().clone();
+                self.all_keys.entry(name.clone()).or_default().push(new_key);
                 self.history_key.insert(name, change.new_key().clone());
                 self.pending.push_back(PendingChange {
                     hseq,
@@ -214,6 +232,19 @@ impl AuditVisitor for Auditor {
 
     fn refusal(&mut self) {
         self.report.rejections += 1;
+    }
+
+    fn channel(&mut self, row: StoredChannel) {
+        self.report.channels += 1;
+        let keys = self.all_keys.get(&row.payer).cloned().unwrap_or_default();
+        match crate::ledger::channel_rows::audit_row(&row, &keys) {
+            Ok(moves) => {
+                *self.expected.entry(moves.payer).or_insert(0) += moves.payer_delta;
+                *self.expected.entry(moves.payee).or_insert(0) += moves.payee_delta;
+                self.report.total_held += moves.held;
+            }
+            Err(violations) => self.report.violations.extend(violations),
+        }
     }
 }
 
@@ -302,10 +333,10 @@ impl Auditor {
             }
         }
         let report = &mut self.report;
-        if report.total_balances != report.total_granted {
+        if report.total_balances + report.total_held != report.total_granted {
             report.violations.push(format!(
-                "balances sum to {} but grants sum to {}",
-                report.total_balances, report.total_granted
+                "balances sum to {} and open channels hold {}, but grants sum to {}",
+                report.total_balances, report.total_held, report.total_granted
             ));
         }
         self.report

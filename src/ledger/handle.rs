@@ -9,6 +9,8 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::core::channel::{ChannelId, CloseRequest};
+use crate::core::channel_rules::{ChannelRecord, ChannelRefusal, CloseOutcome, VerifiedCommitment};
 use crate::core::keys::VerifyingKey;
 use crate::core::limits::{INITIAL_BALANCE_MAX, LEDGER_QUEUE_MAX};
 use crate::core::name::Name;
@@ -78,6 +80,17 @@ impl Ledger {
         store: Arc<dyn LedgerStore>,
         observer: Arc<dyn CommitObserver>,
     ) -> Result<Ledger, LedgerError> {
+        Ledger::start_clocked(store, observer, crate::system::clock::now_ms)
+    }
+
+    /// Like [`Ledger::start_observed`], deciding every batch at the time
+    /// `clock` gives (unix ms) instead of the system clock: tests move
+    /// time forward (e.g. past a channel's expiry) without sleeping.
+    pub fn start_clocked(
+        store: Arc<dyn LedgerStore>,
+        observer: Arc<dyn CommitObserver>,
+        clock: impl Fn() -> u64 + Send + 'static,
+    ) -> Result<Ledger, LedgerError> {
         let keys: KeyRegistry = Arc::new(RwLock::new(
             store
                 .keys()?
@@ -89,10 +102,7 @@ impl Ledger {
         let (writer_store, writer_keys) = (store.clone(), keys.clone());
         let writer = std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || {
-                let now_ms = crate::system::clock::now_ms;
-                run_writer(writer_store, rx, writer_keys, now_ms, observer)
-            })
+            .spawn(move || run_writer(writer_store, rx, writer_keys, clock, observer))
             .map_err(|e| LedgerError::Database(format!("cannot start the writer: {e}")))?;
         Ok(Ledger {
             commands: tx,
@@ -211,6 +221,94 @@ impl Ledger {
                 "another answer answered a settlement".into(),
             )),
         }
+    }
+
+    /// Opens a payment channel: holds n × value of the payer's available
+    /// balance; answers once durable with the channel as recorded and
+    /// whether it was opened before (same commitment).
+    pub async fn open_channel(
+        &self,
+        verified: VerifiedCommitment,
+    ) -> Result<Result<(ChannelRecord, bool), ChannelRefusal>, LedgerError> {
+        match self
+            .submit(Command::ChannelOpen(Box::new(verified)))
+            .await?
+        {
+            Answer::ChannelOpened { record, replay } => Ok(Ok((*record, replay))),
+            Answer::ChannelRefused(refusal) => Ok(Err(refusal)),
+            _ => Err(LedgerError::Corrupt(
+                "another answer answered a channel open".into(),
+            )),
+        }
+    }
+
+    /// Closes a channel on behalf of `closer` (who must be its payee);
+    /// answers once durable with the outcome, the first one for a repeated
+    /// close.
+    pub async fn close_channel(
+        &self,
+        close: CloseRequest,
+        closer: Name,
+    ) -> Result<Result<(CloseOutcome, bool), ChannelRefusal>, LedgerError> {
+        match self.submit(Command::ChannelClose { close, closer }).await? {
+            Answer::ChannelClosed { outcome, replay } => Ok(Ok((outcome, replay))),
+            Answer::ChannelRefused(refusal) => Ok(Err(refusal)),
+            _ => Err(LedgerError::Corrupt(
+                "another answer answered a channel close".into(),
+            )),
+        }
+    }
+
+    /// Returns an expired channel's hold to its payer; answers the amount.
+    pub async fn expire_channel(
+        &self,
+        id: ChannelId,
+    ) -> Result<Result<u64, ChannelRefusal>, LedgerError> {
+        match self.submit(Command::ChannelExpire(id)).await? {
+            Answer::ChannelExpired { released_minor } => Ok(Ok(released_minor)),
+            Answer::ChannelRefused(refusal) => Ok(Err(refusal)),
+            _ => Err(LedgerError::Corrupt(
+                "another answer answered a channel expiry".into(),
+            )),
+        }
+    }
+
+    /// The channel `id`, if it was ever opened.
+    pub async fn channel(&self, id: ChannelId) -> Result<Option<ChannelRecord>, LedgerError> {
+        self.read(move |s| s.channel(&id)).await
+    }
+
+    /// `name`'s channels as payer or payee, newest first, at most `limit`.
+    pub async fn channels_of(
+        &self,
+        name: &Name,
+        limit: u32,
+    ) -> Result<Vec<ChannelRecord>, LedgerError> {
+        let name = name.clone();
+        self.read(move |s| s.channels_of(&name, limit)).await
+    }
+
+    /// The sum of `name`'s open holds as payer.
+    pub async fn held(&self, name: &Name) -> Result<u64, LedgerError> {
+        let name = name.clone();
+        self.read(move |s| s.held(&name)).await
+    }
+
+    /// Returns the hold of every open channel past expiry plus grace at
+    /// `now_ms` to its payer, at most `limit` of them per call; answers how
+    /// many were returned. Another server on the same database may return
+    /// one first: that answer is a refusal, and is not counted.
+    pub async fn expire_due(&self, now_ms: u64, limit: u32) -> Result<u32, LedgerError> {
+        let due = self
+            .read(move |s| s.expirable_channels(now_ms, limit))
+            .await?;
+        let mut expired = 0;
+        for id in due {
+            if self.expire_channel(id).await?.is_ok() {
+                expired += 1;
+            }
+        }
+        Ok(expired)
     }
 
     async fn submit(&self, command: Command) -> Result<Answer, LedgerError> {

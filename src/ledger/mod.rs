@@ -9,6 +9,7 @@
 //! | [`observer`] | [`CommitObserver`]: what the writer reports after each commit (batch size, commit time), for metrics |
 //! | [`mod@audit`] | the checks every backend shares: signatures, replay through the rules, conservation |
 //! | [`migrate`] | copying a whole SQLite ledger into an empty PostgreSQL database, audited on the way |
+//! | [`channel_rows`] | payment channels as stored: the raw row, decoding it, what audit checks of it |
 //! | [`key_history`] | the key-history rows (every key an account had) as written, stored and read |
 //! | `key_audit` | rebuilding each stored key change (statement and signatures, or a rebind's certificate) for audit |
 //! | [`location`] | [`DbLocation`]: an SQLite path or a PostgreSQL URL, parsed in one place, shown without passwords |
@@ -21,6 +22,7 @@
 //! in one transaction and commits.
 
 pub mod audit;
+pub mod channel_rows;
 mod decode;
 pub mod group_commit;
 pub mod handle;
@@ -33,6 +35,8 @@ pub mod postgres;
 pub mod sqlite;
 
 use crate::core::batch::Batch;
+use crate::core::channel::{ChannelId, CloseRequest};
+use crate::core::channel_rules::{ChannelRecord, ChannelRefusal, CloseOutcome, VerifiedCommitment};
 use crate::core::keys::VerifyingKey;
 use crate::core::name::Name;
 use crate::core::payment::{PaymentId, Receipt, SignedPayment};
@@ -178,6 +182,31 @@ pub enum Command {
     Settle(Box<VerifiedPayment>),
     /// Change an account's key (rotation, renewal, rebind).
     ChangeKey(Box<KeyChange>),
+    /// Open a payment channel: hold n × value of the payer's balance.
+    ChannelOpen(Box<VerifiedCommitment>),
+    /// Close a channel: pay the revealed links to the payee, release the
+    /// rest.
+    ChannelClose {
+        /// The close request.
+        close: CloseRequest,
+        /// Who asks (authenticated by mTLS); must be the payee.
+        closer: Name,
+    },
+    /// Return an expired channel's hold to its payer.
+    ChannelExpire(ChannelId),
+}
+
+impl Command {
+    /// The channel this command names, if any: the backend reads it
+    /// before deciding the batch.
+    pub fn channel_id(&self) -> Option<ChannelId> {
+        match self {
+            Command::ChannelOpen(v) => Some(v.commitment().id),
+            Command::ChannelClose { close, .. } => Some(close.id),
+            Command::ChannelExpire(id) => Some(*id),
+            _ => None,
+        }
+    }
 }
 
 /// The answer to one [`Command`].
@@ -191,6 +220,27 @@ pub enum Answer {
     KeyChanged(RegisteredKey),
     /// The rules refused.
     Refused(Refusal),
+    /// A channel is open (now, or before when `replay`).
+    ChannelOpened {
+        /// The channel as recorded.
+        record: Box<ChannelRecord>,
+        /// Whether this repeats an earlier open.
+        replay: bool,
+    },
+    /// A channel closed (now, or before when `replay`).
+    ChannelClosed {
+        /// What moved.
+        outcome: CloseOutcome,
+        /// Whether this repeats the first close.
+        replay: bool,
+    },
+    /// An expired channel's hold returned to its payer.
+    ChannelExpired {
+        /// The amount returned.
+        released_minor: u64,
+    },
+    /// The channel rules refused.
+    ChannelRefused(ChannelRefusal),
 }
 
 /// What `audit` reads from a store, row by row, so that a ledger of any
@@ -208,6 +258,8 @@ pub trait AuditVisitor {
     fn payment(&mut self, row: StoredPayment);
     /// A recorded refusal.
     fn refusal(&mut self);
+    /// A payment channel as stored; called after the payments.
+    fn channel(&mut self, row: channel_rows::StoredChannel);
 }
 
 /// A settled payment row as stored, before any interpretation: audit must
@@ -264,6 +316,16 @@ pub trait LedgerStore: Send + Sync + 'static {
     /// The recorded outcome of payment `id` in which `party` is payer or
     /// payee.
     fn outcome(&self, party: &Name, id: &PaymentId) -> Result<Option<Outcome>, LedgerError>;
+    /// The channel `id`, if it was ever opened.
+    fn channel(&self, id: &ChannelId) -> Result<Option<ChannelRecord>, LedgerError>;
+    /// The channels in which `name` is payer or payee, newest first, at
+    /// most `limit`.
+    fn channels_of(&self, name: &Name, limit: u32) -> Result<Vec<ChannelRecord>, LedgerError>;
+    /// The sum of the holds of `name`'s open channels as payer.
+    fn held(&self, name: &Name) -> Result<u64, LedgerError>;
+    /// Up to `limit` open channels whose hold may return to the payer at
+    /// `now_ms` (past expiry plus grace).
+    fn expirable_channels(&self, now_ms: u64, limit: u32) -> Result<Vec<ChannelId>, LedgerError>;
     /// Feeds every stored row to `visitor`.
     fn scan(&self, visitor: &mut dyn AuditVisitor) -> Result<(), LedgerError>;
     /// Called once by the writer when it stops (e.g. to checkpoint).
@@ -308,6 +370,23 @@ pub fn decide_command<V: LedgerView>(
         Command::ChangeKey(change) => match batch.change_key(change, now_ms) {
             Ok(registered) => Answer::KeyChanged(registered),
             Err(refusal) => Answer::Refused(refusal),
+        },
+        Command::ChannelOpen(verified) => match batch.open_channel(verified, now_ms) {
+            Ok((record, replay)) => Answer::ChannelOpened {
+                record: Box::new(record),
+                replay,
+            },
+            Err(refusal) => Answer::ChannelRefused(refusal),
+        },
+        Command::ChannelClose { close, closer } => {
+            match batch.close_channel(close, closer, now_ms) {
+                Ok((outcome, replay)) => Answer::ChannelClosed { outcome, replay },
+                Err(refusal) => Answer::ChannelRefused(refusal),
+            }
+        }
+        Command::ChannelExpire(id) => match batch.expire_channel(id, now_ms) {
+            Ok(released_minor) => Answer::ChannelExpired { released_minor },
+            Err(refusal) => Answer::ChannelRefused(refusal),
         },
     }
 }

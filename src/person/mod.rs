@@ -9,6 +9,9 @@
 //! [`statement`] streams one person's whole history as CSV or JSON lines
 //! with a running balance.
 
+pub mod channel_payee;
+pub mod channel_payer;
+pub mod channel_serve;
 mod rotate;
 mod send;
 mod serve;
@@ -45,6 +48,9 @@ pub enum PeerError {
     /// Talking to the server or a peer failed.
     #[error("{0}")]
     Call(#[from] CallError),
+    /// The payee's channel directory could not be read or written.
+    #[error("{0}")]
+    Channels(#[from] channel_payee::ChannelStoreError),
     /// The listener could not be bound.
     #[error("cannot listen on {addr}: {error}")]
     Listen {

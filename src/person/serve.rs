@@ -15,6 +15,8 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
+use super::channel_payee::PayeeChannels;
+use super::channel_serve;
 use super::{PeerError, Person};
 use crate::core::limits::{
     SERVE_KEEPALIVE_MS_DEFAULT, SERVE_KEEPALIVE_MS_MIN, SERVE_RECONNECT_MS_MAX,
@@ -123,6 +125,9 @@ pub struct ServeOptions {
     pub limits: SessionLimits,
     /// Keep-alive and reconnection.
     pub reconnect: Reconnect,
+    /// Where the payment channels offered to me are kept (one file per
+    /// channel); `None`: channel offers are refused.
+    pub channels_dir: Option<std::path::PathBuf>,
 }
 
 /// What `serve` announces: the same listener after every reconnection.
@@ -171,17 +176,7 @@ pub async fn serve_with_metrics(
         port,
         listen: local.to_string(),
     };
-    let ctx = Arc::new(PayeeCtx {
-        revocations: person
-            .crl
-            .as_ref()
-            .map(|crl| crl.revocations())
-            .unwrap_or_default(),
-        person: person.clone(),
-        server: Mutex::new(None),
-        events: events.clone(),
-        metrics: metrics.clone(),
-    });
+    let ctx = payee_ctx(&person, &options, events.clone(), metrics.clone())?;
     let first = go_online(&ctx, &announce).await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -190,6 +185,14 @@ pub async fn serve_with_metrics(
         .clone()
         .map(|crl| tokio::spawn(crl.watch(stop_rx.clone())));
     let acceptor = TlsAcceptor::from(person.listener.clone());
+    let closer = ctx.channels.clone().map(|channels| {
+        let server_ctx = ctx.clone();
+        tokio::spawn(channel_serve::close_before_expiry(
+            channels,
+            move || server_ctx.current(),
+            stop_rx.clone(),
+        ))
+    });
     let conn_stop = stop_rx.clone();
     let limits = options.limits;
     let accept_ctx = ctx.clone();
@@ -207,6 +210,9 @@ pub async fn serve_with_metrics(
     let result = supervise(&ctx, &announce, options.reconnect, first, &mut shutdown).await;
     let _ = stop_tx.send(true);
     let _ = accepting.await;
+    if let Some(closer) = closer {
+        let _ = closer.await;
+    }
     if let Some(watcher) = watcher {
         let _ = watcher.await;
     }
@@ -215,6 +221,34 @@ pub async fn serve_with_metrics(
     }
     let _ = events.send(ServeEvent::Offline {}).await;
     result
+}
+
+/// The payee's shared state: the channel directory (loaded when given),
+/// the CRL in force, the server connection (none yet), events, metrics.
+fn payee_ctx(
+    person: &Arc<Person>,
+    options: &ServeOptions,
+    events: mpsc::Sender<ServeEvent>,
+    metrics: Arc<PeerMetrics>,
+) -> Result<Arc<PayeeCtx>, PeerError> {
+    let channels = match &options.channels_dir {
+        Some(dir) => Some(Arc::new(Mutex::new(
+            PayeeChannels::open(dir).map_err(PeerError::Channels)?,
+        ))),
+        None => None,
+    };
+    Ok(Arc::new(PayeeCtx {
+        channels,
+        revocations: person
+            .crl
+            .as_ref()
+            .map(|crl| crl.revocations())
+            .unwrap_or_default(),
+        person: person.clone(),
+        server: Mutex::new(None),
+        events,
+        metrics,
+    }))
 }
 
 /// The host and port to announce: `--advertise HOST:PORT`, `HOST` (with
@@ -368,6 +402,8 @@ fn is_final(e: &PeerError) -> bool {
 
 struct PayeeCtx {
     person: Arc<Person>,
+    /// The channels offered to me, when `serve` keeps them.
+    channels: Option<channel_serve::SharedChannels>,
     /// What the CRL in force revokes (nothing without one).
     revocations: Revocations,
     /// The server connection payments go over; `None` while reconnecting.
@@ -416,6 +452,9 @@ async fn payer_connection(
     run_session(tls, limits, shutdown, move |request| {
         let (ctx, payer) = (ctx.clone(), payer.clone());
         async move {
+            if !matches!(request, PeerRequest::Pay { .. }) {
+                return channel_request(&ctx, &payer, request).await;
+            }
             let outcome = take_payment(&ctx, &payer, request).await;
             ctx.metrics.payment(match &outcome {
                 Ok((settled, _)) if settled.replay => SettlementOutcome::Replay,
@@ -444,13 +483,33 @@ async fn payer_connection(
     .await;
 }
 
+/// Answers a channel offer or payment, when this `serve` keeps channels.
+async fn channel_request(
+    ctx: &PayeeCtx,
+    payer: &Identity,
+    request: PeerRequest,
+) -> Result<crate::wire::ResultJson, WireError> {
+    check_not_revoked(ctx, payer)?;
+    let Some(channels) = &ctx.channels else {
+        return Err(WireError::new(
+            ErrorCode::Forbidden,
+            format!("{} does not take payment channels here", ctx.person.name),
+        ));
+    };
+    let me = &ctx.person.name;
+    let ack = channel_serve::handle(channels, me, payer, ctx.current(), request).await?;
+    crate::wire::to_result_json(&ack)
+}
+
 /// Checks a payment handed to me and forwards it to the server.
 async fn take_payment(
     ctx: &PayeeCtx,
     payer: &Identity,
     request: PeerRequest,
 ) -> Result<(Settled, ServeEvent), WireError> {
-    let PeerRequest::Pay { payment } = request;
+    let PeerRequest::Pay { payment } = request else {
+        return Err(WireError::new(ErrorCode::BadRequest, "not a payment"));
+    };
     check_not_revoked(ctx, payer)?;
     let signed = SignedPayment::try_from(&payment)?;
     check_handed(ctx, payer, &signed)?;

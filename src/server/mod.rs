@@ -8,6 +8,7 @@
 //! batches them into as few TLS records as it can. Replies to pipelined
 //! requests may come back out of order: clients match them by `id`.
 
+mod channel_expiry;
 pub mod cmd;
 pub mod pg_presence;
 pub mod presence;
@@ -272,6 +273,7 @@ async fn serve(
             shutdown.clone(),
         ));
     }
+    let expiry = tokio::spawn(channel_expiry::run(shared.clone(), shutdown.clone()));
     let limits = shared.limits;
     let observer = Arc::new(shared.cx.metrics.listener());
     let conn_shutdown = shutdown.clone();
@@ -296,6 +298,7 @@ async fn serve(
     if let Some(watcher) = watcher {
         let _ = watcher.await;
     }
+    let _ = expiry.await;
     if let Err(e) = shared.cx.presence.close().await {
         tracing::warn!("withdrawing this server's presence failed: {e}");
     }

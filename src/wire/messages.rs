@@ -182,8 +182,11 @@ pub struct OnlinePeer {
 /// `list`: your balance and who is online.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Listing {
-    /// Your balance.
+    /// Your balance (available: holds excluded).
     pub balance: u64,
+    /// Minor units held by your open payment channels as payer.
+    #[serde(default)]
+    pub held: u64,
     /// SHA-256 fingerprint of the server's receipt-signing key.
     pub server_key_fingerprint: String,
     /// How many people are online.
@@ -197,8 +200,11 @@ pub struct Listing {
 pub struct Balance {
     /// Your name.
     pub name: String,
-    /// Your balance in minor units.
+    /// Your balance in minor units (available: holds excluded).
     pub balance: u64,
+    /// Minor units held by your open payment channels as payer.
+    #[serde(default)]
+    pub held: u64,
 }
 
 /// One settled payment as history shows it.
@@ -234,6 +240,10 @@ pub struct History {
     /// the caller has no account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balance: Option<u64>,
+    /// On the first page (no `before_seq`): the caller's newest payment
+    /// channels, as payer or payee, with their opens and closes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<crate::wire::channel::ChannelEntry>,
 }
 
 /// `status`: a payment's outcome.

@@ -6,12 +6,14 @@
 //! `error: {code, message}`. Pure data apart from [`frame`], which reads
 //! bounded lines from an async stream.
 
+pub mod channel;
 pub mod errors;
 pub mod frame;
 pub mod messages;
 pub mod reply;
 pub mod request;
 
+pub use channel::{ChannelAck, ChannelClosed, ChannelOpened, CommitmentJson};
 pub use errors::{ErrorCode, WireError};
 pub use messages::*;
 pub use reply::{to_result_json, Reply, ResultJson};

@@ -5,6 +5,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::wire::channel::{ChannelOpened, CommitmentJson};
 use crate::wire::errors::{ErrorCode, WireError};
 use crate::wire::messages::PaymentJson;
 
@@ -64,6 +65,21 @@ pub enum ServerRequest {
         /// The payment.
         payment: PaymentJson,
     },
+    /// Open a payment channel (sent by its payer): hold links × value.
+    ChannelOpen {
+        /// The signed commitment.
+        commitment: CommitmentJson,
+    },
+    /// Close a payment channel (sent by its payee) with the last link it
+    /// holds.
+    ChannelClose {
+        /// 32 hex digits.
+        channel_id: String,
+        /// How many links the link pays.
+        index: u64,
+        /// `w_index`, 64 hex digits.
+        link: String,
+    },
 }
 
 /// What a payer asks of a payee's peer listener.
@@ -74,6 +90,23 @@ pub enum PeerRequest {
     Pay {
         /// The payment.
         payment: PaymentJson,
+    },
+    /// A payer offers an open channel: its commitment and the server's
+    /// open receipt (the `channel_open` result).
+    ChannelOffer {
+        /// The signed commitment.
+        commitment: CommitmentJson,
+        /// The server's answer to `channel_open`.
+        open_receipt: ChannelOpened,
+    },
+    /// A payer pays up to link `index` of a channel by revealing it.
+    ChannelPay {
+        /// 32 hex digits.
+        channel_id: String,
+        /// The link's index: the total number of links paid so far.
+        index: u64,
+        /// `w_index`, 64 hex digits.
+        link: String,
     },
 }
 
@@ -94,8 +127,10 @@ impl Sequenced for ServerRequest {
 }
 
 impl Sequenced for PeerRequest {
+    /// Payments run concurrently; channel messages run in the order sent,
+    /// because each link must extend the one before it.
     fn is_barrier(&self) -> bool {
-        false
+        !matches!(self, PeerRequest::Pay { .. })
     }
 }
 
@@ -304,6 +339,7 @@ mod tests {
             &Ok(Balance {
                 name: "a".into(),
                 balance: 9,
+                held: 0,
             }),
         );
         let reply = Reply::decode(&line[..line.len() - 1]).expect("decodes");

@@ -22,6 +22,7 @@
 //! `pki` (its certificates, made with `micropay::certs`), `driver` (the
 //! pipelined send loop), `report` (figures and the table), `error`.
 
+mod channel;
 mod database;
 mod driver;
 mod error;
@@ -109,6 +110,10 @@ enum Mode {
     },
     /// Only the crypto floor (no server).
     Floor,
+    /// One payment channel, payer → payee over peer mTLS: links paid per
+    /// second, the payee checking and storing each (--window links per
+    /// message, --count links at most), and the open and close cost.
+    Channel,
 }
 
 fn main() -> ExitCode {
@@ -128,6 +133,7 @@ fn defaults(mode: Mode) -> (usize, usize, usize, usize) {
         Mode::Settle | Mode::Floor => (4, 128, 64, 300_000),
         Mode::P2p => (8, 32, 2, 200_000),
         Mode::Handshake { .. } => (4, 1, 1, 20_000),
+        Mode::Channel => (1, 1, 2, 1_000_000),
     }
 }
 
@@ -214,6 +220,7 @@ fn run_against_server(args: &Args, options: &BenchOptions) -> Result<Report> {
             Mode::Settle => settle::run_settle(&server, options, show).await,
             Mode::P2p => p2p::run_p2p(&server, options, show).await,
             Mode::Handshake { .. } => handshake::run_handshake(&server, options, show).await,
+            Mode::Channel => channel::run_channel(&server, options).await,
             Mode::Floor => unreachable!("handled by the caller"),
         }
     })?;

@@ -102,6 +102,7 @@ async fn start_payees(
             server: server.addr.clone(),
             limits: SessionLimits::default(),
             reconnect: person::Reconnect::default(),
+            channels_dir: None,
         };
         serving.push(tokio::spawn(person::serve(
             payee.clone(),

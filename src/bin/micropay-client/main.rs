@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod channel;
 mod history;
 mod queries;
 mod send;
@@ -75,6 +76,38 @@ struct Args {
 }
 
 #[derive(Subcommand, Debug)]
+enum ChannelAction {
+    /// Open a channel to PAYEE (who must be online with
+    /// `serve --channels-dir`): holds LINKS × VALUE of my balance.
+    Open {
+        /// Who to pay.
+        payee: String,
+        /// Number of links (units), 1 to 1 000 000.
+        #[arg(long)]
+        links: u64,
+        /// Minor units per link.
+        #[arg(long)]
+        value: u64,
+        /// Seconds until the channel expires.
+        #[arg(long, default_value_t = micropay::core::limits::CHANNEL_LIFETIME_DEFAULT_S)]
+        expires_in: u64,
+    },
+    /// Pay UNITS more links of a channel I opened, in REPEAT messages.
+    Pay {
+        /// The channel id.
+        channel_id: String,
+        /// Links per message.
+        #[arg(long, default_value_t = 1)]
+        units: u64,
+        /// Messages (a streaming demo: each pays --units).
+        #[arg(long, default_value_t = 1)]
+        repeat: u64,
+    },
+    /// Payee side: close every channel I hold paid links of.
+    Close,
+}
+
+#[derive(Subcommand, Debug)]
 enum Command {
     /// Create my account.
     Register,
@@ -110,6 +143,21 @@ enum Command {
         /// Let --metrics-listen use an address other than loopback.
         #[arg(long, requires = "metrics_listen")]
         metrics_allow_non_loopback: bool,
+        /// Take payment channels: keep the channels offered to me and the
+        /// latest link of each in DIR (one file per channel, written
+        /// durably before each acknowledgement), and close each channel
+        /// with the server before it expires.
+        #[arg(long)]
+        channels_dir: Option<PathBuf>,
+    },
+    /// Payment channels: one signature, many small payments.
+    Channel {
+        /// Where channel state lives (payer: DIR/ID.payer, mode 0600;
+        /// payee: the directory `serve --channels-dir` uses).
+        #[arg(long, default_value = "channels")]
+        dir: PathBuf,
+        #[command(subcommand)]
+        action: ChannelAction,
     },
     /// My balance and who is online, with addresses.
     List,
@@ -257,6 +305,7 @@ impl From<PeerError> for Failure {
             | PeerError::Statement(_) => Failure::usage(e.to_string()),
             // The address may be fine and merely taken: not a usage error.
             PeerError::Listen { .. } => Failure::new(3, "listen_failed", e.to_string()),
+            PeerError::Channels(_) => Failure::new(3, "channels_dir", e.to_string()),
             PeerError::BadReceipt(_) => Failure::new(1, "bad_receipt", e.to_string()),
             PeerError::WrongListener { .. } => Failure::new(3, "wrong_listener", e.to_string()),
             PeerError::PayeeUnreachable { .. } => Failure::new(3, "connect_failed", e.to_string()),
@@ -315,6 +364,38 @@ fn main() -> ExitCode {
     }
 }
 
+async fn channel_command(
+    person: &Person,
+    args: &Args,
+    dir: &std::path::Path,
+    action: &ChannelAction,
+) -> Result<(), Failure> {
+    let (server, json) = (&args.server, args.json);
+    match action {
+        ChannelAction::Open {
+            payee,
+            links,
+            value,
+            expires_in,
+        } => {
+            channel::open(
+                person,
+                server,
+                (payee, *links, *value, *expires_in),
+                dir,
+                json,
+            )
+            .await
+        }
+        ChannelAction::Pay {
+            channel_id,
+            units,
+            repeat,
+        } => channel::pay(person, server, (channel_id, *units, *repeat), dir, json).await,
+        ChannelAction::Close => channel::close(person, server, dir, json).await,
+    }
+}
+
 fn load_person(args: &Args) -> Result<Person, Failure> {
     let name = args.as_name.as_deref();
     let dir = &args.certs;
@@ -363,6 +444,7 @@ async fn run(args: &Args) -> Result<(), Failure> {
     match &args.command {
         Command::Register => queries::register(&person, &args.server, json).await,
         Command::List => queries::list(&person, &args.server, json).await,
+        Command::Channel { dir, action } => channel_command(&person, args, dir, action).await,
         Command::Balance => queries::balance(&person, &args.server, json).await,
         Command::History {
             limit,
@@ -409,9 +491,11 @@ async fn run(args: &Args) -> Result<(), Failure> {
             keepalive_ms,
             metrics_listen,
             metrics_allow_non_loopback,
+            channels_dir,
             ..
         } => {
             let request = serve::Request {
+                channels_dir: channels_dir.clone(),
                 listen: *listen,
                 advertise: advertise.clone(),
                 keepalive_ms: *keepalive_ms,

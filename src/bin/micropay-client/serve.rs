@@ -22,6 +22,8 @@ pub struct Request {
     pub keepalive_ms: u64,
     /// `--metrics-listen` and `--metrics-allow-non-loopback`.
     pub metrics: Option<(SocketAddr, bool)>,
+    /// `--channels-dir`.
+    pub channels_dir: Option<std::path::PathBuf>,
 }
 
 /// Serves until Ctrl-C, reconnecting whenever the server goes away; fails
@@ -42,6 +44,7 @@ pub async fn run(
             keepalive_ms: request.keepalive_ms,
             ..Reconnect::default()
         },
+        channels_dir: request.channels_dir,
     };
     let metrics = Arc::new(PeerMetrics::new());
     let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);

@@ -11,6 +11,7 @@
 //! batches across servers and keeps payment sequence numbers gap-free.
 //! No tokio-postgres type leaves this module except through [`presence`].
 
+mod channels;
 pub(crate) mod import;
 pub mod presence;
 mod read;
@@ -25,6 +26,8 @@ use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
+use crate::core::channel::ChannelId;
+use crate::core::channel_rules::ChannelRecord;
 use crate::core::keys::VerifyingKey;
 use crate::core::limits::{LEDGER_READERS_MAX, PG_CONNECT_TIMEOUT_MS};
 use crate::core::name::Name;
@@ -279,6 +282,26 @@ impl LedgerStore for PgStore {
 
     fn outcome(&self, party: &Name, id: &PaymentId) -> Result<Option<Outcome>, LedgerError> {
         self.block_on(async { read::outcome(self.reader().await?.client()?, party, id).await })
+    }
+
+    fn channel(&self, id: &ChannelId) -> Result<Option<ChannelRecord>, LedgerError> {
+        self.block_on(async { channels::channel(self.reader().await?.client()?, id).await })
+    }
+
+    fn channels_of(&self, name: &Name, limit: u32) -> Result<Vec<ChannelRecord>, LedgerError> {
+        self.block_on(async {
+            channels::channels_of(self.reader().await?.client()?, name, limit).await
+        })
+    }
+
+    fn held(&self, name: &Name) -> Result<u64, LedgerError> {
+        self.block_on(async { channels::held(self.reader().await?.client()?, name).await })
+    }
+
+    fn expirable_channels(&self, now_ms: u64, limit: u32) -> Result<Vec<ChannelId>, LedgerError> {
+        self.block_on(async {
+            channels::expirable(self.reader().await?.client()?, now_ms, limit).await
+        })
     }
 
     fn scan(&self, visitor: &mut dyn AuditVisitor) -> Result<(), LedgerError> {

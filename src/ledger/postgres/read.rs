@@ -250,6 +250,7 @@ pub(super) async fn scan(
     for _ in 0..refusals {
         visitor.refusal();
     }
+    super::channels::scan(&tx, visitor).await?;
     tx.commit().await.map_err(pg_error)
 }
 

@@ -12,7 +12,7 @@ use super::pg_error;
 
 /// The schema version this program writes.
 /// Version 3 adds the key history.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// The key history, added by version 3 (as in SQLite's schema).
 const KEY_HISTORY: &str = "
@@ -113,6 +113,9 @@ pub(super) async fn migrate(client: &mut Client, shown: &str) -> Result<(), Ledg
         if version == 2 {
             tx.batch_execute(KEY_HISTORY).await.map_err(pg_error)?;
             tx.batch_execute(MIGRATE_2_TO_3).await.map_err(pg_error)?;
+        }
+        if version == 2 || version == 3 {
+            migrate_3_to_4(&tx).await?;
         } else {
             check_version(version, shown)?;
         }
@@ -120,6 +123,9 @@ pub(super) async fn migrate(client: &mut Client, shown: &str) -> Result<(), Ledg
     }
     tx.batch_execute(SCHEMA).await.map_err(pg_error)?;
     tx.batch_execute(KEY_HISTORY).await.map_err(pg_error)?;
+    tx.batch_execute(super::channels::CHANNELS)
+        .await
+        .map_err(pg_error)?;
     tx.execute(
         "INSERT INTO micropay_schema (version) VALUES ($1)",
         &[&SCHEMA_VERSION],
@@ -127,6 +133,18 @@ pub(super) async fn migrate(client: &mut Client, shown: &str) -> Result<(), Ledg
     .await
     .map_err(pg_error)?;
     tx.commit().await.map_err(pg_error)
+}
+
+/// Version 4, payment channels: a new table only (self-contained, so it
+/// composes with other migrations).
+async fn migrate_3_to_4(tx: &tokio_postgres::Transaction<'_>) -> Result<(), LedgerError> {
+    tx.batch_execute(super::channels::CHANNELS)
+        .await
+        .map_err(pg_error)?;
+    tx.execute("INSERT INTO micropay_schema (version) VALUES (4)", &[])
+        .await
+        .map_err(pg_error)?;
+    Ok(())
 }
 
 /// Checks that the database holds a ledger this program can read.

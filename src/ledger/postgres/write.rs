@@ -26,6 +26,7 @@ use std::time::Duration;
 use tokio_postgres::{Client, Transaction};
 
 use crate::core::batch::{Batch, Effect};
+use crate::core::channel_rules::ChannelRecord;
 use crate::core::limits::PG_COMMIT_ATTEMPTS;
 use crate::core::name::Name;
 use crate::core::payment::{content_hash, PaymentId};
@@ -43,6 +44,7 @@ struct BaseView {
     keys: HashMap<Name, RegisteredKey>,
     accounts: u64,
     priors: HashMap<(Name, PaymentId), Prior>,
+    channels: Vec<ChannelRecord>,
 }
 
 impl LedgerView for BaseView {
@@ -155,6 +157,7 @@ async fn attempt_once(
         .try_get(0)?;
     let base = load_base(&tx, batch).await?;
     let mut decided = Batch::new(&base, to_u64(last_seq, "last_seq")?);
+    decided.preload_channels(base.channels.iter().cloned());
     let answers: Vec<Answer> = batch
         .iter()
         .map(|command| decide_command(&mut decided, command, initial_balance, now_ms))
@@ -188,6 +191,11 @@ async fn load_base(tx: &Transaction<'_>, batch: &[Command]) -> Result<BaseView, 
                 names.push(name.as_str());
             }
             Command::ChangeKey(change) => names.push(change.name().as_str()),
+            Command::ChannelOpen(v) => {
+                let c = v.commitment();
+                names.extend([c.payer.as_str(), c.payee.as_str()]);
+            }
+            Command::ChannelClose { .. } | Command::ChannelExpire(_) => {}
             Command::Settle(payment) => {
                 let p = &payment.signed().payment;
                 names.extend([p.payer.as_str(), p.payee.as_str()]);
@@ -210,7 +218,31 @@ async fn load_base(tx: &Transaction<'_>, batch: &[Command]) -> Result<BaseView, 
     if !payers.is_empty() {
         load_priors(tx, &payers, &ids, &mut base).await?;
     }
+    load_channels(tx, batch, &mut base).await?;
     Ok(base)
+}
+
+/// The channels the batch names, and the balances of their payers and
+/// payees (a close or an expiry moves money to them).
+async fn load_channels(
+    tx: &Transaction<'_>,
+    batch: &[Command],
+    base: &mut BaseView,
+) -> Result<(), Failure> {
+    let mut names: Vec<String> = Vec::new();
+    for id in batch.iter().filter_map(Command::channel_id) {
+        if let Some(record) = super::channels::channel(tx, &id).await? {
+            let c = &record.signed.commitment;
+            names.extend([c.payer.as_str().to_owned(), c.payee.as_str().to_owned()]);
+            base.channels.push(record);
+        }
+    }
+    names.retain(|n| !base.balances.keys().any(|k| k.as_str() == n));
+    if !names.is_empty() {
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        load_accounts(tx, &names, base).await?;
+    }
+    Ok(())
 }
 
 async fn load_accounts(
@@ -384,9 +416,32 @@ impl<'a> Columns<'a> {
                     c.rej_message.push(&refusal.message);
                     c.rej_at.push(big(*at_ms, "time")?);
                 }
+                Effect::ChannelOpen { .. }
+                | Effect::ChannelClose { .. }
+                | Effect::ChannelExpire { .. } => c.channel_balances(effect)?,
             }
         }
         Ok(c)
+    }
+
+    /// The balances a channel effect leaves (a later effect on the same
+    /// account overrides an earlier one).
+    fn channel_balances(&mut self, effect: &'a Effect) -> Result<(), LedgerError> {
+        let moved: Vec<(&'a Name, u64)> = match effect {
+            Effect::ChannelOpen {
+                record,
+                payer_after_minor,
+            } => vec![(&record.signed.commitment.payer, *payer_after_minor)],
+            Effect::ChannelClose { payer, payee, .. } => {
+                vec![(&payer.0, payer.1), (&payee.0, payee.1)]
+            }
+            Effect::ChannelExpire { payer, .. } => vec![(&payer.0, payer.1)],
+            _ => Vec::new(),
+        };
+        for (name, minor) in moved {
+            self.balances.insert(name.as_str(), big(minor, "balance")?);
+        }
+        Ok(())
     }
 
     fn payment(
@@ -494,6 +549,11 @@ async fn write_effects(tx: &Transaction<'_>, effects: &[Effect]) -> Result<(), F
             ],
         )
         .await?;
+    }
+    // Channels before balances: a channel row references its accounts,
+    // and the balances below include what the channel effects left.
+    super::channels::write_effects(tx, effects).await?;
+    if !c.balances.is_empty() {
         let (names, balances): (Vec<&str>, Vec<i64>) =
             c.balances.iter().map(|(n, b)| (*n, *b)).unzip();
         tx.execute(

@@ -12,6 +12,7 @@
 //! that lock. No rusqlite type leaves this module.
 
 mod backup;
+mod channels;
 mod export;
 mod read;
 mod schema;
@@ -23,6 +24,8 @@ use std::sync::Mutex;
 
 use rusqlite::Connection;
 
+use crate::core::channel::ChannelId;
+use crate::core::channel_rules::ChannelRecord;
 use crate::core::keys::VerifyingKey;
 use crate::core::limits::LEDGER_READERS_MAX;
 use crate::core::name::Name;
@@ -146,8 +149,24 @@ impl LedgerStore for SqliteStore {
         self.with_reader(|c| read::outcome(c, party, id))?
     }
 
+    fn channel(&self, id: &ChannelId) -> Result<Option<ChannelRecord>, LedgerError> {
+        self.with_reader(|c| Ok(channels::channel(c, id)))?
+    }
+
+    fn channels_of(&self, name: &Name, limit: u32) -> Result<Vec<ChannelRecord>, LedgerError> {
+        self.with_reader(|c| Ok(channels::channels_of(c, name, limit)))?
+    }
+
+    fn held(&self, name: &Name) -> Result<u64, LedgerError> {
+        self.with_reader(|c| Ok(channels::held(c, name)))?
+    }
+
+    fn expirable_channels(&self, now_ms: u64, limit: u32) -> Result<Vec<ChannelId>, LedgerError> {
+        self.with_reader(|c| Ok(channels::expirable(c, now_ms, limit)))?
+    }
+
     fn scan(&self, visitor: &mut dyn AuditVisitor) -> Result<(), LedgerError> {
-        self.with_reader(|c| read::scan(c, visitor))
+        self.with_reader(|c| read::scan(c, visitor).and_then(|()| channels::scan(c, visitor)))
     }
 
     fn close(&self) -> Result<(), LedgerError> {

@@ -14,8 +14,9 @@ use crate::ledger::LedgerError;
 /// The schema version this program writes (`PRAGMA user_version`).
 /// Version 2 scopes payment ids to their payer; version 3 records the
 /// notAfter of the certificate behind each registered key; version 4 adds
-/// the key history (every key an account had, with its proof).
-pub const SCHEMA_VERSION: i64 = 4;
+/// the key history (every key an account had, with its proof); version 5
+/// adds the payment channels (`channels`, see `channels.rs`).
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// The key history, added by version 4: one row per key an account ever
 /// had, in the order the writer decided them.
@@ -146,6 +147,9 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), LedgerError> {
         if version == 3 && existing {
             conn.execute_batch(MIGRATE_3_TO_4)?;
         }
+        // Version 5, payment channels: a new table only, so every older
+        // ledger gains it empty.
+        conn.execute_batch(super::channels::CHANNELS)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         conn.execute_batch("COMMIT")
     })();

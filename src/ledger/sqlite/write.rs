@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::core::batch::{Batch, Effect};
+use crate::core::channel_rules::ChannelRecord;
 use crate::core::keys::VerifyingKey;
 use crate::core::name::Name;
 use crate::core::payment::PaymentId;
@@ -82,6 +83,7 @@ impl Writer {
             priors,
         };
         let mut decided = Batch::new(&base, self.last_seq);
+        decided.preload_channels(self.channels(batch)?);
         let answers: Vec<Answer> = batch
             .iter()
             .map(|command| decide_command(&mut decided, command, self.initial_balance, now_ms))
@@ -94,6 +96,17 @@ impl Writer {
         }
         self.apply(&effects, last_seq);
         Ok(answers)
+    }
+
+    /// The stored channels the batch's commands name.
+    fn channels(&self, batch: &[Command]) -> Result<Vec<ChannelRecord>, LedgerError> {
+        let mut out = Vec::new();
+        for id in batch.iter().filter_map(Command::channel_id) {
+            if let Some(record) = super::channels::channel(&self.conn, &id)? {
+                out.push(record);
+            }
+        }
+        Ok(out)
     }
 
     /// The stored decisions about the batch's payment ids.
@@ -234,6 +247,7 @@ impl Writer {
                 refusal,
                 at_ms,
             } => self.write_refusal(payment.signed(), payment.content_hash(), refusal, *at_ms),
+            _ => super::channels::write_effect(&self.conn, effect),
         }
     }
 
@@ -341,6 +355,20 @@ impl Writer {
                         .insert(change.name().clone(), change.registered_key());
                 }
                 Effect::Refusal { .. } => {}
+                Effect::ChannelOpen {
+                    record,
+                    payer_after_minor,
+                } => {
+                    let payer = record.signed.commitment.payer.clone();
+                    self.balances.insert(payer, *payer_after_minor);
+                }
+                Effect::ChannelClose { payer, payee, .. } => {
+                    self.balances.insert(payer.0.clone(), payer.1);
+                    self.balances.insert(payee.0.clone(), payee.1);
+                }
+                Effect::ChannelExpire { payer, .. } => {
+                    self.balances.insert(payer.0.clone(), payer.1);
+                }
             }
         }
         self.last_seq = last_seq;

@@ -1,7 +1,9 @@
-//! `history`: a page of the caller's settled payments, newest first.
+//! `history`: a page of the caller's settled payments, newest first, and
+//! on the first page the caller's newest payment channels.
 
 use super::{reply, Caller, Context};
-use crate::core::limits::{HISTORY_PAGE_DEFAULT, HISTORY_PAGE_MAX};
+use crate::core::limits::{CHANNEL_HISTORY_MAX, HISTORY_PAGE_DEFAULT, HISTORY_PAGE_MAX};
+use crate::wire::channel::ChannelEntry;
 use crate::wire::{ErrorCode, History, HistoryEntry, ResultJson, WireError};
 
 /// Up to `limit` (1 to [`HISTORY_PAGE_MAX`], default
@@ -53,9 +55,20 @@ pub async fn run(
     } else {
         None
     };
+    let channels = match before_seq {
+        Some(_) => Vec::new(),
+        None => cx
+            .ledger
+            .channels_of(&caller.identity.name, CHANNEL_HISTORY_MAX)
+            .await?
+            .iter()
+            .map(ChannelEntry::from)
+            .collect(),
+    };
     reply(History {
         entries,
         next_before_seq,
         balance: page.balance_minor,
+        channels,
     })
 }

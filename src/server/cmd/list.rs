@@ -8,6 +8,7 @@ use crate::wire::{Listing, OnlinePeer, ResultJson, WireError};
 /// [`LIST_ENTRIES_MAX`] people online.
 pub async fn run(cx: &Context, caller: &Caller) -> Result<ResultJson, WireError> {
     let balance = cx.ledger.balance(&caller.identity.name).await?.unwrap_or(0);
+    let held = cx.ledger.held(&caller.identity.name).await?;
     let roster = cx.presence.roster(LIST_ENTRIES_MAX).await?;
     let online = roster
         .people
@@ -19,6 +20,7 @@ pub async fn run(cx: &Context, caller: &Caller) -> Result<ResultJson, WireError>
         .collect();
     reply(Listing {
         balance,
+        held,
         server_key_fingerprint: cx.fingerprint.clone(),
         online_count: roster.total,
         online,

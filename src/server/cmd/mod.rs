@@ -4,6 +4,7 @@
 //! and routes the request.
 
 mod balance;
+mod channel;
 mod history;
 mod list;
 mod locate;
@@ -148,6 +149,12 @@ pub async fn dispatch(
             old_signature,
             new_signature,
         } => rotate::run(cx, caller, &old_signature, &new_signature).await,
+        ServerRequest::ChannelOpen { commitment } => channel::open(cx, caller, &commitment).await,
+        ServerRequest::ChannelClose {
+            channel_id,
+            index,
+            link,
+        } => channel::close(cx, caller, (&channel_id, index, &link)).await,
     }
 }
 

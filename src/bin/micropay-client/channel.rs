@@ -1,0 +1,131 @@
+//! `channel open|pay|close`: payment channels from the command line. The
+//! payer's chain secret and position stay in DIR/ID.payer (mode 0600);
+//! the payee's held links in the directory `serve --channels-dir` uses.
+
+use std::path::Path;
+
+use micropay::core::channel::ChannelId;
+use micropay::core::limits::CONNECT_TIMEOUT_MS_DEFAULT;
+use micropay::core::name::Name;
+use micropay::net::link::Link;
+use micropay::person::channel_payee::PayeeChannels;
+use micropay::person::channel_payer::{PayerChannel, PayerChannelError};
+use micropay::person::channel_serve::close_due;
+use micropay::person::Person;
+use micropay::system::clock::now_s;
+use micropay::system::terminal::escape;
+use micropay::wire::{OnlinePeer, ServerRequest};
+use serde_json::json;
+
+use crate::Failure;
+
+impl From<PayerChannelError> for Failure {
+    fn from(e: PayerChannelError) -> Failure {
+        match e {
+            PayerChannelError::Call(c) => c.into(),
+            PayerChannelError::Store(_) => Failure::new(2, "channel_state", e.to_string()),
+            PayerChannelError::Terms(_) => Failure::usage(e.to_string()),
+            PayerChannelError::Exhausted { .. } => {
+                Failure::new(1, "channel_exhausted", e.to_string())
+            }
+        }
+    }
+}
+
+/// Finds `payee` through the server and connects to its listener.
+async fn connect_payee(person: &Person, server: &Link, payee: &Name) -> Result<Link, Failure> {
+    let found: OnlinePeer = server
+        .call(&ServerRequest::Locate {
+            name: payee.to_string(),
+        })
+        .await?;
+    Ok(Link::connect(
+        &found.address,
+        payee.as_str(),
+        person.payer_config(),
+        CONNECT_TIMEOUT_MS_DEFAULT,
+    )
+    .await?)
+}
+
+/// `channel open PAYEE --links N --value V [--expires-in S]`.
+pub async fn open(
+    person: &Person,
+    server: &str,
+    (payee, links, value, expires_in_s): (&str, u64, u64, u64),
+    dir: &Path,
+    json: bool,
+) -> Result<(), Failure> {
+    let payee = Name::parse(payee).map_err(|e| Failure::usage(format!("PAYEE: {e}")))?;
+    let link = person.connect_server(server).await?;
+    let terms = (
+        payee.clone(),
+        links,
+        value,
+        now_s().saturating_add(expires_in_s),
+    );
+    let channel = PayerChannel::open(person, &link, terms, dir).await?;
+    let peer = connect_payee(person, &link, &payee).await?;
+    channel.offer(&peer).await?;
+    let id = channel.id();
+    if json {
+        println!(
+            "{}",
+            json!({"ok": true, "channel_id": id.to_hex(), "payee": payee.as_str(), "links": links, "value": value})
+        );
+    } else {
+        println!(
+            "opened channel {id} to {}: {links} links of {value} held",
+            escape(payee.as_str())
+        );
+    }
+    Ok(())
+}
+
+/// `channel pay CHANNEL_ID [--units K] [--repeat R]`: R messages of K
+/// units each.
+pub async fn pay(
+    person: &Person,
+    server: &str,
+    (id, units, repeat): (&str, u64, u64),
+    dir: &Path,
+    json: bool,
+) -> Result<(), Failure> {
+    let id = ChannelId::from_hex(id)
+        .ok_or_else(|| Failure::usage("CHANNEL_ID must be 32 lowercase hex digits"))?;
+    let mut channel = PayerChannel::load(dir, &id)?;
+    let link = person.connect_server(server).await?;
+    let peer = connect_payee(person, &link, &channel.payee().clone()).await?;
+    for _ in 0..repeat {
+        channel.pay(&peer, units).await?;
+    }
+    if json {
+        println!(
+            "{}",
+            json!({"ok": true, "channel_id": id.to_hex(), "paid_links": channel.paid(), "links": channel.links()})
+        );
+    } else {
+        println!(
+            "channel {id}: {} of {} links paid",
+            channel.paid(),
+            channel.links()
+        );
+    }
+    Ok(())
+}
+
+/// `channel close` (payee side): closes every channel in DIR that holds
+/// paid links.
+pub async fn close(person: &Person, server: &str, dir: &Path, json: bool) -> Result<(), Failure> {
+    let channels =
+        PayeeChannels::open(dir).map_err(|e| Failure::new(2, "channels_dir", e.to_string()))?;
+    let shared = std::sync::Arc::new(std::sync::Mutex::new(channels));
+    let link = person.connect_server(server).await?;
+    let closed = close_due(&shared, &link, u64::MAX).await?;
+    if json {
+        println!("{}", json!({"ok": true, "closed": closed}));
+    } else {
+        println!("closed {closed} channel(s)");
+    }
+    Ok(())
+}

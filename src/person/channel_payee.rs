@@ -1,0 +1,444 @@
+//! The payee's side of payment channels: the channels offered to me and
+//! the latest link I hold of each, kept durably in a directory (one small
+//! file per channel, written to a temporary file, fsynced, renamed over
+//! the old one, and the directory fsynced) so that a link is on disk
+//! before it is acknowledged and a restart loses no acknowledged unit.
+//!
+//! An offer is accepted only when the commitment names me as payee and
+//! the payer on the other end of the connection as payer, the payer's
+//! certificate key signed it, and the server's open receipt for exactly
+//! that commitment verifies with the server's key. A payment `(id, i, w_i)`
+//! is accepted only when `w_i` hashes forward to the link held, in
+//! `i - held` ≤ n steps.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::channel::{
+    verify_link, ChannelId, CloseRequest, Link, LinkError, OpenReceipt, SignedCommitment,
+    SignedOpenReceipt,
+};
+use crate::core::keys::VerifyingKey;
+use crate::core::name::Name;
+use crate::wire::channel::parse_link;
+use crate::wire::{CommitmentJson, WireError};
+
+/// Why the payee's channel store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelStoreError {
+    /// Reading or writing a file failed.
+    #[error("{path}: {error}")]
+    Io {
+        /// Which file.
+        path: PathBuf,
+        /// What happened.
+        error: std::io::Error,
+    },
+    /// A channel file does not hold a channel.
+    #[error("{path}: not a channel file: {why}")]
+    Corrupt {
+        /// Which file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+}
+
+/// Why an offer or a payment is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PayeeRefusal {
+    /// The offer is not for me, not from this payer, or badly signed.
+    #[error("{0}")]
+    BadOffer(String),
+    /// No channel with this id was offered to me.
+    #[error("channel {0} was not offered here")]
+    Unknown(ChannelId),
+    /// The link does not extend the one held.
+    #[error("{0}")]
+    Link(#[from] LinkError),
+    /// The link could not be stored; it is not acknowledged.
+    #[error("{0}")]
+    Store(#[from] ChannelStoreError),
+}
+
+/// One channel as the payee holds it.
+#[derive(Debug, Clone)]
+pub struct HeldChannel {
+    /// The payer's commitment.
+    pub signed: SignedCommitment,
+    /// The server's open receipt.
+    pub receipt: SignedOpenReceipt,
+    /// The latest index held (0: only the root).
+    pub index: u64,
+    /// `w_index`.
+    pub link: Link,
+}
+
+/// A channel file's contents.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelFile {
+    commitment: CommitmentJson,
+    opened_at_ms: u64,
+    server_signature: String,
+    index: u64,
+    link: String,
+}
+
+/// Every channel offered to me, with the latest link of each.
+pub struct PayeeChannels {
+    dir: PathBuf,
+    channels: HashMap<ChannelId, HeldChannel>,
+}
+
+impl PayeeChannels {
+    /// Opens (creating if needed, mode 0700) the directory and loads every
+    /// channel file in it.
+    pub fn open(dir: &Path) -> Result<PayeeChannels, ChannelStoreError> {
+        let io = |error| ChannelStoreError::Io {
+            path: dir.to_owned(),
+            error,
+        };
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io)?;
+        }
+        let mut channels = HashMap::new();
+        for entry in fs::read_dir(dir).map_err(io)? {
+            let path = entry.map_err(io)?.path();
+            if path.extension().is_some_and(|e| e == "chan") {
+                let held = load(&path)?;
+                channels.insert(held.signed.commitment.id, held);
+            }
+        }
+        Ok(PayeeChannels {
+            dir: dir.to_owned(),
+            channels,
+        })
+    }
+
+    /// The channel `id`, if offered here.
+    pub fn get(&self, id: &ChannelId) -> Option<&HeldChannel> {
+        self.channels.get(id)
+    }
+
+    /// Every channel held, in no particular order.
+    pub fn all(&self) -> impl Iterator<Item = &HeldChannel> {
+        self.channels.values()
+    }
+
+    /// Accepts an offer from `payer` (name and certificate key) to `me`,
+    /// with the server's open receipt checked with `server_key`; stores it
+    /// durably. Offering the same channel again keeps the link held.
+    pub fn offer(
+        &mut self,
+        (me, payer, payer_key): (&Name, &Name, &VerifyingKey),
+        server_key: &VerifyingKey,
+        signed: SignedCommitment,
+        receipt: SignedOpenReceipt,
+    ) -> Result<(), PayeeRefusal> {
+        let c = &signed.commitment;
+        let bad = |why: &str| Err(PayeeRefusal::BadOffer(why.to_owned()));
+        if c.payee != *me {
+            return bad("the channel is not to me");
+        }
+        if c.payer != *payer {
+            return bad("the channel is not from you");
+        }
+        if signed.verify(payer_key).is_err() {
+            return bad("the commitment does not verify with your certificate key");
+        }
+        if receipt.verify(server_key, &signed).is_err() {
+            return bad(
+                "the open receipt does not verify with the server's key for this commitment",
+            );
+        }
+        if self.channels.contains_key(&c.id) {
+            return Ok(());
+        }
+        let held = HeldChannel {
+            link: c.root,
+            index: 0,
+            signed,
+            receipt,
+        };
+        self.store(&held)?;
+        self.channels.insert(held.signed.commitment.id, held);
+        Ok(())
+    }
+
+    /// Accepts `link` as `w_index` of channel `id` if it hashes forward to
+    /// the link held; stores it durably before answering the index now
+    /// held. Nothing changes on a refusal.
+    pub fn pay(&mut self, id: &ChannelId, index: u64, link: Link) -> Result<u64, PayeeRefusal> {
+        let held = self.channels.get(id).ok_or(PayeeRefusal::Unknown(*id))?;
+        let c = &held.signed.commitment;
+        verify_link(id, c.links, (held.index, &held.link), (index, &link))?;
+        let mut next = held.clone();
+        next.index = index;
+        next.link = link;
+        self.store(&next)?;
+        self.channels.insert(*id, next);
+        Ok(index)
+    }
+
+    /// The close requests of channels that hold at least one paid link and
+    /// expire before `before_s`: what `serve` submits before it is too
+    /// late.
+    pub fn due(&self, before_s: u64) -> Vec<CloseRequest> {
+        self.channels
+            .values()
+            .filter(|h| h.index > 0 && h.signed.commitment.expires_at_s < before_s)
+            .map(|h| CloseRequest {
+                id: h.signed.commitment.id,
+                index: h.index,
+                link: h.link,
+            })
+            .collect()
+    }
+
+    /// Forgets a channel that is closed (its file is removed).
+    pub fn forget(&mut self, id: &ChannelId) -> Result<(), ChannelStoreError> {
+        if self.channels.remove(id).is_some() {
+            let path = self.path_of(id);
+            fs::remove_file(&path).map_err(|error| ChannelStoreError::Io { path, error })?;
+        }
+        Ok(())
+    }
+
+    fn path_of(&self, id: &ChannelId) -> PathBuf {
+        self.dir.join(format!("{id}.chan"))
+    }
+
+    /// Writes `held` to a temporary file, fsyncs it, renames it over the
+    /// channel's file and fsyncs the directory: after this returns, a
+    /// crash leaves the new link on disk.
+    fn store(&self, held: &HeldChannel) -> Result<(), ChannelStoreError> {
+        let path = self.path_of(&held.signed.commitment.id);
+        let tmp = path.with_extension("tmp");
+        let io = |error| ChannelStoreError::Io {
+            path: path.clone(),
+            error,
+        };
+        let file = ChannelFile {
+            commitment: CommitmentJson::from(&held.signed),
+            opened_at_ms: held.receipt.receipt.opened_at_ms,
+            server_signature: hex::encode(&held.receipt.signature),
+            index: held.index,
+            link: held.link.to_hex(),
+        };
+        let text = serde_json::to_vec(&file).map_err(|e| io(std::io::Error::other(e)))?;
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io)?;
+            f.write_all(&text).map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        fs::rename(&tmp, &path).map_err(io)?;
+        fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)
+    }
+}
+
+/// Reads one channel file back, checking that its link really is the
+/// chain's link at its index (a corrupt file is reported, not trusted).
+fn load(path: &Path) -> Result<HeldChannel, ChannelStoreError> {
+    let corrupt = |why: String| ChannelStoreError::Corrupt {
+        path: path.to_owned(),
+        why,
+    };
+    let text = fs::read(path).map_err(|error| ChannelStoreError::Io {
+        path: path.to_owned(),
+        error,
+    })?;
+    let file: ChannelFile = serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))?;
+    let wire = |e: WireError| corrupt(e.message);
+    let signed = file.commitment.parse().map_err(wire)?;
+    let link = parse_link(&file.link, "link").map_err(wire)?;
+    let c = &signed.commitment;
+    if file.index > 0 {
+        verify_link(&c.id, c.links, (0, &c.root), (file.index, &link))
+            .map_err(|e| corrupt(e.to_string()))?;
+    } else if link != c.root {
+        return Err(corrupt("index 0 with a link other than the root".into()));
+    }
+    let receipt = SignedOpenReceipt {
+        receipt: OpenReceipt {
+            id: c.id,
+            commitment_hash: signed.content_hash(),
+            hold_minor: c.hold_minor().unwrap_or(0),
+            opened_at_ms: file.opened_at_ms,
+        },
+        signature: hex::decode(&file.server_signature).map_err(|e| corrupt(e.to_string()))?,
+    };
+    Ok(HeldChannel {
+        signed,
+        receipt,
+        index: file.index,
+        link,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::channel::{Chain, Commitment};
+    use crate::core::keys::SigningKey;
+
+    fn name(s: &str) -> Name {
+        Name::parse(s).expect("valid")
+    }
+
+    struct Setup {
+        chain: Chain,
+        signed: SignedCommitment,
+        receipt: SignedOpenReceipt,
+        alice: SigningKey,
+        server: SigningKey,
+    }
+
+    fn setup() -> Setup {
+        let alice = SigningKey::ed25519_from_seed(&[1; 32]);
+        let server = SigningKey::ed25519_from_seed(&[0x42; 32]);
+        let id = ChannelId::random();
+        let chain = Chain::generate(id, Link::random_secret(), 50).expect("in bounds");
+        let signed = Commitment {
+            id,
+            payer: name("alice"),
+            payee: name("bob"),
+            root: chain.root(),
+            value_minor: 2,
+            links: 50,
+            expires_at_s: 1_800_000_000,
+        }
+        .sign(&alice);
+        let receipt = OpenReceipt {
+            id,
+            commitment_hash: signed.content_hash(),
+            hold_minor: 100,
+            opened_at_ms: 5,
+        }
+        .sign(&server);
+        Setup {
+            chain,
+            signed,
+            receipt,
+            alice,
+            server,
+        }
+    }
+
+    fn offer(store: &mut PayeeChannels, s: &Setup) -> Result<(), PayeeRefusal> {
+        store.offer(
+            (&name("bob"), &name("alice"), s.alice.verifying_key()),
+            s.server.verifying_key(),
+            s.signed.clone(),
+            s.receipt.clone(),
+        )
+    }
+
+    #[test]
+    fn a_restart_loses_no_acknowledged_link() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = setup();
+        let id = s.chain.id();
+        let mut store = PayeeChannels::open(dir.path()).expect("opens");
+        offer(&mut store, &s).expect("accepted");
+        let w = |i| s.chain.link(i).expect("in bounds");
+        assert_eq!(store.pay(&id, 3, w(3)).expect("pays"), 3);
+        assert_eq!(store.pay(&id, 10, w(10)).expect("pays k units at once"), 10);
+        drop(store);
+        let mut store = PayeeChannels::open(dir.path()).expect("reopens");
+        let held = store.get(&id).expect("still held");
+        assert_eq!((held.index, held.link), (10, w(10)));
+        assert_eq!(store.due(1_800_000_001).len(), 1);
+        assert_eq!(store.pay(&id, 11, w(11)).expect("goes on"), 11);
+        store.forget(&id).expect("forgets");
+        assert!(PayeeChannels::open(dir.path())
+            .expect("reopens")
+            .get(&id)
+            .is_none());
+    }
+
+    #[test]
+    fn bad_links_and_offers_are_refused_and_change_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = setup();
+        let id = s.chain.id();
+        let mut store = PayeeChannels::open(dir.path()).expect("opens");
+        let w = |i| s.chain.link(i).expect("in bounds");
+        assert!(matches!(
+            store.pay(&id, 1, w(1)),
+            Err(PayeeRefusal::Unknown(_))
+        ));
+        // Offers: from someone else, to someone else, a bad receipt.
+        let mallory = SigningKey::ed25519_from_seed(&[9; 32]);
+        let wrong_payer = store.offer(
+            (&name("bob"), &name("mallory"), mallory.verifying_key()),
+            s.server.verifying_key(),
+            s.signed.clone(),
+            s.receipt.clone(),
+        );
+        assert!(matches!(wrong_payer, Err(PayeeRefusal::BadOffer(_))));
+        let wrong_key = store.offer(
+            (&name("bob"), &name("alice"), mallory.verifying_key()),
+            s.server.verifying_key(),
+            s.signed.clone(),
+            s.receipt.clone(),
+        );
+        assert!(matches!(wrong_key, Err(PayeeRefusal::BadOffer(_))));
+        let bad_receipt = store.offer(
+            (&name("bob"), &name("alice"), s.alice.verifying_key()),
+            mallory.verifying_key(),
+            s.signed.clone(),
+            s.receipt.clone(),
+        );
+        assert!(matches!(bad_receipt, Err(PayeeRefusal::BadOffer(_))));
+        offer(&mut store, &s).expect("accepted");
+        store.pay(&id, 5, w(5)).expect("pays");
+        // A link revealed twice, an older one, a wrong preimage, beyond n.
+        assert!(matches!(
+            store.pay(&id, 5, w(5)),
+            Err(PayeeRefusal::Link(LinkError::NotAfter { .. }))
+        ));
+        assert!(matches!(
+            store.pay(&id, 4, w(4)),
+            Err(PayeeRefusal::Link(LinkError::NotAfter { .. }))
+        ));
+        assert!(matches!(
+            store.pay(&id, 7, w(6)),
+            Err(PayeeRefusal::Link(LinkError::Mismatch { .. }))
+        ));
+        assert!(matches!(
+            store.pay(&id, 51, w(50)),
+            Err(PayeeRefusal::Link(LinkError::BeyondEnd { .. }))
+        ));
+        let held = store.get(&id).expect("held");
+        assert_eq!((held.index, held.link), (5, w(5)));
+    }
+
+    #[test]
+    fn a_corrupt_channel_file_is_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join("x.chan"), b"{not json").expect("writes");
+        assert!(matches!(
+            PayeeChannels::open(dir.path()),
+            Err(ChannelStoreError::Corrupt { .. })
+        ));
+    }
+}

@@ -1,0 +1,229 @@
+//! The payer's side of payment channels: [`PayerChannel`] opens a channel
+//! at the server, offers it to the payee and pays units by revealing
+//! links. Its secret and position live in a state file (mode 0600, never
+//! sent anywhere; only links leave it), rewritten durably after each
+//! acknowledged payment.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::channel::{Chain, ChannelId, Commitment, Link, SignedCommitment};
+use crate::core::name::Name;
+use crate::net::link::{CallError, Link as Conn};
+use crate::person::channel_payee::ChannelStoreError;
+use crate::person::Person;
+use crate::wire::{ChannelAck, ChannelOpened, CommitmentJson, PeerRequest, ServerRequest};
+
+/// Why a payer's channel operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PayerChannelError {
+    /// The server or the payee refused, or could not be reached.
+    #[error("{0}")]
+    Call(#[from] CallError),
+    /// The state file could not be read or written.
+    #[error("{0}")]
+    Store(#[from] ChannelStoreError),
+    /// The terms are out of bounds (links zero or above the limit).
+    #[error("{0}")]
+    Terms(String),
+    /// All links are paid.
+    #[error("channel {id} is exhausted: {paid} of {links} links paid")]
+    Exhausted {
+        /// The channel.
+        id: ChannelId,
+        /// Links paid.
+        paid: u64,
+        /// n.
+        links: u64,
+    },
+}
+
+/// The state file's contents.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PayerFile {
+    commitment: CommitmentJson,
+    secret: String,
+    opened: ChannelOpened,
+    paid: u64,
+}
+
+/// A channel I pay from.
+pub struct PayerChannel {
+    chain: Chain,
+    secret: Link,
+    signed: SignedCommitment,
+    opened: ChannelOpened,
+    paid: u64,
+    path: PathBuf,
+}
+
+impl PayerChannel {
+    /// Opens a channel from `person` to `payee` of `links` links worth
+    /// `value_minor` each, expiring at `expires_at_s`, on the server
+    /// connection `server`; its state file goes into `dir`.
+    pub async fn open(
+        person: &Person,
+        server: &Conn,
+        (payee, links, value_minor, expires_at_s): (Name, u64, u64, u64),
+        dir: &Path,
+    ) -> Result<PayerChannel, PayerChannelError> {
+        let id = ChannelId::random();
+        let secret = Link::random_secret();
+        let chain = Chain::generate(id, secret, links)
+            .map_err(|e| PayerChannelError::Terms(e.to_string()))?;
+        let signed = Commitment {
+            id,
+            payer: person.name.clone(),
+            payee,
+            root: chain.root(),
+            value_minor,
+            links,
+            expires_at_s,
+        }
+        .sign(&person.key);
+        let opened: ChannelOpened = server
+            .call(&ServerRequest::ChannelOpen {
+                commitment: CommitmentJson::from(&signed),
+            })
+            .await?;
+        let channel = PayerChannel {
+            path: dir.join(format!("{id}.payer")),
+            chain,
+            secret,
+            signed,
+            opened,
+            paid: 0,
+        };
+        channel.save()?;
+        Ok(channel)
+    }
+
+    /// Loads channel `id` from `dir`.
+    pub fn load(dir: &Path, id: &ChannelId) -> Result<PayerChannel, PayerChannelError> {
+        let path = dir.join(format!("{id}.payer"));
+        let corrupt = |why: String| ChannelStoreError::Corrupt {
+            path: path.clone(),
+            why,
+        };
+        let text = fs::read(&path).map_err(|error| ChannelStoreError::Io {
+            path: path.clone(),
+            error,
+        })?;
+        let file: PayerFile = serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))?;
+        let signed = file.commitment.parse().map_err(|e| corrupt(e.message))?;
+        let secret = Link::from_hex(&file.secret).ok_or_else(|| corrupt("bad secret".into()))?;
+        let c = &signed.commitment;
+        let chain = Chain::generate(c.id, secret, c.links).map_err(|e| corrupt(e.to_string()))?;
+        if chain.root() != c.root || file.paid > c.links {
+            return Err(corrupt("the secret does not match the commitment".into()).into());
+        }
+        Ok(PayerChannel {
+            chain,
+            secret,
+            signed,
+            opened: file.opened,
+            paid: file.paid,
+            path,
+        })
+    }
+
+    /// The channel id.
+    pub fn id(&self) -> ChannelId {
+        self.chain.id()
+    }
+
+    /// The payee.
+    pub fn payee(&self) -> &Name {
+        &self.signed.commitment.payee
+    }
+
+    /// Links paid so far.
+    pub fn paid(&self) -> u64 {
+        self.paid
+    }
+
+    /// n.
+    pub fn links(&self) -> u64 {
+        self.chain.links()
+    }
+
+    /// Offers the channel to its payee on `peer` (a connection to the
+    /// payee's listener); answers the index the payee holds.
+    pub async fn offer(&self, peer: &Conn) -> Result<u64, PayerChannelError> {
+        let ack: ChannelAck = peer
+            .call(&PeerRequest::ChannelOffer {
+                commitment: CommitmentJson::from(&self.signed),
+                open_receipt: self.opened.clone(),
+            })
+            .await?;
+        Ok(ack.index)
+    }
+
+    /// Pays `units` more links in one message on `peer`; records the new
+    /// position once the payee acknowledged it. Answers the links paid.
+    pub async fn pay(&mut self, peer: &Conn, units: u64) -> Result<u64, PayerChannelError> {
+        let exhausted = PayerChannelError::Exhausted {
+            id: self.id(),
+            paid: self.paid,
+            links: self.links(),
+        };
+        let index = self.paid.checked_add(units).ok_or(exhausted)?;
+        let Some(link) = self.chain.link(index) else {
+            return Err(PayerChannelError::Exhausted {
+                id: self.id(),
+                paid: self.paid,
+                links: self.links(),
+            });
+        };
+        let ack: ChannelAck = peer
+            .call(&PeerRequest::ChannelPay {
+                channel_id: self.id().to_hex(),
+                index,
+                link: link.to_hex(),
+            })
+            .await?;
+        self.paid = ack.index.max(self.paid);
+        self.save()?;
+        Ok(self.paid)
+    }
+
+    fn save(&self) -> Result<(), ChannelStoreError> {
+        let io = |error| ChannelStoreError::Io {
+            path: self.path.clone(),
+            error,
+        };
+        let file = PayerFile {
+            commitment: CommitmentJson::from(&self.signed),
+            secret: self.secret.to_hex(),
+            opened: self.opened.clone(),
+            paid: self.paid,
+        };
+        let text = serde_json::to_vec(&file).map_err(|e| io(std::io::Error::other(e)))?;
+        if let Some(dir) = self.path.parent() {
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io)?;
+        }
+        let tmp = self.path.with_extension("tmp");
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io)?;
+            f.write_all(&text).map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        fs::rename(&tmp, &self.path).map_err(io)
+    }
+}
