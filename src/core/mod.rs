@@ -6,6 +6,7 @@ pub mod batch;
 pub mod keys;
 pub mod limits;
 pub mod memory_ledger;
+pub mod merkle;
 pub mod name;
 pub mod payment;
 pub mod refusal_budget;

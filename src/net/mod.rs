@@ -3,7 +3,7 @@
 
 pub mod identity;
 pub mod link;
-pub mod revocation;
 pub mod observer;
+pub mod revocation;
 pub mod session;
 pub mod tls;

@@ -251,9 +251,10 @@ impl From<PeerError> for Failure {
     fn from(e: PeerError) -> Failure {
         match e {
             PeerError::Call(c) => c.into(),
-            PeerError::Tls(_) | PeerError::Identity(_) | PeerError::Crl(_) | PeerError::Statement(_) => {
-                Failure::usage(e.to_string())
-            }
+            PeerError::Tls(_)
+            | PeerError::Identity(_)
+            | PeerError::Crl(_)
+            | PeerError::Statement(_) => Failure::usage(e.to_string()),
             // The address may be fine and merely taken: not a usage error.
             PeerError::Listen { .. } => Failure::new(3, "listen_failed", e.to_string()),
             PeerError::BadReceipt(_) => Failure::new(1, "bad_receipt", e.to_string()),
