@@ -216,3 +216,20 @@ pub const METRICS_REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
 /// Time a scrape gives the gauges it reads on demand (people online, which
 /// on PostgreSQL is a query) before it leaves them at their last value, ms.
 pub const METRICS_REFRESH_TIMEOUT_MS: u64 = 2_000;
+
+// The tamper-evident log (docs/PROTOCOL.md, "The log").
+
+/// Largest signed checkpoint note a client accepts, bytes: an origin, a
+/// size, a root and a few signature lines fit far below this.
+pub const CHECKPOINT_NOTE_BYTES_MAX: usize = 4 * 1024;
+
+/// Longest log origin (the first line of a checkpoint), bytes.
+pub const LOG_ORIGIN_BYTES_MAX: usize = 128;
+
+/// Most hashes an inclusion or consistency proof may carry: a tree of
+/// 2^63 leaves needs at most 2 × 63.
+pub const PROOF_HASHES_MAX: usize = 128;
+
+/// Distinct verified checkpoints a client remembers, so that the receipts
+/// of one batch cost one signature check (least recently used goes first).
+pub const CHECKPOINT_CACHE_MAX: usize = 64;

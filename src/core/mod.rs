@@ -3,8 +3,10 @@
 //! database; time is always passed in.
 
 pub mod batch;
+pub mod checkpoint;
 pub mod keys;
 pub mod limits;
+pub mod log_record;
 pub mod memory_ledger;
 pub mod merkle;
 pub mod name;
