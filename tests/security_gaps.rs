@@ -552,6 +552,7 @@ async fn fake_take(fake: &FakePayee, request: PeerRequest) -> Result<Settled, Wi
             Ok(Settled {
                 receipt: ReceiptJson::from(&receipt),
                 replay: false,
+                log: None,
             })
         }
         Forgery::ChangedAmount => {
@@ -577,6 +578,7 @@ async fn fake_take(fake: &FakePayee, request: PeerRequest) -> Result<Settled, Wi
             Ok(Settled {
                 receipt,
                 replay: false,
+                log: None,
             })
         }
     }
@@ -703,7 +705,7 @@ async fn a_payer_rejects_a_forged_receipt_from_the_payee() {
         .await;
         if settles {
             balance_now -= 10;
-            let Ok(PaymentStatus::Settled { receipt }) = status else {
+            let Ok(PaymentStatus::Settled { receipt, .. }) = status else {
                 panic!("{mode:?}: expected settled, got {status:?}");
             };
             SignedReceipt::try_from(&receipt)

@@ -333,7 +333,7 @@ fn opening_model(
     model
 }
 
-fn parse_payment(row: &StoredPayment) -> Option<SignedPayment> {
+pub(crate) fn parse_payment(row: &StoredPayment) -> Option<SignedPayment> {
     let id: [u8; 16] = row.id.as_slice().try_into().ok()?;
     Some(SignedPayment {
         payment: Payment {

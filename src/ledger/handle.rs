@@ -17,6 +17,7 @@ use crate::core::rotation::KeyChange;
 use crate::core::rules::{Refusal, RegisteredKey, VerifiedPayment};
 use crate::ledger::group_commit::{run_writer, Queued, WriterMessage};
 use crate::ledger::location::DbLocation;
+use crate::ledger::log::{Log, LogConfig, NoSealer, Sealer};
 use crate::ledger::postgres::PgStore;
 use crate::ledger::sqlite::SqliteStore;
 use crate::ledger::{
@@ -44,6 +45,7 @@ pub struct Ledger {
     store: Arc<dyn LedgerStore>,
     keys: KeyRegistry,
     writer: Mutex<Option<JoinHandle<()>>>,
+    log: Log,
 }
 
 impl Ledger {
@@ -58,6 +60,16 @@ impl Ledger {
         config: &LedgerConfig,
         observer: Arc<dyn CommitObserver>,
     ) -> Result<Ledger, LedgerError> {
+        Ledger::open_logged(config, observer, None)
+    }
+
+    /// Like [`Ledger::open_observed`], keeping the log `log` (its tree read
+    /// from the stored payments, checked against its latest checkpoint).
+    pub fn open_logged(
+        config: &LedgerConfig,
+        observer: Arc<dyn CommitObserver>,
+        log: Option<LogConfig>,
+    ) -> Result<Ledger, LedgerError> {
         if config.initial_balance > INITIAL_BALANCE_MAX {
             return Err(LedgerError::InitialBalance(INITIAL_BALANCE_MAX));
         }
@@ -65,7 +77,11 @@ impl Ledger {
             DbLocation::Sqlite(path) => Arc::new(SqliteStore::open(path, config.initial_balance)?),
             DbLocation::Postgres(url) => Arc::new(PgStore::open(url, config.initial_balance)?),
         };
-        Ledger::start_observed(store, observer)
+        let log = match log {
+            Some(log) => Log::load(store.as_ref(), log)?,
+            None => Log::disabled(),
+        };
+        Ledger::start_with(store, observer, log)
     }
 
     /// Starts the writer over an opened store.
@@ -78,6 +94,20 @@ impl Ledger {
         store: Arc<dyn LedgerStore>,
         observer: Arc<dyn CommitObserver>,
     ) -> Result<Ledger, LedgerError> {
+        Ledger::start_with(store, observer, Log::disabled())
+    }
+
+    /// Starts the writer over an opened store, keeping `log`.
+    pub fn start_with(
+        store: Arc<dyn LedgerStore>,
+        observer: Arc<dyn CommitObserver>,
+        log: Log,
+    ) -> Result<Ledger, LedgerError> {
+        let sealer: Box<dyn Sealer> = if log.origin().is_some() {
+            Box::new(log.clone())
+        } else {
+            Box::new(NoSealer)
+        };
         let keys: KeyRegistry = Arc::new(RwLock::new(
             store
                 .keys()?
@@ -91,7 +121,7 @@ impl Ledger {
             .name("ledger-writer".into())
             .spawn(move || {
                 let now_ms = crate::system::clock::now_ms;
-                run_writer(writer_store, rx, writer_keys, now_ms, observer)
+                run_writer(writer_store, rx, writer_keys, now_ms, observer, sealer)
             })
             .map_err(|e| LedgerError::Database(format!("cannot start the writer: {e}")))?;
         Ok(Ledger {
@@ -99,7 +129,13 @@ impl Ledger {
             store,
             keys,
             writer: Mutex::new(Some(writer)),
+            log,
         })
+    }
+
+    /// The log: proofs and checkpoints for handlers.
+    pub fn log(&self) -> &Log {
+        &self.log
     }
 
     /// The registered key of `name`, if any: from the cache, or (for an

@@ -27,6 +27,7 @@ pub mod handle;
 mod key_audit;
 pub mod key_history;
 pub mod location;
+pub mod log;
 pub mod migrate;
 pub mod observer;
 pub mod postgres;
@@ -43,6 +44,7 @@ pub use audit::{audit, audit_at, AuditReport};
 pub use handle::{KeyRegistry, Ledger, LedgerConfig};
 pub use key_history::{KeyEntry, StoredKeyChange};
 pub use location::{DbLocation, DbLocationError};
+pub use log::{Log, LogConfig, NoSealer, Sealer, StoredCheckpoint};
 pub use observer::{CommitObserver, NoCommitObserver};
 
 /// Why the ledger could not do what was asked (as opposed to a
@@ -248,9 +250,17 @@ pub trait LedgerStore: Send + Sync + 'static {
     /// account).
     fn key_history(&self, name: &Name) -> Result<Vec<KeyEntry>, LedgerError>;
     /// Decides `batch` at `now_ms` with the rules and commits the effects
-    /// in one durable transaction; answers in the batch's order. On error
-    /// nothing of the batch is applied.
-    fn commit(&self, batch: &[Command], now_ms: u64) -> Result<Vec<Answer>, LedgerError>;
+    /// in one durable transaction, together with the checkpoint `sealer`
+    /// returns for the batch's effects; answers in the batch's order. On
+    /// error nothing of the batch is applied (the caller tells `sealer`).
+    fn commit(
+        &self,
+        batch: &[Command],
+        now_ms: u64,
+        sealer: &mut dyn Sealer,
+    ) -> Result<Vec<Answer>, LedgerError>;
+    /// Every stored checkpoint, by origin then tree size.
+    fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, LedgerError>;
     /// The committed balance of `name`.
     fn balance(&self, name: &Name) -> Result<Option<u64>, LedgerError>;
     /// Up to `limit` of `name`'s payments with `seq < before_seq`, newest

@@ -207,7 +207,7 @@ async fn outcome_from_server(
         })
         .await;
     match status {
-        Ok(PaymentStatus::Settled { receipt }) => {
+        Ok(PaymentStatus::Settled { receipt, .. }) => {
             Ok(SignedReceipt::try_from(&receipt).map_err(CallError::Refused)?)
         }
         Ok(PaymentStatus::Rejected { error }) => Err(CallError::Refused(error).into()),

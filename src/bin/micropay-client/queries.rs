@@ -129,7 +129,7 @@ pub async fn status(
         return Ok(());
     }
     match s {
-        PaymentStatus::Settled { receipt } => println!(
+        PaymentStatus::Settled { receipt, .. } => println!(
             "settled: {} paid {} {} (seq {}, at {})",
             escape(&receipt.payer),
             escape(&receipt.payee),
