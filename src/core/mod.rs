@@ -6,6 +6,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod keys;
 pub mod limits;
+pub mod log_proof;
 pub mod log_record;
 pub mod memory_ledger;
 pub mod merkle;

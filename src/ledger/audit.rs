@@ -14,7 +14,13 @@
 //!   it and by the new key, or a rebind's certificate), is replayed
 //!   through the rules at its position among the payments, and ends with
 //!   the account's current key; each payment's signature is checked with
-//!   the key registered when it settled.
+//!   the key registered when it settled;
+//! - the log (docs/PROTOCOL.md, "The log"): the Merkle tree recomputed
+//!   from the stored payments reaches the root of every stored
+//!   checkpoint at its size, every checkpoint's note says what its row
+//!   says, and (given the server's key) its signature verifies; so a
+//!   rewritten, deleted or truncated payment is found even where the
+//!   other checks cannot see it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
@@ -22,12 +28,14 @@ use std::path::Path;
 use crate::core::keys::VerifyingKey;
 use crate::core::limits::MEMO_BYTES_MAX;
 use crate::core::memory_ledger::MemoryLedger;
+use crate::core::merkle::MerkleTree;
 use crate::core::name::Name;
 use crate::core::payment::{Payment, PaymentId, SignedPayment};
 use crate::core::rotation::KeyChange;
 use crate::core::rules::{Decision, VerifiedPayment};
 use crate::ledger::key_audit::{audit_row, AuditedRow};
 use crate::ledger::location::DbLocation;
+use crate::ledger::log::{audit_checkpoints, stored_leaf};
 use crate::ledger::postgres::PgStore;
 use crate::ledger::sqlite::SqliteStore;
 use crate::ledger::{AuditVisitor, LedgerError, LedgerStore, StoredKeyChange, StoredPayment};
@@ -45,6 +53,11 @@ pub struct AuditReport {
     pub total_granted: u128,
     /// Sum of all balances.
     pub total_balances: u128,
+    /// Stored checkpoints checked against the recomputed tree.
+    pub checkpoints: u64,
+    /// Of those, how many had their signature checked (with a key given
+    /// to [`audit_at_with_keys`]).
+    pub checkpoint_signatures: u64,
     /// Every violation found; empty means the ledger is sound.
     pub violations: Vec<String>,
 }
@@ -58,17 +71,45 @@ pub fn audit(path: &Path) -> Result<AuditReport, LedgerError> {
 /// Audits the ledger at `location` (an SQLite file or a PostgreSQL
 /// database), read-only.
 pub fn audit_at(location: &DbLocation) -> Result<AuditReport, LedgerError> {
+    audit_at_with_keys(location, &[])
+}
+
+/// Like [`audit_at`], also checking every checkpoint's signature with
+/// one of `log_keys` (the servers' keys).
+pub fn audit_at_with_keys(
+    location: &DbLocation,
+    log_keys: &[VerifyingKey],
+) -> Result<AuditReport, LedgerError> {
     match location {
-        DbLocation::Sqlite(path) => audit(path),
-        DbLocation::Postgres(url) => audit_store(&PgStore::open_read_only(url)?),
+        DbLocation::Sqlite(path) => {
+            audit_store_with_keys(&SqliteStore::open_read_only(path)?, log_keys)
+        }
+        DbLocation::Postgres(url) => {
+            audit_store_with_keys(&PgStore::open_read_only(url)?, log_keys)
+        }
     }
 }
 
 /// Audits any store.
 pub fn audit_store(store: &dyn LedgerStore) -> Result<AuditReport, LedgerError> {
+    audit_store_with_keys(store, &[])
+}
+
+/// Audits any store, checking checkpoint signatures with `log_keys`.
+pub fn audit_store_with_keys(
+    store: &dyn LedgerStore,
+    log_keys: &[VerifyingKey],
+) -> Result<AuditReport, LedgerError> {
     let mut auditor = Auditor::default();
     store.scan(&mut auditor)?;
-    Ok(auditor.finish())
+    let checkpoints = store.checkpoints()?;
+    let tree = std::mem::take(&mut auditor.tree);
+    let mut report = auditor.finish();
+    let found = audit_checkpoints(&tree, &checkpoints, log_keys);
+    report.checkpoints = checkpoints.len() as u64;
+    report.checkpoint_signatures = found.signatures;
+    report.violations.extend(found.violations);
+    Ok(report)
 }
 
 /// The checks, fed row by row.
@@ -91,6 +132,8 @@ pub struct Auditor {
     /// Key changes not yet replayed, in history order.
     pending: VecDeque<PendingChange>,
     last_after_seq: u64,
+    /// The log's tree, recomputed from the payment rows.
+    tree: MerkleTree,
 }
 
 /// A key change waiting for its position among the payments.
@@ -171,6 +214,7 @@ impl AuditVisitor for Auditor {
 
     fn payment(&mut self, row: StoredPayment) {
         self.report.payments += 1;
+        self.tree.push(stored_leaf(&row));
         let seq = row.seq;
         self.apply_key_changes(u64::try_from(seq).unwrap_or(0));
         if seq != self.next_seq + 1 {

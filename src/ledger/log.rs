@@ -280,3 +280,57 @@ impl AuditVisitor for LeafReader {
     }
     fn refusal(&mut self) {}
 }
+
+/// What checking the stored checkpoints found.
+#[derive(Debug, Default)]
+pub struct CheckpointAudit {
+    /// Signatures checked.
+    pub signatures: u64,
+    /// What is wrong.
+    pub violations: Vec<String>,
+}
+
+/// Checks every stored checkpoint against `tree` (recomputed from the
+/// stored payments): its note must say what its row says, the tree must
+/// reach its root at its size, and with `keys` given its signature must
+/// verify with one of them.
+pub fn audit_checkpoints(
+    tree: &MerkleTree,
+    checkpoints: &[StoredCheckpoint],
+    keys: &[crate::core::keys::VerifyingKey],
+) -> CheckpointAudit {
+    let mut found = CheckpointAudit::default();
+    for c in checkpoints {
+        let at = format!("checkpoint {} of size {}", c.origin, c.size);
+        match crate::core::checkpoint::parse(&c.note) {
+            Ok((note, _, _))
+                if note.origin == c.origin && note.size == c.size && note.root == c.root => {}
+            Ok(_) => found
+                .violations
+                .push(format!("{at}: its note says something else")),
+            Err(e) => found.violations.push(format!("{at}: {e}")),
+        }
+        if c.size > tree.size() {
+            found.violations.push(format!(
+                "{at}: only {} payments are stored (deleted or truncated)",
+                tree.size()
+            ));
+        } else if tree.root_at(c.size).ok() != Some(c.root) {
+            found.violations.push(format!(
+                "{at}: the stored payments do not lead to its root (a payment was rewritten, deleted or reordered)"
+            ));
+        }
+        if !keys.is_empty() {
+            found.signatures += 1;
+            let signed = keys
+                .iter()
+                .any(|k| crate::core::checkpoint::open(&c.note, &c.origin, k).is_ok());
+            if !signed {
+                found
+                    .violations
+                    .push(format!("{at}: not signed by the server's key"));
+            }
+        }
+    }
+    found
+}

@@ -40,7 +40,7 @@ use crate::core::payment::{PaymentId, Receipt, SignedPayment};
 use crate::core::rotation::KeyChange;
 use crate::core::rules::{LedgerView, Refusal, RegisteredKey, VerifiedPayment};
 
-pub use audit::{audit, audit_at, AuditReport};
+pub use audit::{audit, audit_at, audit_at_with_keys, AuditReport};
 pub use handle::{KeyRegistry, Ledger, LedgerConfig};
 pub use key_history::{KeyEntry, StoredKeyChange};
 pub use location::{DbLocation, DbLocationError};

@@ -15,7 +15,8 @@ use crate::core::payment::{Payment, PaymentId, SignedPayment, SignedReceipt};
 use crate::net::link::{CallError, Link};
 use crate::system::clock::now_s;
 use crate::wire::{
-    Balance, ErrorCode, OnlinePeer, PaymentJson, PaymentStatus, PeerRequest, ServerRequest, Settled,
+    Balance, ErrorCode, LogProofJson, OnlinePeer, PaymentJson, PaymentStatus, PeerRequest,
+    ServerRequest, Settled,
 };
 
 /// What `send` asks for.
@@ -111,8 +112,11 @@ pub async fn send(person: &Person, options: &SendOptions) -> Result<Sent, PeerEr
             payment: PaymentJson::from(&signed),
         })
         .await;
-    let receipt = match handed {
-        Ok(settled) => SignedReceipt::try_from(&settled.receipt).map_err(CallError::Refused)?,
+    let (receipt, log) = match handed {
+        Ok(settled) => (
+            SignedReceipt::try_from(&settled.receipt).map_err(CallError::Refused)?,
+            settled.log,
+        ),
         Err(payee_error) => {
             server.set_request_timeout_ms(STATUS_AFTER_FAILURE_TIMEOUT_MS);
             outcome_from_server(&server, options, &signed, payee_error).await?
@@ -121,8 +125,15 @@ pub async fn send(person: &Person, options: &SendOptions) -> Result<Sent, PeerEr
     let genuine = server_key
         .as_ref()
         .is_some_and(|k| receipt.verify(k).is_ok() && receipt.matches(&signed));
-    if !genuine {
+    let (true, Some(server_key)) = (genuine, server_key) else {
         return Err(PeerError::BadReceipt(signed.payment.id));
+    };
+    // A server that keeps a log proves the payment is in it; a receipt
+    // without a proof (a server without a log) stands on its signature.
+    if let Some(log) = &log {
+        person
+            .verify_in_log(&server_key, &signed, &receipt, log)
+            .map_err(|e| PeerError::BadLogProof(signed.payment.id, e))?;
     }
     server.set_request_timeout_ms(STATUS_AFTER_FAILURE_TIMEOUT_MS);
     let balance: Balance = server.call(&ServerRequest::Balance {}).await?;
@@ -193,7 +204,7 @@ async fn outcome_from_server(
     options: &SendOptions,
     signed: &SignedPayment,
     payee_error: CallError,
-) -> Result<SignedReceipt, PeerError> {
+) -> Result<(SignedReceipt, Option<LogProofJson>), PeerError> {
     let id = signed.payment.id;
     let unknown = |reason: String| PeerError::OutcomeUnknown {
         payee: options.payee.clone(),
@@ -207,9 +218,10 @@ async fn outcome_from_server(
         })
         .await;
     match status {
-        Ok(PaymentStatus::Settled { receipt, .. }) => {
-            Ok(SignedReceipt::try_from(&receipt).map_err(CallError::Refused)?)
-        }
+        Ok(PaymentStatus::Settled { receipt, log }) => Ok((
+            SignedReceipt::try_from(&receipt).map_err(CallError::Refused)?,
+            log,
+        )),
         Ok(PaymentStatus::Rejected { error }) => Err(CallError::Refused(error).into()),
         Err(CallError::Refused(e)) if e.code == ErrorCode::NotFound => Err(unknown(format!(
             "the payee said: {payee_error}; the server has no record of it yet"

@@ -258,6 +258,7 @@ impl From<PeerError> for Failure {
             // The address may be fine and merely taken: not a usage error.
             PeerError::Listen { .. } => Failure::new(3, "listen_failed", e.to_string()),
             PeerError::BadReceipt(_) => Failure::new(1, "bad_receipt", e.to_string()),
+            PeerError::BadLogProof(..) => Failure::new(1, "bad_log_proof", e.to_string()),
             PeerError::WrongListener { .. } => Failure::new(3, "wrong_listener", e.to_string()),
             PeerError::PayeeUnreachable { .. } => Failure::new(3, "connect_failed", e.to_string()),
             PeerError::OutcomeUnknown {

@@ -1,0 +1,181 @@
+//! The tamper-evident log (issue 13): receipts carry inclusion proofs
+//! that payer and payee verify against a checkpoint signed by the server,
+//! one checkpoint is stored per commit batch, and audit (and a restarting
+//! server) finds a settled payment rewritten or deleted in the database
+//! even where balances were made to add up.
+
+mod common;
+
+use common::{link, person, start_server_on, TestServer};
+use micropay::core::checkpoint;
+use micropay::core::payment::{SignedPayment, SignedReceipt};
+use micropay::ledger::{audit_at_with_keys, DbLocation};
+use micropay::net::link::Link;
+use micropay::person::Person;
+use micropay::wire::{PaymentJson, PaymentStatus, Registered, ServerRequest, Settled};
+
+async fn register(link: &Link) {
+    link.call::<Registered>(&ServerRequest::Register {})
+        .await
+        .expect("register");
+}
+
+async fn settle(link: &Link, signed: &SignedPayment) -> Settled {
+    link.call::<Settled>(&ServerRequest::Settle {
+        payment: PaymentJson::from(signed),
+    })
+    .await
+    .expect("settles")
+}
+
+async fn stop(
+    server: TestServer,
+) -> (
+    DbLocation,
+    tempfile::TempDir,
+    Option<std::sync::Arc<common::TestDb>>,
+) {
+    let TestServer {
+        running,
+        db,
+        dir,
+        pg,
+        ..
+    } = server;
+    running.shutdown().await.expect("clean shutdown");
+    (db, dir, pg)
+}
+
+async fn tamper(db: &DbLocation, sql: &str) {
+    match db {
+        DbLocation::Sqlite(path) => {
+            let conn = rusqlite::Connection::open(path).expect("open the ledger");
+            conn.execute_batch(sql).expect("tamper");
+        }
+        DbLocation::Postgres(url) => {
+            let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .expect("connect");
+            let task = tokio::spawn(connection);
+            client.batch_execute(sql).await.expect("tamper");
+            drop(client);
+            let _ = task.await;
+        }
+    }
+}
+
+async fn audit_with_key(db: &DbLocation, server: &Link) -> micropay::ledger::AuditReport {
+    let (db, key) = (db.clone(), server.server_key().expect("server key"));
+    tokio::task::spawn_blocking(move || audit_at_with_keys(&db, &[key]))
+        .await
+        .expect("audit task")
+        .expect("audit runs")
+}
+
+/// Three payments from alice to bob (5, 6, 7), settled by bob; returns
+/// the server, alice, her link and the replies.
+async fn three_payments(
+    backend: &common::Backend,
+) -> (TestServer, Person, Link, Vec<(SignedPayment, Settled)>) {
+    let server = start_server_on(backend).await;
+    let alice = person(&server.pki, "alice");
+    let bob = person(&server.pki, "bob");
+    let (la, lb) = (link(&alice, &server).await, link(&bob, &server).await);
+    register(&la).await;
+    register(&lb).await;
+    let mut settled = Vec::new();
+    for amount in [5, 6, 7] {
+        let signed = common::signed_payment(&alice, "bob", amount, "log");
+        let reply = settle(&lb, &signed).await;
+        settled.push((signed, reply));
+    }
+    (server, alice, la, settled)
+}
+
+backend_test! {
+    /// Every settle reply carries leaf_index = seq - 1, an inclusion proof
+    /// and a checkpoint signed by the server's key, and the proof
+    /// verifies; `status` carries the same; another key, another payment
+    /// or another settlement time does not verify. Audit (with the
+    /// server's key) checks every stored checkpoint and finds nothing.
+    async fn receipts_carry_inclusion_proofs_that_verify(backend) {
+        let (server, alice, la, settled) = three_payments(&backend).await;
+        let key = la.server_key().expect("server key");
+        for (signed, reply) in &settled {
+            let receipt = SignedReceipt::try_from(&reply.receipt).expect("receipt");
+            let log = reply.log.as_ref().expect("a log proof");
+            assert_eq!(log.leaf_index, receipt.receipt.seq - 1);
+            let cp = alice.verify_in_log(&key, signed, &receipt, log).expect("proof verifies");
+            assert!(cp.size >= receipt.receipt.seq);
+            assert!(cp.origin.starts_with("micropay/"));
+            let other = &settled[(receipt.receipt.seq as usize) % 3].0;
+            assert!(alice.verify_in_log(&key, other, &receipt, log).is_err());
+            let mut later = receipt.clone();
+            later.receipt.settled_at_ms += 1;
+            assert!(alice.verify_in_log(&key, signed, &later, log).is_err());
+            let stranger = micropay::core::keys::SigningKey::ed25519_from_seed(&[9; 32]);
+            let mut fresh = checkpoint::CheckpointCache::new(1);
+            let (parsed, _, _) = checkpoint::parse(&log.checkpoint).expect("parses");
+            assert!(fresh.open(&log.checkpoint, &parsed.origin, stranger.verifying_key()).is_err());
+            let status: PaymentStatus = la
+                .call(&ServerRequest::Status { payment_id: signed.payment.id.to_hex() })
+                .await
+                .expect("status");
+            let PaymentStatus::Settled { receipt: r, log: Some(log) } = status else {
+                panic!("settled with a log proof");
+            };
+            let r = SignedReceipt::try_from(&r).expect("receipt");
+            alice.verify_in_log(&key, signed, &r, &log).expect("status proof verifies");
+        }
+        let (db, _dir, _pg) = stop(server).await;
+        let report = audit_with_key(&db, &la).await;
+        assert!(report.violations.is_empty(), "{:?}", report.violations);
+        assert!(report.checkpoints >= 1);
+        assert_eq!(report.checkpoint_signatures, report.checkpoints);
+    }
+}
+
+backend_test! {
+    /// Moving a settled payment's time by 1 ms (nothing else checks it)
+    /// is found by audit and makes a restarting server refuse the ledger.
+    async fn a_rewritten_settled_payment_is_detected(backend) {
+        let (server, _alice, la, _) = three_payments(&backend).await;
+        let pki = server.pki.clone();
+        let (db, dir, pg) = stop(server).await;
+        tamper(&db, "UPDATE payments SET settled_at_ms = settled_at_ms + 1 WHERE seq = 2;").await;
+        let report = audit_with_key(&db, &la).await;
+        assert!(
+            report.violations.iter().any(|v| v.contains("do not lead to its root")),
+            "{:?}",
+            report.violations
+        );
+        let options = common::server_options(&pki, db.clone(), Default::default());
+        let refused = micropay::server::spawn("127.0.0.1:0".parse().expect("addr"), options).await;
+        assert!(refused.is_err(), "a server must not start on a rewritten log");
+        drop((dir, pg));
+    }
+}
+
+backend_test! {
+    /// Deleting the last settled payment and giving its amount back, so
+    /// that balances still equal grants plus payments, is found by audit:
+    /// a checkpoint covers more payments than are stored.
+    async fn a_deleted_settled_payment_is_detected(backend) {
+        let (server, _alice, la, _) = three_payments(&backend).await;
+        let (db, dir, pg) = stop(server).await;
+        tamper(
+            &db,
+            "DELETE FROM payments WHERE seq = 3;
+             UPDATE accounts SET balance = balance + 7 WHERE name = 'alice';
+             UPDATE accounts SET balance = balance - 7 WHERE name = 'bob';",
+        )
+        .await;
+        let report = audit_with_key(&db, &la).await;
+        assert!(
+            report.violations.iter().any(|v| v.contains("deleted or truncated")),
+            "{:?}",
+            report.violations
+        );
+        drop((dir, pg));
+    }
+}
