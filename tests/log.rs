@@ -179,3 +179,67 @@ backend_test! {
         drop((dir, pg));
     }
 }
+
+backend_test! {
+    /// A client that saw a checkpoint of 3 entries is told the history
+    /// changed when the database is rolled back to its state after the
+    /// first payment (the server starts on it, as on an old copy), and
+    /// again when the rolled-back log then grows a different second
+    /// entry (a fork); before that, a grown log checks consistent.
+    async fn a_rolled_back_or_forked_log_is_detected_by_a_client(backend) {
+        use micropay::person::log_state::{check_log, LogStateError};
+        let server = start_server_on(&backend).await;
+        let pki = server.pki.clone();
+        let alice = person(&pki, "alice");
+        let bob = person(&pki, "bob");
+        let (la, lb) = (link(&alice, &server).await, link(&bob, &server).await);
+        register(&la).await;
+        register(&lb).await;
+        let state = server.dir.path().join("client").join("log-state.json");
+        settle(&lb, &common::signed_payment(&alice, "bob", 5, "one")).await;
+        let first = check_log(&la, &state).await.expect("first contact");
+        assert_eq!((first.seen_size, first.now.size), (None, 1));
+        for amount in [6, 7] {
+            settle(&lb, &common::signed_payment(&alice, "bob", amount, "more")).await;
+        }
+        let grown = check_log(&la, &state).await.expect("consistent");
+        assert_eq!((grown.seen_size, grown.now.size), (Some(1), 3));
+        drop((la, lb));
+        let (db, dir, pg) = stop(server).await;
+        let meta = match &db {
+            DbLocation::Sqlite(_) => "",
+            DbLocation::Postgres(_) => "UPDATE ledger_meta SET last_seq = 1;",
+        };
+        tamper(
+            &db,
+            &format!(
+                "DELETE FROM payments WHERE seq > 1;
+                 DELETE FROM checkpoints WHERE tree_size > 1;
+                 UPDATE accounts SET balance = balance + 13 WHERE name = 'alice';
+                 UPDATE accounts SET balance = balance - 13 WHERE name = 'bob';
+                 {meta}"
+            ),
+        )
+        .await;
+        let options = common::server_options(&pki, db.clone(), Default::default());
+        let server = common::start_server_at(pki.clone(), db, dir, pg, options).await;
+        let (la, lb) = (link(&alice, &server).await, link(&bob, &server).await);
+        let rolled_back = check_log(&la, &state).await;
+        assert!(
+            matches!(rolled_back, Err(LogStateError::HistoryChanged { seen_size: 3, now_size: 1, .. })),
+            "{rolled_back:?}"
+        );
+        for amount in [8, 9, 10] {
+            settle(&lb, &common::signed_payment(&alice, "bob", amount, "fork")).await;
+        }
+        let forked = check_log(&la, &state).await;
+        assert!(
+            matches!(forked, Err(LogStateError::HistoryChanged { seen_size: 3, now_size: 4, .. })),
+            "{forked:?}"
+        );
+        let message = forked.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("rewritten, rolled back or forked"), "{message}");
+        drop((la, lb));
+        let _ = stop(server).await;
+    }
+}

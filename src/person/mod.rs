@@ -9,6 +9,7 @@
 //! [`statement`] streams one person's whole history as CSV or JSON lines
 //! with a running balance.
 
+pub mod log_state;
 mod rotate;
 mod send;
 mod serve;

@@ -8,7 +8,9 @@
 //! or timed out, and nothing was paid; 4 outcome unknown: the payee holds the signed payment and the
 //! server has no outcome for it yet, so it may still settle until it
 //! expires (the payment id and expiry are printed: ask `status ID`, or
-//! retry the identical payment with `send --id ID --expires-at E`).
+//! retry the identical payment with `send --id ID --expires-at E`);
+//! 5 `verify-log` found that the server's log history changed (rewritten,
+//! rolled back or forked) since this client last saw it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -180,6 +182,15 @@ enum Command {
     Status {
         /// The payment id (32 hex digits).
         payment_id: String,
+    },
+    /// Check that the server's log only grew since I last saw it: fetch
+    /// its latest signed checkpoint and a consistency proof from the one
+    /// remembered in the state file, then remember the new one.
+    VerifyLog {
+        /// The state file (default DIR/log-state.json, next to the
+        /// certificates).
+        #[arg(long, env = "MICROPAY_LOG_STATE")]
+        state: Option<PathBuf>,
     },
 }
 
@@ -386,6 +397,12 @@ async fn run(args: &Args) -> Result<(), Failure> {
         }
         Command::Status { payment_id } => {
             queries::status(&person, &args.server, payment_id, json).await
+        }
+        Command::VerifyLog { state } => {
+            let state = state
+                .clone()
+                .unwrap_or_else(|| args.certs.join("log-state.json"));
+            queries::verify_log(&person, &args.server, &state, json).await
         }
         Command::Send {
             payee,

@@ -7,6 +7,7 @@ mod balance;
 mod history;
 mod list;
 mod locate;
+mod log;
 mod offline;
 mod online;
 mod register;
@@ -148,6 +149,10 @@ pub async fn dispatch(
             old_signature,
             new_signature,
         } => rotate::run(cx, caller, &old_signature, &new_signature).await,
+        ServerRequest::Checkpoint {} => log::checkpoint(cx),
+        ServerRequest::Consistency { from_size, to_size } => {
+            log::consistency(cx, from_size, to_size)
+        }
     }
 }
 
