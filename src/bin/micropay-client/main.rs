@@ -399,10 +399,7 @@ async fn run(args: &Args) -> Result<(), Failure> {
             queries::status(&person, &args.server, payment_id, json).await
         }
         Command::VerifyLog { state } => {
-            let state = state
-                .clone()
-                .unwrap_or_else(|| args.certs.join("log-state.json"));
-            queries::verify_log(&person, &args.server, &state, json).await
+            queries::verify_log(&person, &args.server, state_or(state, &args.certs), json).await
         }
         Command::Send {
             payee,
@@ -438,4 +435,12 @@ async fn run(args: &Args) -> Result<(), Failure> {
             serve::run(person, &args.server, request, json).await
         }
     }
+}
+
+/// `verify-log`'s state file: the one given, or log-state.json next to
+/// the certificates.
+fn state_or(state: &Option<PathBuf>, certs: &std::path::Path) -> PathBuf {
+    state
+        .clone()
+        .unwrap_or_else(|| certs.join("log-state.json"))
 }

@@ -149,12 +149,12 @@ pub async fn status(
 pub async fn verify_log(
     person: &Person,
     server: &str,
-    state: &std::path::Path,
+    state: std::path::PathBuf,
     json: bool,
 ) -> Result<(), Failure> {
     use micropay::person::log_state::{check_log, LogStateError};
     let link = person.connect_server(server).await?;
-    let check = check_log(&link, state).await.map_err(|e| match e {
+    let check = check_log(&link, &state).await.map_err(|e| match e {
         LogStateError::Call(c) => Failure::from(c),
         LogStateError::HistoryChanged { .. } => {
             Failure::new(5, "log_history_changed", e.to_string())
