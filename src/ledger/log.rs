@@ -16,6 +16,7 @@ use std::sync::{Arc, RwLock};
 use crate::core::batch::Effect;
 use crate::core::checkpoint::Checkpoint;
 use crate::core::keys::SigningKey;
+use crate::core::limits::MEMO_BYTES_MAX;
 use crate::core::log_record::{settlement_leaf, settlement_record_raw};
 use crate::core::merkle::{leaf_hash, Hash, MerkleTree, ProofError};
 use crate::ledger::audit::parse_payment;
@@ -253,7 +254,11 @@ impl Sealer for Log {
 pub fn stored_leaf(row: &StoredPayment) -> Hash {
     let seq = u64::try_from(row.seq).unwrap_or(0);
     let at_ms = u64::try_from(row.settled_at_ms).unwrap_or(0);
-    match parse_payment(row) {
+    // An over-long memo cannot be in canonical bytes: report, never panic.
+    let parsed = (row.memo.len() <= MEMO_BYTES_MAX)
+        .then(|| parse_payment(row))
+        .flatten();
+    match parsed {
         Some(payment) => settlement_leaf(&payment, seq, at_ms),
         None => leaf_hash(&settlement_record_raw(
             b"unparseable",
@@ -300,6 +305,10 @@ pub fn audit_checkpoints(
     keys: &[crate::core::keys::VerifyingKey],
 ) -> CheckpointAudit {
     let mut found = CheckpointAudit::default();
+    // A rewritten early payment breaks every later checkpoint: report
+    // the first of them and how many there are, not one line each.
+    let (mut short, mut wrong): (Vec<&StoredCheckpoint>, Vec<&StoredCheckpoint>) =
+        (Vec::new(), Vec::new());
     for c in checkpoints {
         let at = format!("checkpoint {} of size {}", c.origin, c.size);
         match crate::core::checkpoint::parse(&c.note) {
@@ -311,14 +320,9 @@ pub fn audit_checkpoints(
             Err(e) => found.violations.push(format!("{at}: {e}")),
         }
         if c.size > tree.size() {
-            found.violations.push(format!(
-                "{at}: only {} payments are stored (deleted or truncated)",
-                tree.size()
-            ));
+            short.push(c);
         } else if tree.root_at(c.size).ok() != Some(c.root) {
-            found.violations.push(format!(
-                "{at}: the stored payments do not lead to its root (a payment was rewritten, deleted or reordered)"
-            ));
+            wrong.push(c);
         }
         if !keys.is_empty() {
             found.signatures += 1;
@@ -331,6 +335,24 @@ pub fn audit_checkpoints(
                     .push(format!("{at}: not signed by the server's key"));
             }
         }
+    }
+    if let Some(c) = short.first() {
+        found.violations.push(format!(
+            "checkpoint {} of size {} (and {} more): only {} payments are stored (deleted or truncated)",
+            c.origin,
+            c.size,
+            short.len() - 1,
+            tree.size()
+        ));
+    }
+    if let Some(c) = wrong.first() {
+        found.violations.push(format!(
+            "checkpoint {} of size {} (and {} later): the stored payments do not lead to its root \
+             (a payment was rewritten, deleted or reordered)",
+            c.origin,
+            c.size,
+            wrong.len() - 1
+        ));
     }
     found
 }
