@@ -7,7 +7,8 @@
 //! | [`handle`] | [`Ledger`]: what the server holds; queues writes to the group-commit writer, runs reads off the async runtime |
 //! | [`group_commit`] | the single writer thread: drains the queue into batches, one commit each, answers after the commit |
 //! | [`observer`] | [`CommitObserver`]: what the writer reports after each commit (batch size, commit time), for metrics |
-//! | [`mod@audit`] | the checks every backend shares: signatures, replay through the rules, conservation |
+//! | [`mod@audit`] | the checks every backend shares: signatures, replay through the rules, conservation, the log's checkpoints |
+//! | [`log`] | the Merkle log of settled payments: the tree in memory, one signed checkpoint per batch (stored in the batch's transaction), proofs for replies |
 //! | [`migrate`] | copying a whole SQLite ledger into an empty PostgreSQL database, audited on the way |
 //! | [`key_history`] | the key-history rows (every key an account had) as written, stored and read |
 //! | `key_audit` | rebuilding each stored key change (statement and signatures, or a rebind's certificate) for audit |
