@@ -243,3 +243,51 @@ backend_test! {
         let _ = stop(server).await;
     }
 }
+
+backend_test! {
+    /// `checkpoint` before any payment is `not_found`; `consistency`
+    /// beyond the latest checkpoint or with from > to is `bad_request`;
+    /// a valid request's proof verifies between the two checkpoints.
+    async fn checkpoint_and_consistency_refuse_what_they_cannot_prove(backend) {
+        use micropay::core::merkle::verify_consistency;
+        use micropay::wire::{CheckpointJson, ConsistencyJson, ErrorCode};
+        let server = start_server_on(&backend).await;
+        let alice = person(&server.pki, "alice");
+        let bob = person(&server.pki, "bob");
+        let (la, lb) = (link(&alice, &server).await, link(&bob, &server).await);
+        register(&la).await;
+        register(&lb).await;
+        let code = |r: Result<(), micropay::net::link::CallError>| match r {
+            Err(micropay::net::link::CallError::Refused(e)) => e.code,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        let none = la.call::<CheckpointJson>(&ServerRequest::Checkpoint {}).await;
+        assert_eq!(code(none.map(|_| ())), ErrorCode::NotFound);
+        let key = la.server_key().expect("server key");
+        let mut heads = Vec::new();
+        for amount in [1, 2, 3] {
+            settle(&lb, &common::signed_payment(&alice, "bob", amount, "c")).await;
+            let cp: CheckpointJson = la.call(&ServerRequest::Checkpoint {}).await.expect("checkpoint");
+            let (parsed, _, _) = checkpoint::parse(&cp.checkpoint).expect("parses");
+            heads.push(checkpoint::open(&cp.checkpoint, &parsed.origin, &key).expect("signed"));
+        }
+        for (from, to) in [(2, 4), (3, 2), (0, 9)] {
+            let r = la
+                .call::<ConsistencyJson>(&ServerRequest::Consistency { from_size: from, to_size: to })
+                .await;
+            assert_eq!(code(r.map(|_| ())), ErrorCode::BadRequest, "{from} -> {to}");
+        }
+        let proof: ConsistencyJson = la
+            .call(&ServerRequest::Consistency { from_size: 1, to_size: 3 })
+            .await
+            .expect("consistency");
+        let hashes = micropay::core::log_proof::decode_hashes(&proof.proof).expect("hex");
+        assert_eq!(
+            verify_consistency(1, 3, &heads[0].root, &heads[2].root, &hashes),
+            Ok(())
+        );
+        assert!(verify_consistency(1, 3, &heads[1].root, &heads[2].root, &hashes).is_err());
+        drop((la, lb));
+        let _ = stop(server).await;
+    }
+}
