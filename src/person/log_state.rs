@@ -81,7 +81,12 @@ fn save(path: &Path, state: &BTreeMap<String, String>) -> Result<(), LogStateErr
     }
     let text = serde_json::to_string_pretty(state).map_err(|e| file_error(path, e))?;
     // Write then rename, so that a crash never leaves half a file.
-    let tmp = path.with_extension("tmp");
+    // Unique per process and thread: concurrent sends share one file.
+    let tmp = path.with_extension(format!(
+        "tmp.{}.{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     std::fs::write(&tmp, text).map_err(|e| file_error(path, e))?;
     std::fs::rename(&tmp, path).map_err(|e| file_error(path, e))
 }

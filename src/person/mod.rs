@@ -103,6 +103,10 @@ pub enum PeerError {
     /// hold the payment it signed a receipt for.
     #[error("the log proof for {0} does not verify: {1}")]
     BadLogProof(PaymentId, crate::core::log_proof::LogProofError),
+    /// The payment settled, but the server's log no longer extends the
+    /// checkpoint this client saw before.
+    #[error("payment {0} settled, but {1}")]
+    LogHistoryChanged(PaymentId, String),
 }
 
 /// One person: name, TLS configurations and signing key.

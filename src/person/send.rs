@@ -39,6 +39,10 @@ pub struct SendOptions {
     /// amount and memo this is the identical payment, so the server
     /// settles it at most once and a retry returns the original receipt.
     pub retry: Option<(PaymentId, u64)>,
+    /// The state file of the last checkpoint seen per server: when set
+    /// and the server keeps a log, `send` checks after the receipt that
+    /// the log only grew since (docs/PROTOCOL.md §10.5).
+    pub log_state: Option<std::path::PathBuf>,
 }
 
 impl SendOptions {
@@ -52,6 +56,7 @@ impl SendOptions {
             timeout_ms: SEND_TIMEOUT_MS_DEFAULT,
             lifetime_s: PAYMENT_LIFETIME_DEFAULT_S,
             retry: None,
+            log_state: None,
         }
     }
 }
@@ -134,6 +139,9 @@ pub async fn send(person: &Person, options: &SendOptions) -> Result<Sent, PeerEr
         person
             .verify_in_log(&server_key, &signed, &receipt, log)
             .map_err(|e| PeerError::BadLogProof(signed.payment.id, e))?;
+        if let Some(state) = &options.log_state {
+            check_history(&server, state, signed.payment.id).await?;
+        }
     }
     server.set_request_timeout_ms(STATUS_AFTER_FAILURE_TIMEOUT_MS);
     let balance: Balance = server.call(&ServerRequest::Balance {}).await?;
@@ -229,5 +237,26 @@ async fn outcome_from_server(
         Err(status_error) => Err(unknown(format!(
             "the payee said: {payee_error}; asking the server failed: {status_error}"
         ))),
+    }
+}
+
+/// Checks that the server's log only grew since this client last saw it.
+/// A changed history is an error (the payment did settle); a state file
+/// that cannot be used is only a warning, since the payment is done.
+async fn check_history(
+    server: &Link,
+    state: &std::path::Path,
+    id: PaymentId,
+) -> Result<(), PeerError> {
+    use crate::person::log_state::{check_log, LogStateError};
+    match check_log(server, state).await {
+        Ok(_) => Ok(()),
+        Err(e @ LogStateError::HistoryChanged { .. }) => {
+            Err(PeerError::LogHistoryChanged(id, e.to_string()))
+        }
+        Err(e) => {
+            tracing::warn!("could not check the server's log history: {e}");
+            Ok(())
+        }
     }
 }

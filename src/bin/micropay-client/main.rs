@@ -9,8 +9,9 @@
 //! server has no outcome for it yet, so it may still settle until it
 //! expires (the payment id and expiry are printed: ask `status ID`, or
 //! retry the identical payment with `send --id ID --expires-at E`);
-//! 5 `verify-log` found that the server's log history changed (rewritten,
-//! rolled back or forked) since this client last saw it.
+//! 5 `verify-log` (or `send`, after its payment settled) found that the
+//! server's log history changed (rewritten, rolled back or forked) since
+//! this client last saw it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -270,6 +271,10 @@ impl From<PeerError> for Failure {
             PeerError::Listen { .. } => Failure::new(3, "listen_failed", e.to_string()),
             PeerError::BadReceipt(_) => Failure::new(1, "bad_receipt", e.to_string()),
             PeerError::BadLogProof(..) => Failure::new(1, "bad_log_proof", e.to_string()),
+            PeerError::LogHistoryChanged(payment_id, _) => Failure {
+                payment_id: Some(payment_id.to_hex()),
+                ..Failure::new(5, "log_history_changed", e.to_string())
+            },
             PeerError::WrongListener { .. } => Failure::new(3, "wrong_listener", e.to_string()),
             PeerError::PayeeUnreachable { .. } => Failure::new(3, "connect_failed", e.to_string()),
             PeerError::OutcomeUnknown {
@@ -415,6 +420,7 @@ async fn run(args: &Args) -> Result<(), Failure> {
                 memo,
                 timeout_s: *timeout,
                 retry: id.as_deref().zip(*expires_at),
+                log_state: state_or(&None, &args.certs),
             };
             send::run(&person, &args.server, &request, json).await
         }
