@@ -28,7 +28,7 @@ async fn settle(link: &Link, signed: &SignedPayment) -> Settled {
     .expect("settles")
 }
 
-async fn stop(
+async fn stop_server(
     server: TestServer,
 ) -> (
     DbLocation,
@@ -127,7 +127,7 @@ backend_test! {
             let r = SignedReceipt::try_from(&r).expect("receipt");
             alice.verify_in_log(&key, signed, &r, &log).expect("status proof verifies");
         }
-        let (db, _dir, _pg) = stop(server).await;
+        let (db, _dir, _pg) = stop_server(server).await;
         let report = audit_with_key(&db, &la).await;
         assert!(report.violations.is_empty(), "{:?}", report.violations);
         assert!(report.checkpoints >= 1);
@@ -141,7 +141,7 @@ backend_test! {
     async fn a_rewritten_settled_payment_is_detected(backend) {
         let (server, _alice, la, _) = three_payments(&backend).await;
         let pki = server.pki.clone();
-        let (db, dir, pg) = stop(server).await;
+        let (db, dir, pg) = stop_server(server).await;
         tamper(&db, "UPDATE payments SET settled_at_ms = settled_at_ms + 1 WHERE seq = 2;").await;
         let report = audit_with_key(&db, &la).await;
         assert!(
@@ -162,7 +162,7 @@ backend_test! {
     /// a checkpoint covers more payments than are stored.
     async fn a_deleted_settled_payment_is_detected(backend) {
         let (server, _alice, la, _) = three_payments(&backend).await;
-        let (db, dir, pg) = stop(server).await;
+        let (db, dir, pg) = stop_server(server).await;
         tamper(
             &db,
             "DELETE FROM payments WHERE seq = 3;
@@ -205,7 +205,7 @@ backend_test! {
         let grown = check_log(&la, &state).await.expect("consistent");
         assert_eq!((grown.seen_size, grown.now.size), (Some(1), 3));
         drop((la, lb));
-        let (db, dir, pg) = stop(server).await;
+        let (db, dir, pg) = stop_server(server).await;
         let meta = match &db {
             DbLocation::Sqlite(_) => "",
             DbLocation::Postgres(_) => "UPDATE ledger_meta SET last_seq = 1;",
@@ -240,7 +240,7 @@ backend_test! {
         let message = forked.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(message.contains("rewritten, rolled back or forked"), "{message}");
         drop((la, lb));
-        let _ = stop(server).await;
+        let _ = stop_server(server).await;
     }
 }
 
@@ -288,6 +288,98 @@ backend_test! {
         );
         assert!(verify_consistency(1, 3, &heads[1].root, &heads[2].root, &hashes).is_err());
         drop((la, lb));
-        let _ = stop(server).await;
+        let _ = stop_server(server).await;
+    }
+}
+
+/// Bob online as a payee (`serve`) until `stop` is sent.
+async fn go_online(
+    who: std::sync::Arc<Person>,
+    server: &TestServer,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), micropay::person::PeerError>>,
+) {
+    use micropay::person::{Reconnect, ServeEvent, ServeOptions};
+    let (events_tx, mut events) =
+        tokio::sync::mpsc::channel(micropay::core::limits::SERVE_EVENTS_MAX);
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let options = ServeOptions {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        advertise: None,
+        server: server.addr_string(),
+        limits: Default::default(),
+        reconnect: Reconnect::default(),
+    };
+    let task = tokio::spawn(micropay::person::serve(
+        who,
+        options,
+        events_tx,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    // Bounded: a payee that never comes online fails the test, not hangs it.
+    for _ in 0..100 {
+        match events.recv().await {
+            Some(ServeEvent::Online { .. }) => break,
+            Some(_) => continue,
+            None => panic!("serve ended before going online"),
+        }
+    }
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    (stop, task)
+}
+
+backend_test! {
+    /// `send` through a payee verifies each receipt's log proof (payee and
+    /// payer both check it), remembers the checkpoint in the state file,
+    /// and after the ledger is rolled back it reports the changed history
+    /// (the payment itself settled).
+    async fn send_remembers_the_log_and_reports_a_rolled_back_history(backend) {
+        use micropay::person::{send, PeerError, SendOptions};
+        let server = start_server_on(&backend).await;
+        let pki = server.pki.clone();
+        let alice = person(&pki, "alice");
+        let bob = std::sync::Arc::new(person(&pki, "bob"));
+        register(&link(&alice, &server).await).await;
+        register(&link(&bob, &server).await).await;
+        let state = server.dir.path().join("state").join("log-state.json");
+        let options = |server: &TestServer, amount| SendOptions {
+            log_state: Some(state.clone()),
+            timeout_ms: 30_000,
+            ..SendOptions::new(&server.addr_string(), bob.name.clone(), amount)
+        };
+        let (stop, task) = go_online(bob.clone(), &server).await;
+        for amount in [5, 6, 7] {
+            send(&alice, &options(&server, amount)).await.expect("send");
+        }
+        assert!(state.exists(), "send remembers the checkpoint");
+        let _ = stop.send(());
+        let _ = task.await;
+        let (db, dir, pg) = stop_server(server).await;
+        let meta = match &db {
+            DbLocation::Sqlite(_) => "",
+            DbLocation::Postgres(_) => "UPDATE ledger_meta SET last_seq = 1;",
+        };
+        tamper(
+            &db,
+            &format!(
+                "DELETE FROM payments WHERE seq > 1;
+                 DELETE FROM checkpoints WHERE tree_size > 1;
+                 UPDATE accounts SET balance = balance + 13 WHERE name = 'alice';
+                 UPDATE accounts SET balance = balance - 13 WHERE name = 'bob';
+                 {meta}"
+            ),
+        )
+        .await;
+        let server_options = common::server_options(&pki, db.clone(), Default::default());
+        let server = common::start_server_at(pki.clone(), db, dir, pg, server_options).await;
+        let (stop, task) = go_online(bob.clone(), &server).await;
+        let after = send(&alice, &options(&server, 1)).await;
+        assert!(matches!(after, Err(PeerError::LogHistoryChanged(..))), "{after:?}");
+        let _ = stop.send(());
+        let _ = task.await;
+        let _ = stop_server(server).await;
     }
 }
