@@ -178,13 +178,19 @@ pub fn parse(note: &str) -> Result<(Checkpoint, &str, &str), CheckpointError> {
     Ok((checkpoint, body, signatures))
 }
 
+type CacheKey = (String, String, Vec<u8>);
+
 /// The checkpoints a client has verified, so that the many receipts of
 /// one batch cost one signature check; bounded, least recently used first
 /// out.
 #[derive(Debug)]
 pub struct CheckpointCache {
-    entries: VecDeque<(String, Checkpoint)>,
+    /// (note, origin, key's SPKI DER) → the checkpoint verified so.
+    entries: VecDeque<(CacheKey, Checkpoint)>,
     capacity: usize,
+    /// Notes opened by a full check (signature included), for tests and
+    /// for the claim that each distinct checkpoint is checked once.
+    checked: u64,
 }
 
 impl CheckpointCache {
@@ -193,30 +199,45 @@ impl CheckpointCache {
         CheckpointCache {
             entries: VecDeque::with_capacity(capacity),
             capacity: capacity.max(1),
+            checked: 0,
         }
     }
 
     /// Opens `note` as [`open`] does, checking the signature only the
-    /// first time a note is seen.
+    /// first time a note is seen with this origin and key.
     pub fn open(
         &mut self,
         note: &str,
         origin: &str,
         key: &VerifyingKey,
     ) -> Result<Checkpoint, CheckpointError> {
-        if let Some(i) = self.entries.iter().position(|(n, _)| n == note) {
-            let entry = self.entries.remove(i).unwrap_or_default();
+        let wanted = (note, origin, key.spki_der());
+        let hit = self
+            .entries
+            .iter()
+            .position(|((n, o, k), _)| (n.as_str(), o.as_str(), k.as_slice()) == wanted);
+        if let Some(entry) = hit.and_then(|i| self.entries.remove(i)) {
             let checkpoint = entry.1.clone();
             self.entries.push_back(entry);
             return Ok(checkpoint);
         }
+        self.checked += 1;
         let checkpoint = open(note, origin, key)?;
         if self.entries.len() >= self.capacity {
             self.entries.pop_front();
         }
-        self.entries
-            .push_back((note.to_string(), checkpoint.clone()));
+        let cache_key = (
+            note.to_string(),
+            origin.to_string(),
+            key.spki_der().to_vec(),
+        );
+        self.entries.push_back((cache_key, checkpoint.clone()));
         Ok(checkpoint)
+    }
+
+    /// How many notes were opened with a full check so far.
+    pub fn signatures_checked(&self) -> u64 {
+        self.checked
     }
 
     /// How many notes are cached.

@@ -126,15 +126,29 @@ fn the_cache_checks_each_note_once_and_stays_bounded() {
         c.size = size;
         notes.push(c.sign(&key));
     }
+    for _ in 0..3 {
+        assert!(cache.open(&notes[0], ORIGIN, key.verifying_key()).is_ok());
+    }
+    assert_eq!(cache.signatures_checked(), 1, "one check for one note");
     for note in &notes {
         assert!(cache.open(note, ORIGIN, key.verifying_key()).is_ok());
     }
     assert_eq!(cache.len(), 2);
-    // A cached note is answered without its signature (any key will do);
-    // an evicted one is checked again.
+    assert_eq!(cache.signatures_checked(), 3);
+    // A cached note is answered from the cache only for the key and
+    // origin it was verified with: with another key or origin it is
+    // checked again, and refused.
     let other = SigningKey::ed25519_from_seed(&[0x43; 32]);
-    assert!(cache.open(&notes[2], ORIGIN, other.verifying_key()).is_ok());
-    assert!(cache
-        .open(&notes[0], ORIGIN, other.verifying_key())
-        .is_err());
+    assert_eq!(
+        cache.open(&notes[2], ORIGIN, other.verifying_key()),
+        Err(CheckpointError::UnknownKey)
+    );
+    assert_eq!(
+        cache.open(&notes[2], "micropay/other", key.verifying_key()),
+        Err(CheckpointError::WrongOrigin)
+    );
+    // The first note was evicted (capacity 2): checked again.
+    assert!(cache.open(&notes[0], ORIGIN, key.verifying_key()).is_ok());
+    assert_eq!(cache.signatures_checked(), 6);
+    assert_eq!(cache.len(), 2);
 }
