@@ -135,7 +135,7 @@ async fn a_backup_under_load_restores_every_acknowledged_payment() {
             .await
             .expect("status");
         match status {
-            PaymentStatus::Settled { receipt } => assert_eq!(receipt.seq, *seq),
+            PaymentStatus::Settled { receipt, .. } => assert_eq!(receipt.seq, *seq),
             other => panic!("payment {id} acknowledged before the backup is missing: {other:?}"),
         }
     }

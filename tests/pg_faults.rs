@@ -389,12 +389,12 @@ async fn sigkill_of_one_of_two_servers_under_load_loses_and_duplicates_nothing()
             })
             .await
             .expect("status");
-        assert_eq!(
-            status,
-            PaymentStatus::Settled {
-                receipt: receipt.clone()
-            }
-        );
+        // The receipt must be the one the payer got (its log proof may be
+        // against a later checkpoint, so only the receipt is compared).
+        match status {
+            PaymentStatus::Settled { receipt: r, .. } => assert_eq!(&r, receipt),
+            other => panic!("{id}: expected settled, got {other:?}"),
+        }
     }
     assert_eq!(common::balance(&payee_a).await, GRANT + total);
     drop((payee_a, carol_b));

@@ -1,8 +1,8 @@
 //! docs/PROTOCOL.md is enough to write a client: a Python client written
 //! from it alone (tests/python/protocol_client.py, Python's `ssl` and the
-//! `cryptography` package) registers, pays, and verifies the receipt against
-//! the real server. Skipped, with a note, where python3 or `cryptography`
-//! is missing.
+//! `cryptography` package) registers, pays, and verifies the receipt and its
+//! log proof (docs/PROTOCOL.md §10) against the real server. Skipped, with a
+//! note, where python3 or `cryptography` is missing.
 
 mod common;
 
@@ -54,6 +54,7 @@ async fn a_python_client_written_from_the_protocol_document_works() {
     assert_eq!(summary["balances"], serde_json::json!([9750, 10250]));
     assert_eq!(summary["seq"], 1);
     assert_eq!(summary["receipt_verified"], true);
+    assert_eq!(summary["log_proof_verified"], true);
     server.running.shutdown().await.expect("shutdown");
     let audit = common::audit(&server.db).await;
     assert!(audit.violations.is_empty(), "{:?}", audit.violations);

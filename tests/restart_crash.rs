@@ -162,7 +162,7 @@ async fn check_seen(people: &[Person], links: &[Link], seen: &Seen) {
             .await
             .expect("status")
         {
-            PaymentStatus::Settled { receipt: again } => assert_eq!(&again, receipt),
+            PaymentStatus::Settled { receipt: again, .. } => assert_eq!(&again, receipt),
             other => panic!("expected settled, got {other:?}"),
         }
         // ...and so does a replay, which moves nothing.
@@ -463,7 +463,7 @@ async fn verify_book(
         for (id, answer) in ids.iter().zip(answers) {
             let entry = book.payments.get_mut(id).expect("known id");
             match (&entry.1, answer) {
-                (Known::Receipt(r), Ok(PaymentStatus::Settled { receipt })) => {
+                (Known::Receipt(r), Ok(PaymentStatus::Settled { receipt, .. })) => {
                     assert_eq!(r, &receipt, "{id}: the acknowledged receipt survives");
                 }
                 (Known::Receipt(_), other) => {
@@ -475,7 +475,7 @@ async fn verify_book(
                 (Known::Refused(c), other) => {
                     panic!("{id}: acknowledged refusal ({c}) changed after the crash: {other:?}")
                 }
-                (Known::Unknown, Ok(PaymentStatus::Settled { receipt })) => {
+                (Known::Unknown, Ok(PaymentStatus::Settled { receipt, .. })) => {
                     let parsed = SignedReceipt::try_from(&receipt).expect("receipt");
                     parsed.verify(server_key).expect("receipt verifies");
                     assert!(parsed.matches(&entry.0));

@@ -260,11 +260,15 @@ async fn audit_detects_a_tampered_ledger() {
         &["signature does not verify with alice's key"],
     )
     .await;
+    // Besides the signature, only the log (issue 13) catches it: the
+    // stored payments no longer lead to the signed checkpoints' roots.
+    let (log, rest): (Vec<_>, Vec<_>) = found.iter().partition(|v| v.starts_with("checkpoint "));
     assert_eq!(
-        found.len(),
+        rest.len(),
         1,
-        "only the signature check catches it: {found:?}"
+        "only the signature check and the log catch it: {found:?}"
     );
+    assert_eq!(log.len(), 1, "{found:?}");
 
     // One byte of a stored signature flipped.
     let target = &payments[1].0;
@@ -285,7 +289,9 @@ async fn audit_detects_a_tampered_ledger() {
         &["signature does not verify with bob's key"],
     )
     .await;
-    assert_eq!(found.len(), 1, "{found:?}");
+    // The log (issue 13) catches it too: the settlement record changed.
+    let (log, rest): (Vec<_>, Vec<_>) = found.iter().partition(|v| v.starts_with("checkpoint "));
+    assert_eq!((rest.len(), log.len()), (1, 1), "{found:?}");
 
     // One balance off by one.
     let off = tampered_copy(&db, cases.path(), "balance", |c| {
@@ -350,7 +356,9 @@ async fn audit_detects_a_tampered_ledger() {
         &["seq 3: the rules refuse it at its settlement time"],
     )
     .await;
-    assert_eq!(found.len(), 1, "{found:?}");
+    // The log (issue 13) catches it too: the settlement record changed.
+    let (log, rest): (Vec<_>, Vec<_>) = found.iter().partition(|v| v.starts_with("checkpoint "));
+    assert_eq!((rest.len(), log.len()), (1, 1), "{found:?}");
 
     // A memo far over the limit (and over what canonical bytes can hold)
     // is reported, not panicked on.
@@ -364,8 +372,20 @@ async fn audit_detects_a_tampered_ledger() {
         assert_eq!(n, 1);
     });
     assert_caught(&huge, "oversize memo", &["seq 4: malformed payment row"]).await;
-    // A server on that file reports the corrupt row to whoever asks for
-    // it and keeps answering everything else: no lock is poisoned.
+    // A server refuses a ledger whose payments no longer reach its log's
+    // latest checkpoint (issue 13)...
+    let refused = micropay::server::spawn(
+        "127.0.0.1:0".parse().expect("addr"),
+        common::server_options(&pki, huge.clone(), ServerLimits::default()),
+    )
+    .await;
+    assert!(refused.is_err(), "a server must not extend a rewritten log");
+    // ...and without checkpoints (a ledger from before the log) a server
+    // on that file reports the corrupt row to whoever asks for it and
+    // keeps answering everything else: no lock is poisoned.
+    rusqlite::Connection::open(&huge)
+        .and_then(|c| c.execute_batch("DELETE FROM checkpoints"))
+        .expect("drop the checkpoints");
     let running = micropay::server::spawn(
         "127.0.0.1:0".parse().expect("addr"),
         common::server_options(&pki, huge.clone(), ServerLimits::default()),
@@ -557,6 +577,7 @@ async fn fake_take(fake: &FakePayee, request: PeerRequest) -> Result<Settled, Wi
             Ok(Settled {
                 receipt: ReceiptJson::from(&receipt),
                 replay: false,
+                log: None,
             })
         }
         Forgery::ChangedAmount => {
@@ -582,6 +603,7 @@ async fn fake_take(fake: &FakePayee, request: PeerRequest) -> Result<Settled, Wi
             Ok(Settled {
                 receipt,
                 replay: false,
+                log: None,
             })
         }
     }
@@ -708,7 +730,7 @@ async fn a_payer_rejects_a_forged_receipt_from_the_payee() {
         .await;
         if settles {
             balance_now -= 10;
-            let Ok(PaymentStatus::Settled { receipt }) = status else {
+            let Ok(PaymentStatus::Settled { receipt, .. }) = status else {
                 panic!("{mode:?}: expected settled, got {status:?}");
             };
             SignedReceipt::try_from(&receipt)

@@ -776,7 +776,7 @@ async fn status_is_for_payer_and_payee_only(backend) {
     let settled = settle(&bob.link, &signed).await.expect("settles");
     for l in [&alice.link, &bob.link] {
         match status(l, &signed.payment.id).await.expect("status") {
-            PaymentStatus::Settled { receipt } => {
+            PaymentStatus::Settled { receipt, .. } => {
                 check_receipt(l, &receipt, &signed);
                 assert_eq!(receipt, settled.receipt);
             }
@@ -1092,7 +1092,7 @@ async fn another_payer_cannot_take_a_payment_id(backend) {
     let receipt = settle(&bob.link, &alices).await.expect("alice's settles too");
     assert_eq!(receipt.receipt.amount, 100);
     match status(&alice.link, &alices.payment.id).await.expect("status") {
-        PaymentStatus::Settled { receipt } => assert_eq!(receipt.payer, "alice"),
+        PaymentStatus::Settled { receipt, .. } => assert_eq!(receipt.payer, "alice"),
         other => panic!("expected settled, got {other:?}"),
     }
     assert_eq!(

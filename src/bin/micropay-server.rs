@@ -15,7 +15,7 @@ use clap::{ArgAction, Parser, Subcommand};
 use micropay::core::limits::*;
 use micropay::core::name::Name;
 use micropay::core::rotation::KeyChange;
-use micropay::ledger::{audit_at, DbLocation, Ledger, LedgerConfig};
+use micropay::ledger::{audit_at_with_keys, DbLocation, Ledger, LedgerConfig};
 use micropay::net::revocation::Crl;
 use micropay::net::tls::{self, Material};
 use micropay::server::{random_server_id, PresenceOptions, ServerLimits, ServerOptions};
@@ -122,6 +122,11 @@ enum Command {
         /// The ledger: an SQLite file or a PostgreSQL URL.
         #[arg(long, env = "MICROPAY_DB", default_value = "micropay.db")]
         db: DbLocation,
+        /// Server certificates (PEM) whose keys must have signed the
+        /// log's checkpoints; without one, checkpoints are checked
+        /// against the stored payments but their signatures are not.
+        #[arg(long = "server-cert", value_name = "FILE")]
+        server_certs: Vec<PathBuf>,
     },
     /// Copy an SQLite ledger to a new owner-only file while the server
     /// runs (SQLite's online backup API), then audit the copy.
@@ -170,7 +175,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     micropay::system::logging::init(args.verbose as i8 - args.quiet as i8, "info");
     let result = match &args.command {
-        Some(Command::Audit { db }) => run_audit(db),
+        Some(Command::Audit { db, server_certs }) => run_audit_with(db, server_certs),
         Some(Command::Backup { db, to, force }) => run_backup(db, to, *force),
         Some(Command::Migrate { from, to }) => run_migrate(from, to),
         Some(Command::Rebind { name, cert, ca, db }) => run_rebind(name, cert, ca, db),
@@ -238,11 +243,31 @@ fn run_migrate(from: &std::path::Path, to: &DbLocation) -> Result<ExitCode> {
 }
 
 fn run_audit(db: &DbLocation) -> Result<ExitCode> {
+    run_audit_with(db, &[])
+}
+
+/// The keys of the server certificates in `files` (PEM).
+fn server_keys(files: &[PathBuf]) -> Result<Vec<micropay::core::keys::VerifyingKey>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut keys = Vec::new();
+    for file in files {
+        let der = CertificateDer::from_pem_file(file)
+            .with_context(|| format!("reading the certificate {}", file.display()))?;
+        let key = micropay::net::identity::public_key_of_cert(&der)
+            .with_context(|| format!("the key of {}", file.display()))?;
+        keys.push(key);
+    }
+    Ok(keys)
+}
+
+fn run_audit_with(db: &DbLocation, server_certs: &[PathBuf]) -> Result<ExitCode> {
     if let Some(path) = db.sqlite_path() {
         anyhow::ensure!(path.exists(), "no ledger at {}", path.display());
     }
+    let keys = server_keys(server_certs)?;
     // The location prints without any password.
-    let report = audit_at(db).with_context(|| format!("auditing {db}"))?;
+    let report = audit_at_with_keys(db, &keys).with_context(|| format!("auditing {db}"))?;
     println!("ledger      {db}");
     println!("accounts    {}", report.accounts);
     println!("payments    {}", report.payments);
@@ -251,6 +276,10 @@ fn run_audit(db: &DbLocation) -> Result<ExitCode> {
     println!("balances    {}", report.total_balances);
     println!("channels    {}", report.channels);
     println!("held        {}", report.total_held);
+    println!(
+        "checkpoints {} ({} signatures checked)",
+        report.checkpoints, report.checkpoint_signatures
+    );
     if report.violations.is_empty() {
         println!("audit: OK (every signature verifies; balances equal grants plus payments)");
         Ok(ExitCode::SUCCESS)

@@ -258,3 +258,20 @@ pub const CHANNEL_AUTOCLOSE_MARGIN_S: u64 = 120;
 
 /// Most payment channels the first page of `history` lists.
 pub const CHANNEL_HISTORY_MAX: u32 = 20;
+
+// The tamper-evident log (docs/PROTOCOL.md, "The log").
+
+/// Largest signed checkpoint note a client accepts, bytes: an origin, a
+/// size, a root and a few signature lines fit far below this.
+pub const CHECKPOINT_NOTE_BYTES_MAX: usize = 4 * 1024;
+
+/// Longest log origin (the first line of a checkpoint), bytes.
+pub const LOG_ORIGIN_BYTES_MAX: usize = 128;
+
+/// Most hashes an inclusion or consistency proof may carry: a tree of
+/// 2^63 leaves needs at most 2 × 63.
+pub const PROOF_HASHES_MAX: usize = 128;
+
+/// Distinct verified checkpoints a client remembers, so that the receipts
+/// of one batch cost one signature check (least recently used goes first).
+pub const CHECKPOINT_CACHE_MAX: usize = 64;

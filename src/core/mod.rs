@@ -5,9 +5,13 @@
 pub mod batch;
 pub mod channel;
 pub mod channel_rules;
+pub mod checkpoint;
 pub mod keys;
 pub mod limits;
+pub mod log_proof;
+pub mod log_record;
 pub mod memory_ledger;
+pub mod merkle;
 pub mod name;
 pub mod payment;
 pub mod refusal_budget;

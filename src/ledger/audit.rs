@@ -19,6 +19,12 @@
 //!   is n × value, a close's link hashes to the root and pays exactly
 //!   index × value, an expiry returns the hold after expiry plus grace;
 //!   and grants = available balances + open holds.
+//! - the log (docs/PROTOCOL.md, "The log"): the Merkle tree recomputed
+//!   from the stored payments reaches the root of every stored
+//!   checkpoint at its size, every checkpoint's note says what its row
+//!   says, and (given the server's key) its signature verifies; so a
+//!   rewritten, deleted or truncated payment is found even where the
+//!   other checks cannot see it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
@@ -26,6 +32,7 @@ use std::path::Path;
 use crate::core::keys::VerifyingKey;
 use crate::core::limits::MEMO_BYTES_MAX;
 use crate::core::memory_ledger::MemoryLedger;
+use crate::core::merkle::MerkleTree;
 use crate::core::name::Name;
 use crate::core::payment::{Payment, PaymentId, SignedPayment};
 use crate::core::rotation::KeyChange;
@@ -33,6 +40,7 @@ use crate::core::rules::{Decision, VerifiedPayment};
 use crate::ledger::channel_rows::StoredChannel;
 use crate::ledger::key_audit::{audit_row, AuditedRow};
 use crate::ledger::location::DbLocation;
+use crate::ledger::log::{audit_checkpoints, stored_leaf};
 use crate::ledger::postgres::PgStore;
 use crate::ledger::sqlite::SqliteStore;
 use crate::ledger::{AuditVisitor, LedgerError, LedgerStore, StoredKeyChange, StoredPayment};
@@ -54,6 +62,11 @@ pub struct AuditReport {
     pub channels: u64,
     /// Sum of the holds of open channels: grants = balances + held.
     pub total_held: u128,
+    /// Stored checkpoints checked against the recomputed tree.
+    pub checkpoints: u64,
+    /// Of those, how many had their signature checked (with a key given
+    /// to [`audit_at_with_keys`]).
+    pub checkpoint_signatures: u64,
     /// Every violation found; empty means the ledger is sound.
     pub violations: Vec<String>,
 }
@@ -67,17 +80,45 @@ pub fn audit(path: &Path) -> Result<AuditReport, LedgerError> {
 /// Audits the ledger at `location` (an SQLite file or a PostgreSQL
 /// database), read-only.
 pub fn audit_at(location: &DbLocation) -> Result<AuditReport, LedgerError> {
+    audit_at_with_keys(location, &[])
+}
+
+/// Like [`audit_at`], also checking every checkpoint's signature with
+/// one of `log_keys` (the servers' keys).
+pub fn audit_at_with_keys(
+    location: &DbLocation,
+    log_keys: &[VerifyingKey],
+) -> Result<AuditReport, LedgerError> {
     match location {
-        DbLocation::Sqlite(path) => audit(path),
-        DbLocation::Postgres(url) => audit_store(&PgStore::open_read_only(url)?),
+        DbLocation::Sqlite(path) => {
+            audit_store_with_keys(&SqliteStore::open_read_only(path)?, log_keys)
+        }
+        DbLocation::Postgres(url) => {
+            audit_store_with_keys(&PgStore::open_read_only(url)?, log_keys)
+        }
     }
 }
 
 /// Audits any store.
 pub fn audit_store(store: &dyn LedgerStore) -> Result<AuditReport, LedgerError> {
+    audit_store_with_keys(store, &[])
+}
+
+/// Audits any store, checking checkpoint signatures with `log_keys`.
+pub fn audit_store_with_keys(
+    store: &dyn LedgerStore,
+    log_keys: &[VerifyingKey],
+) -> Result<AuditReport, LedgerError> {
     let mut auditor = Auditor::default();
     store.scan(&mut auditor)?;
-    Ok(auditor.finish())
+    let checkpoints = store.checkpoints()?;
+    let tree = std::mem::take(&mut auditor.tree);
+    let mut report = auditor.finish();
+    let found = audit_checkpoints(&tree, &checkpoints, log_keys);
+    report.checkpoints = checkpoints.len() as u64;
+    report.checkpoint_signatures = found.signatures;
+    report.violations.extend(found.violations);
+    Ok(report)
 }
 
 /// The checks, fed row by row.
@@ -103,6 +144,8 @@ pub struct Auditor {
     /// Every key each account ever had, to check channel commitments
     /// signed before a rotation.
     all_keys: HashMap<String, Vec<VerifyingKey>>,
+    /// The log's tree, recomputed from the payment rows.
+    tree: MerkleTree,
 }
 
 /// A key change waiting for its position among the payments.
@@ -189,6 +232,7 @@ impl AuditVisitor for Auditor {
 
     fn payment(&mut self, row: StoredPayment) {
         self.report.payments += 1;
+        self.tree.push(stored_leaf(&row));
         let seq = row.seq;
         self.apply_key_changes(u64::try_from(seq).unwrap_or(0));
         if seq != self.next_seq + 1 {
@@ -364,7 +408,7 @@ fn opening_model(
     model
 }
 
-fn parse_payment(row: &StoredPayment) -> Option<SignedPayment> {
+pub(crate) fn parse_payment(row: &StoredPayment) -> Option<SignedPayment> {
     let id: [u8; 16] = row.id.as_slice().try_into().ok()?;
     Some(SignedPayment {
         payment: Payment {

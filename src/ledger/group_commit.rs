@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::core::limits::GROUP_COMMIT_BATCH_MAX;
 use crate::ledger::handle::KeyRegistry;
-use crate::ledger::{Answer, Command, CommitObserver, LedgerError, LedgerStore};
+use crate::ledger::{Answer, Command, CommitObserver, LedgerError, LedgerStore, Sealer};
 
 /// A command with the channel its answer goes back on.
 pub struct Queued {
@@ -41,13 +41,15 @@ struct WriterStats {
 }
 
 /// Runs the writer until it is told to stop or every sender is gone,
-/// telling `observer` about each commit.
+/// telling `observer` about each commit and sealing each batch into the
+/// log with `sealer`.
 pub fn run_writer(
     store: Arc<dyn LedgerStore>,
     mut rx: mpsc::Receiver<WriterMessage>,
     keys: KeyRegistry,
     now_ms: impl Fn() -> u64,
     observer: Arc<dyn CommitObserver>,
+    mut sealer: Box<dyn Sealer>,
 ) {
     let mut stats = WriterStats::default();
     let mut batch: Vec<Queued> = Vec::with_capacity(GROUP_COMMIT_BATCH_MAX);
@@ -69,7 +71,7 @@ pub fn run_writer(
         let commands = batch.len();
         stats.commands += commands as u64;
         let started = Instant::now();
-        commit_and_answer(store.as_ref(), &mut batch, &keys, now_ms());
+        commit_and_answer(store.as_ref(), &mut batch, &keys, now_ms(), sealer.as_mut());
         let elapsed = started.elapsed();
         stats.batches += 1;
         stats.commit_us += elapsed.as_micros() as u64;
@@ -103,10 +105,15 @@ fn commit_and_answer(
     batch: &mut Vec<Queued>,
     keys: &KeyRegistry,
     now_ms: u64,
+    sealer: &mut dyn Sealer,
 ) {
     let (commands, replies): (Vec<Command>, Vec<_>) =
         batch.drain(..).map(|q| (q.command, q.reply)).unzip();
-    match store.commit(&commands, now_ms) {
+    let committed = store.commit(&commands, now_ms, sealer);
+    // Before any answer goes out, so that a receipt's proof can use the
+    // batch's checkpoint.
+    sealer.settle(committed.is_ok());
+    match committed {
         Ok(answers) => {
             assert_eq!(answers.len(), commands.len(), "one answer per command");
             publish_keys(keys, &commands, &answers);

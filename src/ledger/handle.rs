@@ -19,6 +19,7 @@ use crate::core::rotation::KeyChange;
 use crate::core::rules::{Refusal, RegisteredKey, VerifiedPayment};
 use crate::ledger::group_commit::{run_writer, Queued, WriterMessage};
 use crate::ledger::location::DbLocation;
+use crate::ledger::log::{Log, LogConfig, NoSealer, Sealer};
 use crate::ledger::postgres::PgStore;
 use crate::ledger::sqlite::SqliteStore;
 use crate::ledger::{
@@ -46,6 +47,7 @@ pub struct Ledger {
     store: Arc<dyn LedgerStore>,
     keys: KeyRegistry,
     writer: Mutex<Option<JoinHandle<()>>>,
+    log: Log,
 }
 
 impl Ledger {
@@ -60,6 +62,16 @@ impl Ledger {
         config: &LedgerConfig,
         observer: Arc<dyn CommitObserver>,
     ) -> Result<Ledger, LedgerError> {
+        Ledger::open_logged(config, observer, None)
+    }
+
+    /// Like [`Ledger::open_observed`], keeping the log `log` (its tree read
+    /// from the stored payments, checked against its latest checkpoint).
+    pub fn open_logged(
+        config: &LedgerConfig,
+        observer: Arc<dyn CommitObserver>,
+        log: Option<LogConfig>,
+    ) -> Result<Ledger, LedgerError> {
         if config.initial_balance > INITIAL_BALANCE_MAX {
             return Err(LedgerError::InitialBalance(INITIAL_BALANCE_MAX));
         }
@@ -67,7 +79,11 @@ impl Ledger {
             DbLocation::Sqlite(path) => Arc::new(SqliteStore::open(path, config.initial_balance)?),
             DbLocation::Postgres(url) => Arc::new(PgStore::open(url, config.initial_balance)?),
         };
-        Ledger::start_observed(store, observer)
+        let log = match log {
+            Some(log) => Log::load(store.as_ref(), log)?,
+            None => Log::disabled(),
+        };
+        Ledger::start_with(store, observer, log)
     }
 
     /// Starts the writer over an opened store.
@@ -80,7 +96,7 @@ impl Ledger {
         store: Arc<dyn LedgerStore>,
         observer: Arc<dyn CommitObserver>,
     ) -> Result<Ledger, LedgerError> {
-        Ledger::start_clocked(store, observer, crate::system::clock::now_ms)
+        Ledger::start_with(store, observer, Log::disabled())
     }
 
     /// Like [`Ledger::start_observed`], deciding every batch at the time
@@ -91,6 +107,31 @@ impl Ledger {
         observer: Arc<dyn CommitObserver>,
         clock: impl Fn() -> u64 + Send + 'static,
     ) -> Result<Ledger, LedgerError> {
+        Ledger::start_full(store, observer, Log::disabled(), clock)
+    }
+
+    /// Starts the writer over an opened store, keeping `log`.
+    pub fn start_with(
+        store: Arc<dyn LedgerStore>,
+        observer: Arc<dyn CommitObserver>,
+        log: Log,
+    ) -> Result<Ledger, LedgerError> {
+        Ledger::start_full(store, observer, log, crate::system::clock::now_ms)
+    }
+
+    /// Starts the writer over an opened store, keeping `log`, deciding at
+    /// the times `clock` gives.
+    fn start_full(
+        store: Arc<dyn LedgerStore>,
+        observer: Arc<dyn CommitObserver>,
+        log: Log,
+        clock: impl Fn() -> u64 + Send + 'static,
+    ) -> Result<Ledger, LedgerError> {
+        let sealer: Box<dyn Sealer> = if log.origin().is_some() {
+            Box::new(log.clone())
+        } else {
+            Box::new(NoSealer)
+        };
         let keys: KeyRegistry = Arc::new(RwLock::new(
             store
                 .keys()?
@@ -102,14 +143,20 @@ impl Ledger {
         let (writer_store, writer_keys) = (store.clone(), keys.clone());
         let writer = std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || run_writer(writer_store, rx, writer_keys, clock, observer))
+            .spawn(move || run_writer(writer_store, rx, writer_keys, clock, observer, sealer))
             .map_err(|e| LedgerError::Database(format!("cannot start the writer: {e}")))?;
         Ok(Ledger {
             commands: tx,
             store,
             keys,
             writer: Mutex::new(Some(writer)),
+            log,
         })
+    }
+
+    /// The log: proofs and checkpoints for handlers.
+    pub fn log(&self) -> &Log {
+        &self.log
     }
 
     /// The registered key of `name`, if any: from the cache, or (for an

@@ -7,7 +7,8 @@
 //! | [`handle`] | [`Ledger`]: what the server holds; queues writes to the group-commit writer, runs reads off the async runtime |
 //! | [`group_commit`] | the single writer thread: drains the queue into batches, one commit each, answers after the commit |
 //! | [`observer`] | [`CommitObserver`]: what the writer reports after each commit (batch size, commit time), for metrics |
-//! | [`mod@audit`] | the checks every backend shares: signatures, replay through the rules, conservation |
+//! | [`mod@audit`] | the checks every backend shares: signatures, replay through the rules, conservation, the log's checkpoints |
+//! | [`log`] | the Merkle log of settled payments: the tree in memory, one signed checkpoint per batch (stored in the batch's transaction), proofs for replies |
 //! | [`migrate`] | copying a whole SQLite ledger into an empty PostgreSQL database, audited on the way |
 //! | [`channel_rows`] | payment channels as stored: the raw row, decoding it, what audit checks of it |
 //! | [`key_history`] | the key-history rows (every key an account had) as written, stored and read |
@@ -29,6 +30,7 @@ pub mod handle;
 mod key_audit;
 pub mod key_history;
 pub mod location;
+pub mod log;
 pub mod migrate;
 pub mod observer;
 pub mod postgres;
@@ -43,10 +45,11 @@ use crate::core::payment::{PaymentId, Receipt, SignedPayment};
 use crate::core::rotation::KeyChange;
 use crate::core::rules::{LedgerView, Refusal, RegisteredKey, VerifiedPayment};
 
-pub use audit::{audit, audit_at, AuditReport};
+pub use audit::{audit, audit_at, audit_at_with_keys, AuditReport};
 pub use handle::{KeyRegistry, Ledger, LedgerConfig};
 pub use key_history::{KeyEntry, StoredKeyChange};
 pub use location::{DbLocation, DbLocationError};
+pub use log::{Log, LogConfig, NoSealer, Sealer, StoredCheckpoint};
 pub use observer::{CommitObserver, NoCommitObserver};
 
 /// Why the ledger could not do what was asked (as opposed to a
@@ -300,9 +303,17 @@ pub trait LedgerStore: Send + Sync + 'static {
     /// account).
     fn key_history(&self, name: &Name) -> Result<Vec<KeyEntry>, LedgerError>;
     /// Decides `batch` at `now_ms` with the rules and commits the effects
-    /// in one durable transaction; answers in the batch's order. On error
-    /// nothing of the batch is applied.
-    fn commit(&self, batch: &[Command], now_ms: u64) -> Result<Vec<Answer>, LedgerError>;
+    /// in one durable transaction, together with the checkpoint `sealer`
+    /// returns for the batch's effects; answers in the batch's order. On
+    /// error nothing of the batch is applied (the caller tells `sealer`).
+    fn commit(
+        &self,
+        batch: &[Command],
+        now_ms: u64,
+        sealer: &mut dyn Sealer,
+    ) -> Result<Vec<Answer>, LedgerError>;
+    /// Every stored checkpoint, by origin then tree size.
+    fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, LedgerError>;
     /// The committed balance of `name`.
     fn balance(&self, name: &Name) -> Result<Option<u64>, LedgerError>;
     /// Up to `limit` of `name`'s payments with `seq < before_seq`, newest

@@ -12,6 +12,7 @@
 pub mod channel_payee;
 pub mod channel_payer;
 pub mod channel_serve;
+pub mod log_state;
 mod rotate;
 mod send;
 mod serve;
@@ -20,14 +21,18 @@ pub mod statement;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::core::keys::SigningKey;
-use crate::core::limits::CONNECT_TIMEOUT_MS_DEFAULT;
+use crate::core::checkpoint::{Checkpoint, CheckpointCache};
+use crate::core::keys::{SigningKey, VerifyingKey};
+use crate::core::limits::{CHECKPOINT_CACHE_MAX, CONNECT_TIMEOUT_MS_DEFAULT};
+use crate::core::log_proof::{verify_in_log, LogClaim, LogProofError};
 use crate::core::name::Name;
 use crate::core::payment::PaymentId;
+use crate::core::payment::{SignedPayment, SignedReceipt};
 use crate::net::identity::Identity;
 use crate::net::link::{host_of, CallError, Link};
 use crate::net::revocation::{Crl, CrlError};
 use crate::net::tls::{self, Material, TlsError};
+use crate::wire::LogProofJson;
 
 pub use rotate::{rotate, rotation_statement};
 pub use send::{send, SendOptions, Sent};
@@ -100,6 +105,14 @@ pub enum PeerError {
     /// The receipt did not verify against the server's key.
     #[error("the receipt for {0} does not carry a valid server signature for this payment")]
     BadReceipt(PaymentId),
+    /// The receipt's log proof did not verify: the server's log does not
+    /// hold the payment it signed a receipt for.
+    #[error("the log proof for {0} does not verify: {1}")]
+    BadLogProof(PaymentId, crate::core::log_proof::LogProofError),
+    /// The payment settled, but the server's log no longer extends the
+    /// checkpoint this client saw before.
+    #[error("payment {0} settled, but {1}")]
+    LogHistoryChanged(PaymentId, String),
 }
 
 /// One person: name, TLS configurations and signing key.
@@ -114,6 +127,8 @@ pub struct Person {
     listener: Arc<rustls::ServerConfig>,
     /// The CRL my peer listener enforces (`serve --crl`), if any.
     crl: Option<Arc<Crl>>,
+    /// Checkpoints whose signature I checked (bounded).
+    checkpoints: std::sync::Mutex<CheckpointCache>,
 }
 
 impl Person {
@@ -160,7 +175,29 @@ impl Person {
             client: tls::client_config(&material)?,
             listener: tls::peer_listener_config_with_crl(&material, crl.as_deref())?,
             crl,
+            checkpoints: std::sync::Mutex::new(CheckpointCache::new(CHECKPOINT_CACHE_MAX)),
         })
+    }
+
+    /// Verifies a receipt's log proof for `payment` against a checkpoint
+    /// signed by `server_key`, checking each distinct checkpoint's
+    /// signature once.
+    pub fn verify_in_log(
+        &self,
+        server_key: &VerifyingKey,
+        payment: &SignedPayment,
+        receipt: &SignedReceipt,
+        log: &LogProofJson,
+    ) -> Result<Checkpoint, LogProofError> {
+        let claim = LogClaim {
+            seq: receipt.receipt.seq,
+            settled_at_ms: receipt.receipt.settled_at_ms,
+            leaf_index: log.leaf_index,
+            proof: &log.inclusion_proof,
+            checkpoint: &log.checkpoint,
+        };
+        let mut cache = self.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
+        verify_in_log(&mut cache, server_key, payment, &claim)
     }
 
     /// The configuration for dialling a payee (see [`tls::payer_config`]).

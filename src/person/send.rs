@@ -15,7 +15,8 @@ use crate::core::payment::{Payment, PaymentId, SignedPayment, SignedReceipt};
 use crate::net::link::{CallError, Link};
 use crate::system::clock::now_s;
 use crate::wire::{
-    Balance, ErrorCode, OnlinePeer, PaymentJson, PaymentStatus, PeerRequest, ServerRequest, Settled,
+    Balance, ErrorCode, LogProofJson, OnlinePeer, PaymentJson, PaymentStatus, PeerRequest,
+    ServerRequest, Settled,
 };
 
 /// What `send` asks for.
@@ -38,6 +39,10 @@ pub struct SendOptions {
     /// amount and memo this is the identical payment, so the server
     /// settles it at most once and a retry returns the original receipt.
     pub retry: Option<(PaymentId, u64)>,
+    /// The state file of the last checkpoint seen per server: when set
+    /// and the server keeps a log, `send` checks after the receipt that
+    /// the log only grew since (docs/PROTOCOL.md §11.5).
+    pub log_state: Option<std::path::PathBuf>,
 }
 
 impl SendOptions {
@@ -51,6 +56,7 @@ impl SendOptions {
             timeout_ms: SEND_TIMEOUT_MS_DEFAULT,
             lifetime_s: PAYMENT_LIFETIME_DEFAULT_S,
             retry: None,
+            log_state: None,
         }
     }
 }
@@ -111,8 +117,11 @@ pub async fn send(person: &Person, options: &SendOptions) -> Result<Sent, PeerEr
             payment: PaymentJson::from(&signed),
         })
         .await;
-    let receipt = match handed {
-        Ok(settled) => SignedReceipt::try_from(&settled.receipt).map_err(CallError::Refused)?,
+    let (receipt, log) = match handed {
+        Ok(settled) => (
+            SignedReceipt::try_from(&settled.receipt).map_err(CallError::Refused)?,
+            settled.log,
+        ),
         Err(payee_error) => {
             server.set_request_timeout_ms(STATUS_AFTER_FAILURE_TIMEOUT_MS);
             outcome_from_server(&server, options, &signed, payee_error).await?
@@ -121,8 +130,18 @@ pub async fn send(person: &Person, options: &SendOptions) -> Result<Sent, PeerEr
     let genuine = server_key
         .as_ref()
         .is_some_and(|k| receipt.verify(k).is_ok() && receipt.matches(&signed));
-    if !genuine {
+    let (true, Some(server_key)) = (genuine, server_key) else {
         return Err(PeerError::BadReceipt(signed.payment.id));
+    };
+    // A server that keeps a log proves the payment is in it; a receipt
+    // without a proof (a server without a log) stands on its signature.
+    if let Some(log) = &log {
+        person
+            .verify_in_log(&server_key, &signed, &receipt, log)
+            .map_err(|e| PeerError::BadLogProof(signed.payment.id, e))?;
+        if let Some(state) = &options.log_state {
+            check_history(&server, state, signed.payment.id).await?;
+        }
     }
     server.set_request_timeout_ms(STATUS_AFTER_FAILURE_TIMEOUT_MS);
     let balance: Balance = server.call(&ServerRequest::Balance {}).await?;
@@ -193,7 +212,7 @@ async fn outcome_from_server(
     options: &SendOptions,
     signed: &SignedPayment,
     payee_error: CallError,
-) -> Result<SignedReceipt, PeerError> {
+) -> Result<(SignedReceipt, Option<LogProofJson>), PeerError> {
     let id = signed.payment.id;
     let unknown = |reason: String| PeerError::OutcomeUnknown {
         payee: options.payee.clone(),
@@ -207,9 +226,10 @@ async fn outcome_from_server(
         })
         .await;
     match status {
-        Ok(PaymentStatus::Settled { receipt }) => {
-            Ok(SignedReceipt::try_from(&receipt).map_err(CallError::Refused)?)
-        }
+        Ok(PaymentStatus::Settled { receipt, log }) => Ok((
+            SignedReceipt::try_from(&receipt).map_err(CallError::Refused)?,
+            log,
+        )),
         Ok(PaymentStatus::Rejected { error }) => Err(CallError::Refused(error).into()),
         Err(CallError::Refused(e)) if e.code == ErrorCode::NotFound => Err(unknown(format!(
             "the payee said: {payee_error}; the server has no record of it yet"
@@ -217,5 +237,26 @@ async fn outcome_from_server(
         Err(status_error) => Err(unknown(format!(
             "the payee said: {payee_error}; asking the server failed: {status_error}"
         ))),
+    }
+}
+
+/// Checks that the server's log only grew since this client last saw it.
+/// A changed history is an error (the payment did settle); a state file
+/// that cannot be used is only a warning, since the payment is done.
+async fn check_history(
+    server: &Link,
+    state: &std::path::Path,
+    id: PaymentId,
+) -> Result<(), PeerError> {
+    use crate::person::log_state::{check_log, LogStateError};
+    match check_log(server, state).await {
+        Ok(_) => Ok(()),
+        Err(e @ LogStateError::HistoryChanged { .. }) => {
+            Err(PeerError::LogHistoryChanged(id, e.to_string()))
+        }
+        Err(e) => {
+            tracing::warn!("could not check the server's log history: {e}");
+            Ok(())
+        }
     }
 }

@@ -541,6 +541,7 @@ async fn take_payment(
             "the server's receipt is for a different payment",
         ));
     }
+    check_log_proof(ctx, &server, &signed, &receipt, &settled)?;
     info!(payer = %p.payer, amount = p.amount_minor, seq = receipt.receipt.seq, "received");
     let event = ServeEvent::Received {
         payment_id: p.id.to_hex(),
@@ -599,4 +600,31 @@ fn check_handed(ctx: &PayeeCtx, payer: &Identity, signed: &SignedPayment) -> Res
             ),
         )
     })
+}
+
+/// The payee's check of the server's log proof for a payment it settled:
+/// the proof must lead to a checkpoint signed by the server's key (each
+/// distinct checkpoint is checked once). A reply without a proof comes
+/// from a server that keeps no log.
+fn check_log_proof(
+    ctx: &PayeeCtx,
+    server: &Link,
+    signed: &SignedPayment,
+    receipt: &SignedReceipt,
+    settled: &Settled,
+) -> Result<(), WireError> {
+    let Some(log) = &settled.log else {
+        return Ok(());
+    };
+    let bad = |why: String| {
+        WireError::new(
+            ErrorCode::Internal,
+            format!("the server's log proof does not verify: {why}"),
+        )
+    };
+    let key = server.server_key().map_err(|e| bad(e.to_string()))?;
+    ctx.person
+        .verify_in_log(&key, signed, receipt, log)
+        .map(|_| ())
+        .map_err(|e| bad(e.to_string()))
 }

@@ -27,7 +27,7 @@ use tracing::{debug, info};
 
 use crate::core::keys::SigningKey;
 use crate::core::limits::{METRICS_REFRESH_TIMEOUT_MS, PRESENCE_LEASE_MS_DEFAULT};
-use crate::ledger::{DbLocation, Ledger, LedgerConfig, LedgerError};
+use crate::ledger::{DbLocation, Ledger, LedgerConfig, LedgerError, LogConfig};
 use crate::metrics::http::{Exposition, MetricsError, RenderFuture};
 use crate::metrics::ServerMetrics;
 use crate::net::revocation::Crl;
@@ -215,9 +215,15 @@ async fn open_shared(options: ServerOptions) -> Result<Arc<Shared>, ServerError>
     let config = options.ledger.clone();
     let metrics = Arc::new(ServerMetrics::new());
     let observer = metrics.clone();
-    let ledger = tokio::task::spawn_blocking(move || Ledger::open_observed(&config, observer))
-        .await
-        .map_err(|e| LedgerError::Database(format!("opening the ledger failed: {e}")))??;
+    let signing_key = Arc::new(options.signing_key);
+    let log = LogConfig {
+        origin: log_origin(signing_key.verifying_key()),
+        key: signing_key.clone(),
+    };
+    let ledger =
+        tokio::task::spawn_blocking(move || Ledger::open_logged(&config, observer, Some(log)))
+            .await
+            .map_err(|e| LedgerError::Database(format!("opening the ledger failed: {e}")))??;
     let presence: Box<dyn Presence> = match &options.ledger.location {
         DbLocation::Postgres(url) => {
             let p = &options.presence;
@@ -228,7 +234,7 @@ async fn open_shared(options: ServerOptions) -> Result<Arc<Shared>, ServerError>
         }
         DbLocation::Sqlite(_) => Box::new(MemoryPresence::new()),
     };
-    let fingerprint = options.signing_key.verifying_key().fingerprint();
+    let fingerprint = signing_key.verifying_key().fingerprint();
     let revocations = options
         .crl
         .as_ref()
@@ -239,7 +245,7 @@ async fn open_shared(options: ServerOptions) -> Result<Arc<Shared>, ServerError>
         cx: Context {
             ledger,
             presence,
-            signing_key: options.signing_key,
+            signing_key,
             fingerprint,
             refusals: std::sync::Mutex::new(RefusalBudget::new(
                 REFUSAL_WINDOW_MS,
@@ -362,4 +368,12 @@ impl Exposition for Scrape {
             cx.metrics.encode()
         })
     }
+}
+
+/// The origin of the log a server keeps: `micropay/` and the first 16 hex
+/// digits of its key's fingerprint, so that it stays the same across
+/// restarts and differs between servers with their own keys.
+pub fn log_origin(key: &crate::core::keys::VerifyingKey) -> String {
+    let fingerprint = key.fingerprint();
+    format!("micropay/{}", &fingerprint[..16.min(fingerprint.len())])
 }

@@ -254,6 +254,10 @@ pub enum PaymentStatus {
     Settled {
         /// The server-signed receipt.
         receipt: ReceiptJson,
+        /// The log's proof that the payment is in its tree, when the
+        /// server keeps a log.
+        #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+        log: Option<LogProofJson>,
     },
     /// Refused for good; the same payment will always be refused so.
     Rejected {
@@ -271,6 +275,41 @@ pub struct Settled {
     /// original one and nothing moved now.
     #[serde(default)]
     pub replay: bool,
+    /// The log's proof that the payment is in its tree, when the server
+    /// keeps a log.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<LogProofJson>,
+}
+
+/// A settled payment's place in the log (docs/PROTOCOL.md, "The log"):
+/// its leaf, the inclusion proof and the signed checkpoint it leads to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogProofJson {
+    /// Leaf index: the payment's seq − 1.
+    pub leaf_index: u64,
+    /// The RFC 9162 inclusion proof, lowercase hex hashes, leaf side first.
+    pub inclusion_proof: Vec<String>,
+    /// The checkpoint (a C2SP signed note) whose root the proof reaches.
+    pub checkpoint: String,
+}
+
+/// `checkpoint`: the log's latest signed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointJson {
+    /// The signed note.
+    pub checkpoint: String,
+}
+
+/// `consistency`: the proof that the tree of `from_size` leaves is a
+/// prefix of the tree of `to_size` leaves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsistencyJson {
+    /// The older size.
+    pub from_size: u64,
+    /// The newer size.
+    pub to_size: u64,
+    /// The RFC 9162 consistency proof, lowercase hex hashes.
+    pub proof: Vec<String>,
 }
 
 /// `rotate`: the key the account is bound to now.

@@ -80,6 +80,15 @@ pub enum ServerRequest {
         /// `w_index`, 64 hex digits.
         link: String,
     },
+    /// The log's latest signed checkpoint.
+    Checkpoint {},
+    /// The consistency proof between two tree sizes of the log.
+    Consistency {
+        /// The older size.
+        from_size: u64,
+        /// The newer size (at most the latest checkpoint's).
+        to_size: u64,
+    },
 }
 
 /// What a payer asks of a payee's peer listener.

@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """A micropay client written from docs/PROTOCOL.md alone: Python's ssl module
 and an Ed25519 library (cryptography). It registers two people, submits a
-payment directly as its payer, checks the server's receipt signature, and
-prints one JSON summary line.
+payment directly as its payer, checks the server's receipt signature and
+the receipt's log proof (section 10: the settlement record, the RFC 9162
+inclusion proof and the signed-note checkpoint), and prints one JSON summary
+line.
 
 usage: protocol_client.py CERT_DIR HOST PORT
 """
+import base64
+import hashlib
 import json
 import os
 import socket
@@ -52,6 +56,51 @@ def receipt_bytes(r):
             + bytes.fromhex(r["payment_hash"]))
 
 
+def H(b):
+    return hashlib.sha256(b).digest()
+
+
+def settlement_record(canonical, signature, seq, settled_at_ms):
+    tag = b"micropay-log-settlement-v1"
+    return (b"\x01" + short(tag) + struct.pack(">QQ", seq, settled_at_ms)
+            + struct.pack(">H", len(canonical)) + canonical
+            + struct.pack(">H", len(signature)) + signature)
+
+
+def verify_inclusion(h, i, n, proof, root):
+    # RFC 9162 section 2.1.3.2.
+    f, s = i, n - 1
+    for p in proof:
+        if s == 0:
+            return False
+        if f & 1 or f == s:
+            h = H(b"\x01" + p + h)
+            while f and not f & 1:
+                f >>= 1
+                s >>= 1
+        else:
+            h = H(b"\x01" + h + p)
+        f >>= 1
+        s >>= 1
+    return s == 0 and h == root
+
+
+def open_checkpoint(note, server_key):
+    """The checkpoint's (size, root) after checking its Ed25519 signature."""
+    body, signatures = note.split("\n\n", 1)
+    body += "\n"
+    origin, size, root = body.splitlines()[:3]
+    raw = server_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    key_id = H(origin.encode() + b"\n\x01" + raw)[:4]
+    for line in signatures.splitlines():
+        dash, name, blob = line.split(" ")
+        blob = base64.b64decode(blob)
+        if dash == "\u2014" and name == origin and blob[:4] == key_id:
+            server_key.verify(blob[4:], body.encode())
+            return int(size), base64.b64decode(root)
+    raise AssertionError("no signature by the server's key")
+
+
 def main():
     cert_dir, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
     # Vector from docs/PROTOCOL.md section 4.3.
@@ -81,6 +130,17 @@ def main():
     server_cert = x509.load_der_x509_certificate(alice_sock.getpeercert(binary_form=True))
     server_cert.public_key().verify(bytes.fromhex(receipt["signature"]), receipt_bytes(receipt))
 
+    # The payment is in the server's log: rebuild its leaf, follow the
+    # inclusion proof to the root of the checkpoint the server signed.
+    result = reply["result"]
+    size, root = open_checkpoint(result["checkpoint"], server_cert.public_key())
+    canonical = payment_bytes(pid, "alice", "bob", 250, expires_at, "from python")
+    leaf = H(b"\x00" + settlement_record(canonical, sig, receipt["seq"], receipt["settled_at_ms"]))
+    proof = [bytes.fromhex(h) for h in result["inclusion_proof"]]
+    assert result["leaf_index"] == receipt["seq"] - 1, result
+    assert verify_inclusion(leaf, result["leaf_index"], size, proof, root), "inclusion proof"
+    assert not verify_inclusion(H(b"\x00"), result["leaf_index"], size, proof, root)
+
     # A tampered amount is refused.
     bad = dict(payment, id=os.urandom(16).hex(), amount=9999)
     tampered = call(alice, 3, "settle", payment=bad)
@@ -88,7 +148,8 @@ def main():
 
     balances = (call(alice, 4, "balance")["result"]["balance"],
                 call(bob, 2, "balance")["result"]["balance"])
-    print(json.dumps({"seq": receipt["seq"], "balances": balances, "receipt_verified": True}))
+    print(json.dumps({"seq": receipt["seq"], "balances": balances, "receipt_verified": True,
+                      "log_proof_verified": True}))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@
 //! or timed out, and nothing was paid; 4 outcome unknown: the payee holds the signed payment and the
 //! server has no outcome for it yet, so it may still settle until it
 //! expires (the payment id and expiry are printed: ask `status ID`, or
-//! retry the identical payment with `send --id ID --expires-at E`).
+//! retry the identical payment with `send --id ID --expires-at E`);
+//! 5 `verify-log` (or `send`, after its payment settled) found that the
+//! server's log history changed (rewritten, rolled back or forked) since
+//! this client last saw it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -229,6 +232,15 @@ enum Command {
         /// The payment id (32 hex digits).
         payment_id: String,
     },
+    /// Check that the server's log only grew since I last saw it: fetch
+    /// its latest signed checkpoint and a consistency proof from the one
+    /// remembered in the state file, then remember the new one.
+    VerifyLog {
+        /// The state file (default DIR/log-state.json, next to the
+        /// certificates).
+        #[arg(long, env = "MICROPAY_LOG_STATE")]
+        state: Option<PathBuf>,
+    },
 }
 
 /// A failure with its exit code.
@@ -307,6 +319,11 @@ impl From<PeerError> for Failure {
             PeerError::Listen { .. } => Failure::new(3, "listen_failed", e.to_string()),
             PeerError::Channels(_) => Failure::new(3, "channels_dir", e.to_string()),
             PeerError::BadReceipt(_) => Failure::new(1, "bad_receipt", e.to_string()),
+            PeerError::BadLogProof(..) => Failure::new(1, "bad_log_proof", e.to_string()),
+            PeerError::LogHistoryChanged(payment_id, _) => Failure {
+                payment_id: Some(payment_id.to_hex()),
+                ..Failure::new(5, "log_history_changed", e.to_string())
+            },
             PeerError::WrongListener { .. } => Failure::new(3, "wrong_listener", e.to_string()),
             PeerError::PayeeUnreachable { .. } => Failure::new(3, "connect_failed", e.to_string()),
             PeerError::OutcomeUnknown {
@@ -468,6 +485,9 @@ async fn run(args: &Args) -> Result<(), Failure> {
         Command::Status { payment_id } => {
             queries::status(&person, &args.server, payment_id, json).await
         }
+        Command::VerifyLog { state } => {
+            queries::verify_log(&person, &args.server, state_or(state, &args.certs), json).await
+        }
         Command::Send {
             payee,
             amount,
@@ -482,6 +502,7 @@ async fn run(args: &Args) -> Result<(), Failure> {
                 memo,
                 timeout_s: *timeout,
                 retry: id.as_deref().zip(*expires_at),
+                log_state: state_or(&None, &args.certs),
             };
             send::run(&person, &args.server, &request, json).await
         }
@@ -504,4 +525,12 @@ async fn run(args: &Args) -> Result<(), Failure> {
             serve::run(person, &args.server, request, json).await
         }
     }
+}
+
+/// `verify-log`'s state file: the one given, or log-state.json next to
+/// the certificates.
+fn state_or(state: &Option<PathBuf>, certs: &std::path::Path) -> PathBuf {
+    state
+        .clone()
+        .unwrap_or_else(|| certs.join("log-state.json"))
 }

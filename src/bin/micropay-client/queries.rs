@@ -129,7 +129,7 @@ pub async fn status(
         return Ok(());
     }
     match s {
-        PaymentStatus::Settled { receipt } => println!(
+        PaymentStatus::Settled { receipt, .. } => println!(
             "settled: {} paid {} {} (seq {}, at {})",
             escape(&receipt.payer),
             escape(&receipt.payee),
@@ -140,6 +140,46 @@ pub async fn status(
         PaymentStatus::Rejected { error } => {
             println!("refused: {}: {}", error.code, escape(&error.message))
         }
+    }
+    Ok(())
+}
+
+/// `verify-log`: the server's log is consistent with what this client saw
+/// before (exit 5 and a clear message when it is not).
+pub async fn verify_log(
+    person: &Person,
+    server: &str,
+    state: std::path::PathBuf,
+    json: bool,
+) -> Result<(), Failure> {
+    use micropay::person::log_state::{check_log, LogStateError};
+    let link = person.connect_server(server).await?;
+    let check = check_log(&link, &state).await.map_err(|e| match e {
+        LogStateError::Call(c) => Failure::from(c),
+        LogStateError::HistoryChanged { .. } => {
+            Failure::new(5, "log_history_changed", e.to_string())
+        }
+        LogStateError::File { .. } => Failure::usage(e.to_string()),
+        other => Failure::new(1, "bad_log", other.to_string()),
+    })?;
+    let origin = escape(&check.now.origin);
+    if json {
+        println!(
+            "{}",
+            json!({"ok": true, "origin": origin, "size": check.now.size,
+                   "previous_size": check.seen_size})
+        );
+        return Ok(());
+    }
+    match check.seen_size {
+        Some(seen) => println!(
+            "log {origin}: {} entries, consistent with the {seen} seen before",
+            check.now.size
+        ),
+        None => println!(
+            "log {origin}: {} entries (first contact; remembered)",
+            check.now.size
+        ),
     }
     Ok(())
 }

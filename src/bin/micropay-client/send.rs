@@ -23,6 +23,8 @@ pub struct Request<'a> {
     pub timeout_s: u64,
     /// The id and expiry of an earlier payment to retry.
     pub retry: Option<(&'a str, u64)>,
+    /// The log state file (`verify-log`'s), checked after the receipt.
+    pub log_state: std::path::PathBuf,
 }
 
 /// Checks the arguments, pays and prints the verified receipt.
@@ -93,6 +95,7 @@ fn options(person: &Person, server: &str, request: &Request<'_>) -> Result<SendO
     let mut options = SendOptions::new(server, payee, amount);
     options.memo = request.memo.to_owned();
     options.timeout_ms = request.timeout_s.saturating_mul(1000);
+    options.log_state = Some(request.log_state.clone());
     if let Some((id, expires_at_s)) = request.retry {
         // People may paste an id in capitals; the wire spelling is lowercase.
         let id = PaymentId::from_hex(&id.to_ascii_lowercase()).ok_or_else(|| {

@@ -35,6 +35,7 @@ use crate::core::payment::PaymentId;
 use crate::ledger::location::redact_url;
 use crate::ledger::{
     Answer, AuditVisitor, Command, HistoryPage, KeyEntry, LedgerError, LedgerStore, Outcome,
+    Sealer, StoredCheckpoint,
 };
 
 pub use schema::SCHEMA_VERSION;
@@ -254,14 +255,23 @@ impl LedgerStore for PgStore {
         self.block_on(async { read::key_history(self.reader().await?.client()?, name).await })
     }
 
-    fn commit(&self, batch: &[Command], now_ms: u64) -> Result<Vec<Answer>, LedgerError> {
+    fn commit(
+        &self,
+        batch: &[Command],
+        now_ms: u64,
+        sealer: &mut dyn Sealer,
+    ) -> Result<Vec<Answer>, LedgerError> {
         if !self.writable {
             return Err(LedgerError::Database(
                 "the ledger was opened read-only".into(),
             ));
         }
         let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        self.block_on(write::commit(self, &mut writer, batch, now_ms))
+        self.block_on(write::commit(self, &mut writer, batch, now_ms, sealer))
+    }
+
+    fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, LedgerError> {
+        self.block_on(async { read::checkpoints(self.reader().await?.client()?).await })
     }
 
     fn balance(&self, name: &Name) -> Result<Option<u64>, LedgerError> {

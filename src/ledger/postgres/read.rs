@@ -15,6 +15,8 @@ use crate::ledger::{
 };
 
 use super::pg_error;
+use crate::ledger::decode::{hash32, to_u64};
+use crate::ledger::StoredCheckpoint;
 
 /// Payment rows fetched at a time by the audit scan.
 const SCAN_PAGE_ROWS: i32 = 1_000;
@@ -311,4 +313,28 @@ fn stored_payment(r: &Row) -> Result<StoredPayment, LedgerError> {
         content_hash: r.try_get(8).map_err(pg_error)?,
         settled_at_ms: r.try_get(9).map_err(pg_error)?,
     })
+}
+
+/// Every stored checkpoint, by origin then tree size.
+pub(super) async fn checkpoints(client: &Client) -> Result<Vec<StoredCheckpoint>, LedgerError> {
+    let rows = client
+        .query(
+            "SELECT origin, tree_size, root, note, created_at_ms FROM checkpoints
+             ORDER BY origin, tree_size",
+            &[],
+        )
+        .await
+        .map_err(pg_error)?;
+    rows.iter()
+        .map(|r| {
+            let get = |e: tokio_postgres::Error| pg_error(e);
+            Ok(StoredCheckpoint {
+                origin: r.try_get(0).map_err(get)?,
+                size: to_u64(r.try_get(1).map_err(get)?, "tree_size")?,
+                root: hash32(r.try_get::<_, &[u8]>(2).map_err(get)?)?,
+                note: r.try_get(3).map_err(get)?,
+                at_ms: to_u64(r.try_get(4).map_err(get)?, "created_at_ms")?,
+            })
+        })
+        .collect()
 }

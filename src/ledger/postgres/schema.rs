@@ -11,8 +11,24 @@ use crate::ledger::LedgerError;
 use super::pg_error;
 
 /// The schema version this program writes.
-/// Version 3 adds the key history.
-pub const SCHEMA_VERSION: i32 = 4;
+/// Version 3 adds the key history; version 4 the payment channels;
+/// version 5 the log's checkpoints.
+pub const SCHEMA_VERSION: i32 = 5;
+
+/// The log's checkpoints, added by version 5 (as in SQLite's schema).
+const CHECKPOINTS: &str = "
+CREATE TABLE IF NOT EXISTS checkpoints (
+    origin        TEXT NOT NULL,
+    tree_size     BIGINT NOT NULL CHECK (tree_size >= 0),
+    root          BYTEA NOT NULL,
+    note          TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (origin, tree_size)
+);
+";
+
+/// From version 4: an empty checkpoints table.
+const MIGRATE_4_TO_5: &str = "INSERT INTO micropay_schema (version) VALUES (5);";
 
 /// The key history, added by version 3 (as in SQLite's schema).
 const KEY_HISTORY: &str = "
@@ -110,12 +126,16 @@ pub(super) async fn migrate(client: &mut Client, shown: &str) -> Result<(), Ledg
         .await
         .map_err(pg_error)?;
     if let Some(version) = stored_version(&tx).await? {
-        if version == 2 {
-            tx.batch_execute(KEY_HISTORY).await.map_err(pg_error)?;
-            tx.batch_execute(MIGRATE_2_TO_3).await.map_err(pg_error)?;
-        }
-        if version == 2 || version == 3 {
-            migrate_3_to_4(&tx).await?;
+        if (2..=4).contains(&version) {
+            if version == 2 {
+                tx.batch_execute(KEY_HISTORY).await.map_err(pg_error)?;
+                tx.batch_execute(MIGRATE_2_TO_3).await.map_err(pg_error)?;
+            }
+            if version <= 3 {
+                migrate_3_to_4(&tx).await?;
+            }
+            tx.batch_execute(CHECKPOINTS).await.map_err(pg_error)?;
+            tx.batch_execute(MIGRATE_4_TO_5).await.map_err(pg_error)?;
         } else {
             check_version(version, shown)?;
         }
@@ -126,6 +146,7 @@ pub(super) async fn migrate(client: &mut Client, shown: &str) -> Result<(), Ledg
     tx.batch_execute(super::channels::CHANNELS)
         .await
         .map_err(pg_error)?;
+    tx.batch_execute(CHECKPOINTS).await.map_err(pg_error)?;
     tx.execute(
         "INSERT INTO micropay_schema (version) VALUES ($1)",
         &[&SCHEMA_VERSION],

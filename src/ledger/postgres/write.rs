@@ -33,7 +33,7 @@ use crate::core::payment::{content_hash, PaymentId};
 use crate::core::rules::{LedgerView, Prior, PriorOutcome, RegisteredKey};
 use crate::ledger::decode::{hash32, name, payment_id, refusal, to_u64};
 use crate::ledger::key_history::KeyRow;
-use crate::ledger::{decide_command, Answer, Command, LedgerError};
+use crate::ledger::{decide_command, Answer, Command, LedgerError, Sealer, StoredCheckpoint};
 
 use super::{connect, pg_error, retriable, PgStore};
 
@@ -97,6 +97,7 @@ pub(super) async fn commit(
     writer: &mut Option<Client>,
     batch: &[Command],
     now_ms: u64,
+    sealer: &mut dyn Sealer,
 ) -> Result<Vec<Answer>, LedgerError> {
     let mut attempt = 0;
     loop {
@@ -114,7 +115,12 @@ pub(super) async fn commit(
                 Err(e) => return Err(e),
             },
         };
-        let error = match attempt_once(client, batch, now_ms, store.initial_balance).await {
+        let attempted = attempt_once(client, batch, now_ms, store.initial_balance, sealer).await;
+        if attempted.is_err() {
+            // A retry decides the batch afresh: forget what was sealed.
+            sealer.settle(false);
+        }
+        let error = match attempted {
             Ok(answers) => return Ok(answers),
             Err(Failure::Ledger(e)) => return Err(e),
             Err(Failure::Pg { error, at_commit }) => {
@@ -149,6 +155,7 @@ async fn attempt_once(
     batch: &[Command],
     now_ms: u64,
     initial_balance: u64,
+    sealer: &mut dyn Sealer,
 ) -> Result<Vec<Answer>, Failure> {
     let tx = client.transaction().await?;
     let last_seq: i64 = tx
@@ -164,6 +171,9 @@ async fn attempt_once(
         .collect();
     let (effects, last_seq) = decided.finish();
     write_effects(&tx, &effects).await?;
+    if let Some(c) = sealer.seal(&effects, now_ms) {
+        write_checkpoint(&tx, &c).await?;
+    }
     let last_seq = i64::try_from(last_seq)
         .map_err(|_| LedgerError::Corrupt(format!("payment seq {last_seq} out of range")))?;
     tx.execute(
@@ -575,5 +585,19 @@ async fn write_effects(tx: &Transaction<'_>, effects: &[Effect]) -> Result<(), F
         )
         .await?;
     }
+    Ok(())
+}
+
+/// Stores the batch's checkpoint in the batch's transaction.
+async fn write_checkpoint(tx: &Transaction<'_>, c: &StoredCheckpoint) -> Result<(), Failure> {
+    let size = i64::try_from(c.size)
+        .map_err(|_| LedgerError::Corrupt(format!("tree size {} out of range", c.size)))?;
+    let at_ms = i64::try_from(c.at_ms).unwrap_or(i64::MAX);
+    tx.execute(
+        "INSERT INTO checkpoints (origin, tree_size, root, note, created_at_ms)
+         VALUES ($1, $2, $3, $4, $5)",
+        &[&c.origin, &size, &&c.root[..], &c.note, &at_ms],
+    )
+    .await?;
     Ok(())
 }

@@ -32,6 +32,7 @@ use crate::core::name::Name;
 use crate::core::payment::PaymentId;
 use crate::ledger::{
     Answer, AuditVisitor, Command, HistoryPage, KeyEntry, LedgerError, LedgerStore, Outcome,
+    Sealer, StoredCheckpoint,
 };
 
 pub use backup::{backup, BackupError};
@@ -120,7 +121,12 @@ impl LedgerStore for SqliteStore {
         self.with_reader(|c| read::key_history(c, name))?
     }
 
-    fn commit(&self, batch: &[Command], now_ms: u64) -> Result<Vec<Answer>, LedgerError> {
+    fn commit(
+        &self,
+        batch: &[Command],
+        now_ms: u64,
+        sealer: &mut dyn Sealer,
+    ) -> Result<Vec<Answer>, LedgerError> {
         let Some(writer) = &self.writer else {
             return Err(LedgerError::Database(
                 "the ledger was opened read-only".into(),
@@ -129,7 +135,11 @@ impl LedgerStore for SqliteStore {
         writer
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .commit(batch, now_ms)
+            .commit(batch, now_ms, sealer)
+    }
+
+    fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, LedgerError> {
+        self.with_reader(read::checkpoints)?
     }
 
     fn balance(&self, name: &Name) -> Result<Option<u64>, LedgerError> {

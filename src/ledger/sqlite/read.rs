@@ -11,8 +11,8 @@ use crate::core::name::Name;
 use crate::core::payment::{content_hash, PaymentId};
 use crate::core::rules::RegisteredKey;
 use crate::ledger::{
-    AuditVisitor, HistoryPage, HistoryRow, KeyEntry, LedgerError, Outcome, StoredKeyChange,
-    StoredPayment,
+    AuditVisitor, HistoryPage, HistoryRow, KeyEntry, LedgerError, Outcome, StoredCheckpoint,
+    StoredKeyChange, StoredPayment,
 };
 
 type Read<T> = Result<Result<T, LedgerError>, rusqlite::Error>;
@@ -289,4 +289,35 @@ pub(super) fn scan(c: &Connection, visitor: &mut dyn AuditVisitor) -> Result<(),
         visitor.refusal();
     }
     Ok(())
+}
+
+/// Every stored checkpoint, by origin then tree size.
+pub(super) fn checkpoints(conn: &Connection) -> Read<Vec<StoredCheckpoint>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT origin, tree_size, root, note, created_at_ms FROM checkpoints
+         ORDER BY origin, tree_size",
+    )?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows
+        .into_iter()
+        .map(|(origin, size, root, note, at_ms)| {
+            Ok(StoredCheckpoint {
+                origin,
+                size: to_u64(size, "tree_size")?,
+                root: hash32(&root)?,
+                note,
+                at_ms: to_u64(at_ms, "created_at_ms")?,
+            })
+        })
+        .collect())
 }

@@ -15,8 +15,24 @@ use crate::ledger::LedgerError;
 /// Version 2 scopes payment ids to their payer; version 3 records the
 /// notAfter of the certificate behind each registered key; version 4 adds
 /// the key history (every key an account had, with its proof); version 5
-/// adds the payment channels (`channels`, see `channels.rs`).
-pub const SCHEMA_VERSION: i64 = 5;
+/// adds the payment channels (`channels`, see `channels.rs`); version 6
+/// adds the log's signed checkpoints.
+pub const SCHEMA_VERSION: i64 = 6;
+
+/// The log's checkpoints, added by version 6: one signed tree head per
+/// commit batch that settled payments (docs/PROTOCOL.md, "The log").
+/// Created empty by the migration from an older version: a ledger's first
+/// checkpoint then covers every payment settled before it.
+const CHECKPOINTS: &str = "
+CREATE TABLE IF NOT EXISTS checkpoints (
+    origin        TEXT NOT NULL,
+    tree_size     INTEGER NOT NULL CHECK (tree_size >= 0),
+    root          BLOB NOT NULL,
+    note          TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (origin, tree_size)
+) STRICT;
+";
 
 /// The key history, added by version 4: one row per key an account ever
 /// had, in the order the writer decided them.
@@ -144,6 +160,7 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), LedgerError> {
     let migrated = (|| {
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(KEY_HISTORY)?;
+        conn.execute_batch(CHECKPOINTS)?;
         if version == 3 && existing {
             conn.execute_batch(MIGRATE_3_TO_4)?;
         }

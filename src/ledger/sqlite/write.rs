@@ -13,7 +13,7 @@ use crate::core::name::Name;
 use crate::core::payment::PaymentId;
 use crate::core::rules::{LedgerView, Prior, PriorOutcome, Refusal, RefusalKind, RegisteredKey};
 use crate::ledger::key_history::KeyRow;
-use crate::ledger::{decide_command, Answer, Command, LedgerError};
+use crate::ledger::{decide_command, Answer, Command, LedgerError, Sealer, StoredCheckpoint};
 
 use super::read;
 use super::schema::db;
@@ -76,6 +76,7 @@ impl Writer {
         &mut self,
         batch: &[Command],
         now_ms: u64,
+        sealer: &mut dyn Sealer,
     ) -> Result<Vec<Answer>, LedgerError> {
         let priors = self.priors(batch)?;
         let base = BaseView {
@@ -89,7 +90,8 @@ impl Writer {
             .map(|command| decide_command(&mut decided, command, self.initial_balance, now_ms))
             .collect();
         let (effects, last_seq) = decided.finish();
-        if let Err(e) = self.write(&effects) {
+        let checkpoint = sealer.seal(&effects, now_ms);
+        if let Err(e) = self.write(&effects, checkpoint.as_ref()) {
             // Nothing of the batch may stay: the cache never saw it.
             let _ = self.conn.execute_batch("ROLLBACK");
             return Err(e);
@@ -173,10 +175,31 @@ impl Writer {
     }
 
     /// Writes every effect in one transaction and commits.
-    fn write(&self, effects: &[Effect]) -> Result<(), LedgerError> {
+    fn write(
+        &self,
+        effects: &[Effect],
+        checkpoint: Option<&StoredCheckpoint>,
+    ) -> Result<(), LedgerError> {
         self.conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
         for effect in effects {
             self.write_effect(effect).map_err(db)?;
+        }
+        if let Some(c) = checkpoint {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO checkpoints (origin, tree_size, root, note, created_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        c.origin,
+                        c.size as i64,
+                        &c.root[..],
+                        c.note,
+                        c.at_ms as i64
+                    ])
+                })
+                .map_err(db)?;
         }
         self.conn.execute_batch("COMMIT").map_err(db)
     }

@@ -8,6 +8,7 @@ mod channel;
 mod history;
 mod list;
 mod locate;
+mod log;
 mod offline;
 mod online;
 mod register;
@@ -35,8 +36,8 @@ pub struct Context {
     pub ledger: Ledger,
     /// Who is online.
     pub presence: Box<dyn Presence>,
-    /// The key that signs receipts.
-    pub signing_key: SigningKey,
+    /// The key that signs receipts and the log's checkpoints.
+    pub signing_key: Arc<SigningKey>,
     /// Its fingerprint, as `list` shows it.
     pub fingerprint: String,
     /// Refusals each payer may have decided per window.
@@ -155,6 +156,10 @@ pub async fn dispatch(
             index,
             link,
         } => channel::close(cx, caller, (&channel_id, index, &link)).await,
+        ServerRequest::Checkpoint {} => log::checkpoint(cx),
+        ServerRequest::Consistency { from_size, to_size } => {
+            log::consistency(cx, from_size, to_size)
+        }
     }
 }
 
@@ -209,4 +214,15 @@ async fn gate(cx: &Context, caller: &Caller, may: May) -> Result<(), WireError> 
         )),
         None => Ok(()),
     }
+}
+
+/// The log's proof for payment `seq` under the latest checkpoint (none
+/// when the server keeps no log or the payment is not yet under one).
+fn log_proof(cx: &Context, seq: u64) -> Option<crate::wire::LogProofJson> {
+    let proof = cx.ledger.log().inclusion(seq)?;
+    Some(crate::wire::LogProofJson {
+        leaf_index: proof.leaf_index,
+        inclusion_proof: proof.proof.iter().map(hex::encode).collect(),
+        checkpoint: proof.checkpoint,
+    })
 }

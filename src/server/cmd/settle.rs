@@ -58,6 +58,7 @@ pub async fn run(
     Ok(Settled {
         receipt: ReceiptJson::from(&receipt),
         replay: settlement.replay,
+        log: super::log_proof(cx, settlement.seq),
     })
 }
 

@@ -21,6 +21,7 @@ pub async fn run(cx: &Context, caller: &Caller, payment_id: &str) -> Result<Resu
             let receipt = settlement.receipt(&payment).sign(&cx.signing_key);
             reply(PaymentStatus::Settled {
                 receipt: ReceiptJson::from(&receipt),
+                log: super::log_proof(cx, settlement.seq),
             })
         }
         Outcome::Refused {

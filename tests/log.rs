@@ -1,0 +1,386 @@
+//! The tamper-evident log (issue 13): receipts carry inclusion proofs
+//! that payer and payee verify against a checkpoint signed by the server,
+//! one checkpoint is stored per commit batch, and audit (and a restarting
+//! server) finds a settled payment rewritten or deleted in the database
+//! even where balances were made to add up.
+
+mod common;
+
+use common::{link, person, start_server_on, TestServer};
+use micropay::core::checkpoint;
+use micropay::core::payment::{SignedPayment, SignedReceipt};
+use micropay::ledger::{audit_at_with_keys, DbLocation};
+use micropay::net::link::Link;
+use micropay::person::Person;
+use micropay::wire::{PaymentJson, PaymentStatus, Registered, ServerRequest, Settled};
+
+async fn register(link: &Link) {
+    link.call::<Registered>(&ServerRequest::Register {})
+        .await
+        .expect("register");
+}
+
+async fn settle(link: &Link, signed: &SignedPayment) -> Settled {
+    link.call::<Settled>(&ServerRequest::Settle {
+        payment: PaymentJson::from(signed),
+    })
+    .await
+    .expect("settles")
+}
+
+async fn stop_server(
+    server: TestServer,
+) -> (
+    DbLocation,
+    tempfile::TempDir,
+    Option<std::sync::Arc<common::TestDb>>,
+) {
+    let TestServer {
+        running,
+        db,
+        dir,
+        pg,
+        ..
+    } = server;
+    running.shutdown().await.expect("clean shutdown");
+    (db, dir, pg)
+}
+
+async fn tamper(db: &DbLocation, sql: &str) {
+    match db {
+        DbLocation::Sqlite(path) => {
+            let conn = rusqlite::Connection::open(path).expect("open the ledger");
+            conn.execute_batch(sql).expect("tamper");
+        }
+        DbLocation::Postgres(url) => {
+            let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .expect("connect");
+            let task = tokio::spawn(connection);
+            client.batch_execute(sql).await.expect("tamper");
+            drop(client);
+            let _ = task.await;
+        }
+    }
+}
+
+async fn audit_with_key(db: &DbLocation, server: &Link) -> micropay::ledger::AuditReport {
+    let (db, key) = (db.clone(), server.server_key().expect("server key"));
+    tokio::task::spawn_blocking(move || audit_at_with_keys(&db, &[key]))
+        .await
+        .expect("audit task")
+        .expect("audit runs")
+}
+
+/// Three payments from alice to bob (5, 6, 7), settled by bob; returns
+/// the server, alice, her link and the replies.
+async fn three_payments(
+    backend: &common::Backend,
+) -> (TestServer, Person, Link, Vec<(SignedPayment, Settled)>) {
+    let server = start_server_on(backend).await;
+    let alice = person(&server.pki, "alice");
+    let bob = person(&server.pki, "bob");
+    let (la, lb) = (link(&alice, &server).await, link(&bob, &server).await);
+    register(&la).await;
+    register(&lb).await;
+    let mut settled = Vec::new();
+    for amount in [5, 6, 7] {
+        let signed = common::signed_payment(&alice, "bob", amount, "log");
+        let reply = settle(&lb, &signed).await;
+        settled.push((signed, reply));
+    }
+    (server, alice, la, settled)
+}
+
+backend_test! {
+    /// Every settle reply carries leaf_index = seq - 1, an inclusion proof
+    /// and a checkpoint signed by the server's key, and the proof
+    /// verifies; `status` carries the same; another key, another payment
+    /// or another settlement time does not verify. Audit (with the
+    /// server's key) checks every stored checkpoint and finds nothing.
+    async fn receipts_carry_inclusion_proofs_that_verify(backend) {
+        let (server, alice, la, settled) = three_payments(&backend).await;
+        let key = la.server_key().expect("server key");
+        for (signed, reply) in &settled {
+            let receipt = SignedReceipt::try_from(&reply.receipt).expect("receipt");
+            let log = reply.log.as_ref().expect("a log proof");
+            assert_eq!(log.leaf_index, receipt.receipt.seq - 1);
+            let cp = alice.verify_in_log(&key, signed, &receipt, log).expect("proof verifies");
+            assert!(cp.size >= receipt.receipt.seq);
+            assert!(cp.origin.starts_with("micropay/"));
+            let other = &settled[(receipt.receipt.seq as usize) % 3].0;
+            assert!(alice.verify_in_log(&key, other, &receipt, log).is_err());
+            let mut later = receipt.clone();
+            later.receipt.settled_at_ms += 1;
+            assert!(alice.verify_in_log(&key, signed, &later, log).is_err());
+            let stranger = micropay::core::keys::SigningKey::ed25519_from_seed(&[9; 32]);
+            let mut fresh = checkpoint::CheckpointCache::new(1);
+            let (parsed, _, _) = checkpoint::parse(&log.checkpoint).expect("parses");
+            assert!(fresh.open(&log.checkpoint, &parsed.origin, stranger.verifying_key()).is_err());
+            let status: PaymentStatus = la
+                .call(&ServerRequest::Status { payment_id: signed.payment.id.to_hex() })
+                .await
+                .expect("status");
+            let PaymentStatus::Settled { receipt: r, log: Some(log) } = status else {
+                panic!("settled with a log proof");
+            };
+            let r = SignedReceipt::try_from(&r).expect("receipt");
+            alice.verify_in_log(&key, signed, &r, &log).expect("status proof verifies");
+        }
+        let (db, _dir, _pg) = stop_server(server).await;
+        let report = audit_with_key(&db, &la).await;
+        assert!(report.violations.is_empty(), "{:?}", report.violations);
+        assert!(report.checkpoints >= 1);
+        assert_eq!(report.checkpoint_signatures, report.checkpoints);
+    }
+}
+
+backend_test! {
+    /// Moving a settled payment's time by 1 ms (nothing else checks it)
+    /// is found by audit and makes a restarting server refuse the ledger.
+    async fn a_rewritten_settled_payment_is_detected(backend) {
+        let (server, _alice, la, _) = three_payments(&backend).await;
+        let pki = server.pki.clone();
+        let (db, dir, pg) = stop_server(server).await;
+        tamper(&db, "UPDATE payments SET settled_at_ms = settled_at_ms + 1 WHERE seq = 2;").await;
+        let report = audit_with_key(&db, &la).await;
+        assert!(
+            report.violations.iter().any(|v| v.contains("do not lead to its root")),
+            "{:?}",
+            report.violations
+        );
+        let options = common::server_options(&pki, db.clone(), Default::default());
+        let refused = micropay::server::spawn("127.0.0.1:0".parse().expect("addr"), options).await;
+        assert!(refused.is_err(), "a server must not start on a rewritten log");
+        drop((dir, pg));
+    }
+}
+
+backend_test! {
+    /// Deleting the last settled payment and giving its amount back, so
+    /// that balances still equal grants plus payments, is found by audit:
+    /// a checkpoint covers more payments than are stored.
+    async fn a_deleted_settled_payment_is_detected(backend) {
+        let (server, _alice, la, _) = three_payments(&backend).await;
+        let (db, dir, pg) = stop_server(server).await;
+        tamper(
+            &db,
+            "DELETE FROM payments WHERE seq = 3;
+             UPDATE accounts SET balance = balance + 7 WHERE name = 'alice';
+             UPDATE accounts SET balance = balance - 7 WHERE name = 'bob';",
+        )
+        .await;
+        let report = audit_with_key(&db, &la).await;
+        assert!(
+            report.violations.iter().any(|v| v.contains("deleted or truncated")),
+            "{:?}",
+            report.violations
+        );
+        drop((dir, pg));
+    }
+}
+
+backend_test! {
+    /// A client that saw a checkpoint of 3 entries is told the history
+    /// changed when the database is rolled back to its state after the
+    /// first payment (the server starts on it, as on an old copy), and
+    /// again when the rolled-back log then grows a different second
+    /// entry (a fork); before that, a grown log checks consistent.
+    async fn a_rolled_back_or_forked_log_is_detected_by_a_client(backend) {
+        use micropay::person::log_state::{check_log, LogStateError};
+        let server = start_server_on(&backend).await;
+        let pki = server.pki.clone();
+        let alice = person(&pki, "alice");
+        let bob = person(&pki, "bob");
+        let (la, lb) = (link(&alice, &server).await, link(&bob, &server).await);
+        register(&la).await;
+        register(&lb).await;
+        let state = server.dir.path().join("client").join("log-state.json");
+        settle(&lb, &common::signed_payment(&alice, "bob", 5, "one")).await;
+        let first = check_log(&la, &state).await.expect("first contact");
+        assert_eq!((first.seen_size, first.now.size), (None, 1));
+        for amount in [6, 7] {
+            settle(&lb, &common::signed_payment(&alice, "bob", amount, "more")).await;
+        }
+        let grown = check_log(&la, &state).await.expect("consistent");
+        assert_eq!((grown.seen_size, grown.now.size), (Some(1), 3));
+        drop((la, lb));
+        let (db, dir, pg) = stop_server(server).await;
+        let meta = match &db {
+            DbLocation::Sqlite(_) => "",
+            DbLocation::Postgres(_) => "UPDATE ledger_meta SET last_seq = 1;",
+        };
+        tamper(
+            &db,
+            &format!(
+                "DELETE FROM payments WHERE seq > 1;
+                 DELETE FROM checkpoints WHERE tree_size > 1;
+                 UPDATE accounts SET balance = balance + 13 WHERE name = 'alice';
+                 UPDATE accounts SET balance = balance - 13 WHERE name = 'bob';
+                 {meta}"
+            ),
+        )
+        .await;
+        let options = common::server_options(&pki, db.clone(), Default::default());
+        let server = common::start_server_at(pki.clone(), db, dir, pg, options).await;
+        let (la, lb) = (link(&alice, &server).await, link(&bob, &server).await);
+        let rolled_back = check_log(&la, &state).await;
+        assert!(
+            matches!(rolled_back, Err(LogStateError::HistoryChanged { seen_size: 3, now_size: 1, .. })),
+            "{rolled_back:?}"
+        );
+        for amount in [8, 9, 10] {
+            settle(&lb, &common::signed_payment(&alice, "bob", amount, "fork")).await;
+        }
+        let forked = check_log(&la, &state).await;
+        assert!(
+            matches!(forked, Err(LogStateError::HistoryChanged { seen_size: 3, now_size: 4, .. })),
+            "{forked:?}"
+        );
+        let message = forked.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("rewritten, rolled back or forked"), "{message}");
+        drop((la, lb));
+        let _ = stop_server(server).await;
+    }
+}
+
+backend_test! {
+    /// `checkpoint` before any payment is `not_found`; `consistency`
+    /// beyond the latest checkpoint or with from > to is `bad_request`;
+    /// a valid request's proof verifies between the two checkpoints.
+    async fn checkpoint_and_consistency_refuse_what_they_cannot_prove(backend) {
+        use micropay::core::merkle::verify_consistency;
+        use micropay::wire::{CheckpointJson, ConsistencyJson, ErrorCode};
+        let server = start_server_on(&backend).await;
+        let alice = person(&server.pki, "alice");
+        let bob = person(&server.pki, "bob");
+        let (la, lb) = (link(&alice, &server).await, link(&bob, &server).await);
+        register(&la).await;
+        register(&lb).await;
+        let code = |r: Result<(), micropay::net::link::CallError>| match r {
+            Err(micropay::net::link::CallError::Refused(e)) => e.code,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        let none = la.call::<CheckpointJson>(&ServerRequest::Checkpoint {}).await;
+        assert_eq!(code(none.map(|_| ())), ErrorCode::NotFound);
+        let key = la.server_key().expect("server key");
+        let mut heads = Vec::new();
+        for amount in [1, 2, 3] {
+            settle(&lb, &common::signed_payment(&alice, "bob", amount, "c")).await;
+            let cp: CheckpointJson = la.call(&ServerRequest::Checkpoint {}).await.expect("checkpoint");
+            let (parsed, _, _) = checkpoint::parse(&cp.checkpoint).expect("parses");
+            heads.push(checkpoint::open(&cp.checkpoint, &parsed.origin, &key).expect("signed"));
+        }
+        for (from, to) in [(2, 4), (3, 2), (0, 9)] {
+            let r = la
+                .call::<ConsistencyJson>(&ServerRequest::Consistency { from_size: from, to_size: to })
+                .await;
+            assert_eq!(code(r.map(|_| ())), ErrorCode::BadRequest, "{from} -> {to}");
+        }
+        let proof: ConsistencyJson = la
+            .call(&ServerRequest::Consistency { from_size: 1, to_size: 3 })
+            .await
+            .expect("consistency");
+        let hashes = micropay::core::log_proof::decode_hashes(&proof.proof).expect("hex");
+        assert_eq!(
+            verify_consistency(1, 3, &heads[0].root, &heads[2].root, &hashes),
+            Ok(())
+        );
+        assert!(verify_consistency(1, 3, &heads[1].root, &heads[2].root, &hashes).is_err());
+        drop((la, lb));
+        let _ = stop_server(server).await;
+    }
+}
+
+/// Bob online as a payee (`serve`) until `stop` is sent.
+async fn go_online(
+    who: std::sync::Arc<Person>,
+    server: &TestServer,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), micropay::person::PeerError>>,
+) {
+    use micropay::person::{Reconnect, ServeEvent, ServeOptions};
+    let (events_tx, mut events) =
+        tokio::sync::mpsc::channel(micropay::core::limits::SERVE_EVENTS_MAX);
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let options = ServeOptions {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        advertise: None,
+        server: server.addr_string(),
+        limits: Default::default(),
+        reconnect: Reconnect::default(),
+        channels_dir: None,
+    };
+    let task = tokio::spawn(micropay::person::serve(
+        who,
+        options,
+        events_tx,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    // Bounded: a payee that never comes online fails the test, not hangs it.
+    for _ in 0..100 {
+        match events.recv().await {
+            Some(ServeEvent::Online { .. }) => break,
+            Some(_) => continue,
+            None => panic!("serve ended before going online"),
+        }
+    }
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    (stop, task)
+}
+
+backend_test! {
+    /// `send` through a payee verifies each receipt's log proof (payee and
+    /// payer both check it), remembers the checkpoint in the state file,
+    /// and after the ledger is rolled back it reports the changed history
+    /// (the payment itself settled).
+    async fn send_remembers_the_log_and_reports_a_rolled_back_history(backend) {
+        use micropay::person::{send, PeerError, SendOptions};
+        let server = start_server_on(&backend).await;
+        let pki = server.pki.clone();
+        let alice = person(&pki, "alice");
+        let bob = std::sync::Arc::new(person(&pki, "bob"));
+        register(&link(&alice, &server).await).await;
+        register(&link(&bob, &server).await).await;
+        let state = server.dir.path().join("state").join("log-state.json");
+        let options = |server: &TestServer, amount| SendOptions {
+            log_state: Some(state.clone()),
+            timeout_ms: 30_000,
+            ..SendOptions::new(&server.addr_string(), bob.name.clone(), amount)
+        };
+        let (stop, task) = go_online(bob.clone(), &server).await;
+        for amount in [5, 6, 7] {
+            send(&alice, &options(&server, amount)).await.expect("send");
+        }
+        assert!(state.exists(), "send remembers the checkpoint");
+        let _ = stop.send(());
+        let _ = task.await;
+        let (db, dir, pg) = stop_server(server).await;
+        let meta = match &db {
+            DbLocation::Sqlite(_) => "",
+            DbLocation::Postgres(_) => "UPDATE ledger_meta SET last_seq = 1;",
+        };
+        tamper(
+            &db,
+            &format!(
+                "DELETE FROM payments WHERE seq > 1;
+                 DELETE FROM checkpoints WHERE tree_size > 1;
+                 UPDATE accounts SET balance = balance + 13 WHERE name = 'alice';
+                 UPDATE accounts SET balance = balance - 13 WHERE name = 'bob';
+                 {meta}"
+            ),
+        )
+        .await;
+        let server_options = common::server_options(&pki, db.clone(), Default::default());
+        let server = common::start_server_at(pki.clone(), db, dir, pg, server_options).await;
+        let (stop, task) = go_online(bob.clone(), &server).await;
+        let after = send(&alice, &options(&server, 1)).await;
+        assert!(matches!(after, Err(PeerError::LogHistoryChanged(..))), "{after:?}");
+        let _ = stop.send(());
+        let _ = task.await;
+        let _ = stop_server(server).await;
+    }
+}
