@@ -91,6 +91,9 @@ pub enum MigrateError {
     /// The target could not be written.
     #[error("the target: {0}")]
     Target(LedgerError),
+    /// The source holds something a migration cannot copy yet.
+    #[error("the source holds {0}, which migrate does not copy yet; nothing was copied (close or let them expire first)")]
+    Unsupported(String),
     /// The target already holds a ledger.
     #[error("the target is not empty ({0} rows in accounts, grants, payments and rejections); migrate only into an empty database")]
     NotEmpty(u64),
@@ -169,6 +172,12 @@ impl RowSink for Copier<'_> {
 /// at `to_url` (see the module documentation).
 pub fn migrate(from: &Path, to_url: &str) -> Result<MigrationReport, MigrateError> {
     let source = SqliteStore::open_for_export(from).map_err(MigrateError::Source)?;
+    let channels = source.channel_count().map_err(MigrateError::Source)?;
+    if channels > 0 {
+        return Err(MigrateError::Unsupported(format!(
+            "{channels} payment channel(s)"
+        )));
+    }
     let mut target = PgImport::begin(to_url).map_err(MigrateError::Target)?;
     let present = target.rows_present().map_err(MigrateError::Target)?;
     if present > 0 {

@@ -473,14 +473,7 @@ async fn run(args: &Args) -> Result<(), Failure> {
             history::run(&person, &args.server, *limit, *before, json).await
         }
         Command::Rotate { new_cert, new_key } => {
-            let ca = args.ca.clone().unwrap_or_else(|| args.certs.join("ca.pem"));
-            for path in [new_cert, new_key] {
-                if !path.exists() {
-                    return Err(Failure::usage(format!("no file at {}", path.display())));
-                }
-            }
-            let new = Person::load(&ca, new_cert, new_key).map_err(Failure::from)?;
-            queries::rotate(&person, &new, &args.server, json).await
+            rotate_command(&person, args, new_cert, new_key).await
         }
         Command::Status { payment_id } => {
             queries::status(&person, &args.server, payment_id, json).await
@@ -525,6 +518,23 @@ async fn run(args: &Args) -> Result<(), Failure> {
             serve::run(person, &args.server, request, json).await
         }
     }
+}
+
+/// `rotate`: loads the new certificate and key, then moves the account.
+async fn rotate_command(
+    person: &Person,
+    args: &Args,
+    new_cert: &std::path::Path,
+    new_key: &std::path::Path,
+) -> Result<(), Failure> {
+    let ca = args.ca.clone().unwrap_or_else(|| args.certs.join("ca.pem"));
+    for path in [new_cert, new_key] {
+        if !path.exists() {
+            return Err(Failure::usage(format!("no file at {}", path.display())));
+        }
+    }
+    let new = Person::load(&ca, new_cert, new_key).map_err(Failure::from)?;
+    queries::rotate(person, &new, &args.server, args.json).await
 }
 
 /// `verify-log`'s state file: the one given, or log-state.json next to
