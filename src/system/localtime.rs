@@ -10,32 +10,26 @@ use jiff::Timestamp;
 /// representable range is shown as its raw milliseconds rather than
 /// failing, because it comes from a peer or a file.
 pub fn local_datetime_ms(ms: u64) -> String {
-    let Ok(ms_i64) = i64::try_from(ms) else {
-        return format!("{ms} ms");
-    };
-    match Timestamp::from_millisecond(ms_i64) {
-        Ok(ts) => ts
-            .to_zoned(TimeZone::system())
-            .strftime("%Y-%m-%d %H:%M:%S %:z")
-            .to_string(),
-        Err(_) => format!("{ms} ms"),
+    match zoned(ms) {
+        Some(z) => z.strftime("%Y-%m-%d %H:%M:%S %:z").to_string(),
+        None => format!("{ms} ms"),
     }
+}
+
+/// `ms` in the system's time zone; `None` outside the representable range.
+fn zoned(ms: u64) -> Option<jiff::Zoned> {
+    let ms = i64::try_from(ms).ok()?;
+    let ts = Timestamp::from_millisecond(ms).ok()?;
+    Some(ts.to_zoned(TimeZone::system()))
 }
 
 /// `ms` as a local date-time in RFC 3339 with milliseconds and the zone's
 /// offset, e.g. `2026-11-25T19:04:05.123+01:00`, for statements that
 /// spreadsheets and scripts read; empty when out of range.
 pub fn local_rfc3339_ms(ms: u64) -> String {
-    let Ok(ms_i64) = i64::try_from(ms) else {
-        return String::new();
-    };
-    match Timestamp::from_millisecond(ms_i64) {
-        Ok(ts) => ts
-            .to_zoned(TimeZone::system())
-            .strftime("%Y-%m-%dT%H:%M:%S%.3f%:z")
-            .to_string(),
-        Err(_) => String::new(),
-    }
+    zoned(ms).map_or_else(String::new, |z| {
+        z.strftime("%Y-%m-%dT%H:%M:%S%.3f%:z").to_string()
+    })
 }
 
 /// `s` (unix seconds) the same way.

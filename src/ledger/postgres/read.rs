@@ -86,13 +86,7 @@ pub(super) async fn history(
     // One more than a page: the caller asks for it to learn whether more exist.
     let limit = i64::from(limit.clamp(1, HISTORY_PAGE_MAX + 1));
     let before = before_seq.map_or(i64::MAX, |s| i64::try_from(s).unwrap_or(i64::MAX));
-    let tx = c
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(pg_error)?;
+    let tx = snapshot(c).await?;
     let rows = tx
         .query(
             "SELECT seq, id, payer, payee, amount, memo, settled_at_ms FROM payments
@@ -184,19 +178,23 @@ fn stored_settlement(r: &Row) -> Result<StoredSettlement, LedgerError> {
     })
 }
 
+/// A read-only transaction whose reads all see one consistent snapshot.
+async fn snapshot(c: &mut Client) -> Result<tokio_postgres::Transaction<'_>, LedgerError> {
+    c.build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(pg_error)
+}
+
 /// Feeds every row to the audit, payments in `seq` order, all from one
 /// consistent snapshot.
 pub(super) async fn scan(
     c: &mut Client,
     visitor: &mut dyn AuditVisitor,
 ) -> Result<(), LedgerError> {
-    let tx = c
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(pg_error)?;
+    let tx = snapshot(c).await?;
     for r in tx
         .query(
             "SELECT name, public_key, balance, key_not_after_s FROM accounts",

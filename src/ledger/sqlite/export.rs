@@ -7,9 +7,11 @@ use std::sync::Mutex;
 use rusqlite::Connection;
 
 use crate::ledger::migrate::{RowSink, StoredAccount, StoredGrant, StoredRefusal};
-use crate::ledger::{LedgerError, StoredPayment};
+use crate::ledger::LedgerError;
 
-use super::read::{stored_key_change, KEY_HISTORY_COLUMNS};
+use super::read::{
+    stored_key_change, stored_payment, KEY_HISTORY_COLUMNS, STORED_PAYMENTS_IN_ORDER,
+};
 use super::schema::open_read;
 use super::{lock_exclusive, SqliteStore};
 
@@ -108,13 +110,9 @@ fn export_all(c: &Connection, sink: &mut dyn RowSink) -> Read<()> {
     if keys.is_err() {
         return Ok(keys);
     }
-    let payments = each(
-        c,
-        "SELECT seq, id, payer, payee, amount, expires_at, memo, signature, content_hash, settled_at_ms
-         FROM payments ORDER BY seq",
-        payment_row,
-        |row| sink.payment(row),
-    )?;
+    let payments = each(c, STORED_PAYMENTS_IN_ORDER, stored_payment, |row| {
+        sink.payment(row)
+    })?;
     if payments.is_err() {
         return Ok(payments);
     }
@@ -144,19 +142,4 @@ fn export_key_history(c: &Connection, sink: &mut dyn RowSink) -> Read<()> {
         stored_key_change,
         |row| sink.key_change(row),
     )
-}
-
-fn payment_row(r: &rusqlite::Row<'_>) -> Result<StoredPayment, rusqlite::Error> {
-    Ok(StoredPayment {
-        seq: r.get(0)?,
-        id: r.get(1)?,
-        payer: r.get(2)?,
-        payee: r.get(3)?,
-        amount: r.get(4)?,
-        expires_at: r.get(5)?,
-        memo: r.get(6)?,
-        signature: r.get(7)?,
-        content_hash: r.get(8)?,
-        settled_at_ms: r.get(9)?,
-    })
 }

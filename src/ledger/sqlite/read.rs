@@ -75,6 +75,27 @@ pub(super) fn key(c: &Connection, who: &Name) -> Read<Option<VerifyingKey>> {
         .transpose())
 }
 
+/// Every settled payment as stored, in `seq` order (audit and export).
+pub(super) const STORED_PAYMENTS_IN_ORDER: &str =
+    "SELECT seq, id, payer, payee, amount, expires_at, memo, signature, content_hash, settled_at_ms
+     FROM payments ORDER BY seq";
+
+/// A row of [`STORED_PAYMENTS_IN_ORDER`], uninterpreted.
+pub(super) fn stored_payment(r: &Row<'_>) -> Result<StoredPayment, rusqlite::Error> {
+    Ok(StoredPayment {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        payer: r.get(2)?,
+        payee: r.get(3)?,
+        amount: r.get(4)?,
+        expires_at: r.get(5)?,
+        memo: r.get(6)?,
+        signature: r.get(7)?,
+        content_hash: r.get(8)?,
+        settled_at_ms: r.get(9)?,
+    })
+}
+
 pub(super) const KEY_HISTORY_COLUMNS: &str = "hseq, name, kind, public_key, not_after_s, serial, proof, old_signature, new_signature, at_ms, after_seq";
 
 pub(super) fn stored_key_change(r: &Row<'_>) -> Result<StoredKeyChange, rusqlite::Error> {
@@ -264,24 +285,10 @@ pub(super) fn scan(c: &Connection, visitor: &mut dyn AuditVisitor) -> Result<(),
     while let Some(r) = rows.next()? {
         visitor.key_change(stored_key_change(r)?);
     }
-    let mut stmt = c.prepare(
-        "SELECT seq, id, payer, payee, amount, expires_at, memo, signature, content_hash, settled_at_ms
-         FROM payments ORDER BY seq",
-    )?;
+    let mut stmt = c.prepare(STORED_PAYMENTS_IN_ORDER)?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
-        visitor.payment(StoredPayment {
-            seq: r.get(0)?,
-            id: r.get(1)?,
-            payer: r.get(2)?,
-            payee: r.get(3)?,
-            amount: r.get(4)?,
-            expires_at: r.get(5)?,
-            memo: r.get(6)?,
-            signature: r.get(7)?,
-            content_hash: r.get(8)?,
-            settled_at_ms: r.get(9)?,
-        });
+        visitor.payment(stored_payment(r)?);
     }
     let mut stmt = c.prepare("SELECT 1 FROM rejections")?;
     let mut rows = stmt.query([])?;
