@@ -288,8 +288,13 @@ backend_test! {
         let w = |i| chain.link(i).expect("in bounds");
         assert_eq!(pay(&peer, &chain, 3, w(3)).await.expect("pays").index, 3);
         assert_eq!(pay(&peer, &chain, 10, w(10)).await.expect("pays 7 at once").index, 10);
-        // A link revealed twice, a wrong preimage, beyond n: refused.
-        assert_eq!(code(pay(&peer, &chain, 10, w(10)).await), ErrorCode::BadSignature);
+        // A link revealed twice, or an older genuine one, pays nothing
+        // again: the answer is the index held.
+        assert_eq!(pay(&peer, &chain, 10, w(10)).await.expect("held").index, 10);
+        assert_eq!(pay(&peer, &chain, 4, w(4)).await.expect("held").index, 10);
+        // An older index with a link not of the chain, a wrong preimage,
+        // beyond n: refused.
+        assert_eq!(code(pay(&peer, &chain, 4, w(5)).await), ErrorCode::BadSignature);
         assert_eq!(code(pay(&peer, &chain, 12, w(11)).await), ErrorCode::BadSignature);
         assert_eq!(code(pay(&peer, &chain, 101, w(100)).await), ErrorCode::BadSignature);
         // A forged receipt is refused.
@@ -302,7 +307,7 @@ backend_test! {
         serving.stop().await;
         let serving = serve(bob.clone(), &server, dir.path()).await;
         let peer = connect_payee(&alice, &serving, "bob").await;
-        assert_eq!(code(pay(&peer, &chain, 10, w(10)).await), ErrorCode::BadSignature);
+        assert_eq!(pay(&peer, &chain, 10, w(10)).await.expect("held").index, 10);
         assert_eq!(pay(&peer, &chain, 12, w(12)).await.expect("goes on").index, 12);
         // Channel B expires within serve's margin: serve closes it by
         // itself once it holds a paid link.
@@ -339,5 +344,53 @@ backend_test! {
         drop((a, b));
         let report = finish_with_holds(server).await;
         assert_eq!((report.channels, report.total_held), (2, 200));
+    }
+}
+
+backend_test! {
+    async fn a_payee_stopped_in_the_middle_of_a_pipelined_stream_loses_no_acknowledged_unit(backend) {
+        use micropay::person::channel_payee::PayeeChannels;
+        use micropay::person::channel_payer::PayerChannel;
+        let server = common::start_server_on(&backend).await;
+        let alice = common::person(&server.pki, "alice");
+        let bob = std::sync::Arc::new(common::person(&server.pki, "bob"));
+        let (a, b) = (common::link(&alice, &server).await, common::link(&bob, &server).await);
+        for link in [&a, &b] {
+            link.call::<Registered>(&ServerRequest::Register {}).await.expect("register");
+        }
+        let (dir, payer_dir) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+        let serving = serve(bob.clone(), &server, dir.path()).await;
+        let expires_at_s = micropay::system::clock::now_s() + 600;
+        let terms = (bob.name.clone(), GRANT, 1, expires_at_s);
+        let mut channel = PayerChannel::open(&alice, &a, terms, payer_dir.path()).await.expect("opens");
+        let peer = connect_payee(&alice, &serving, "bob").await;
+        channel.offer(&peer).await.expect("offered");
+        assert_eq!(channel.pay_pipelined(&peer, 1, 500, 64).await.expect("streams"), 500);
+        // The payee stops while thousands of one-unit messages are in
+        // flight: whatever was acknowledged must be on its disk.
+        let stopper = async {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            serving.stop().await;
+        };
+        let (_cut, ()) = tokio::join!(channel.pay_pipelined(&peer, 1, GRANT - 1_000, 256), stopper);
+        let acknowledged = channel.paid();
+        let held = PayeeChannels::open(dir.path()).expect("reopens").get(&channel.id()).expect("held").index;
+        assert!(held >= acknowledged, "acknowledged {acknowledged} but only {held} on disk");
+        // After the restart the payer goes on from its own record; links
+        // the payee already holds are answered with the index held.
+        let serving = serve(bob.clone(), &server, dir.path()).await;
+        let peer = connect_payee(&alice, &serving, "bob").await;
+        let paid = channel.pay_pipelined(&peer, 1, 100, 64).await.expect("goes on");
+        eprintln!("acknowledged {acknowledged}, held on disk {held}, paid after the restart {paid}");
+        assert!(paid >= acknowledged + 100, "paid {paid}");
+        serving.stop().await;
+        let on_disk = PayeeChannels::open(dir.path()).expect("reopens");
+        assert_eq!(on_disk.get(&channel.id()).expect("held").index, paid);
+        // The close pays exactly what the payer counts as paid.
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(on_disk));
+        let closed = micropay::person::channel_serve::close_due(&shared, &b, u64::MAX).await.expect("closes");
+        assert_eq!(closed, 1);
+        assert_eq!(balances(&b).await, (GRANT + paid, 0));
+        assert_eq!(balances(&a).await, (GRANT - paid, 0));
     }
 }

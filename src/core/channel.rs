@@ -172,6 +172,38 @@ pub fn verify_link(
     Ok(())
 }
 
+/// Where a presented link stands relative to the one held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkStep {
+    /// It is after the held link and hashes forward to it: it pays
+    /// `index - held` more links.
+    Extends,
+    /// It is the held link or an earlier one, genuinely of this chain: it
+    /// was paid before and pays nothing again (a payer resending after a
+    /// lost acknowledgement learns the index held).
+    AlreadyHeld,
+}
+
+/// Checks `link` as `w_index` against the held `w_held`: a later index
+/// must hash forward to the held link ([`verify_link`]); an index at or
+/// before the one held must be what the held link hashes to in
+/// `held - index` steps. Either way at most n hashes.
+pub fn check_link(
+    id: &ChannelId,
+    links: u64,
+    (held, held_link): (u64, &Link),
+    (index, link): (u64, &Link),
+) -> Result<LinkStep, LinkError> {
+    if index > held {
+        verify_link(id, links, (held, held_link), (index, link))?;
+        return Ok(LinkStep::Extends);
+    }
+    if hash_times(id, held_link, held - index) != *link {
+        return Err(LinkError::Mismatch { index, held });
+    }
+    Ok(LinkStep::AlreadyHeld)
+}
+
 /// The payer's chain: its secret end kept as checkpoints every
 /// [`CHANNEL_CHECKPOINT_LINKS`] links, so any link costs a bounded number
 /// of hashes and memory stays small.
@@ -240,6 +272,30 @@ impl Chain {
             (upper, self.checkpoints.get(slot)?)
         };
         Some(hash_times(&self.id, from, from_index - index))
+    }
+
+    /// Every link of the checkpoint segment holding `index`, as
+    /// `(first, links)` with `links[k] = w_{first + k}`, or `None` beyond
+    /// n. A segment spans at most [`CHANNEL_CHECKPOINT_LINKS`] links and
+    /// costs one hash per link, so a payer walking the chain link by link
+    /// pays about one hash per link instead of up to a segment's worth
+    /// each time ([`Chain::link`]).
+    pub fn segment(&self, index: u64) -> Option<(u64, Vec<Link>)> {
+        if index > self.links {
+            return None;
+        }
+        let first = (index / CHANNEL_CHECKPOINT_LINKS) * CHANNEL_CHECKPOINT_LINKS;
+        let last = first
+            .saturating_add(CHANNEL_CHECKPOINT_LINKS)
+            .min(self.links);
+        let mut current = self.link(last)?;
+        let len = usize::try_from(last - first).ok()?;
+        let mut links = vec![current; len + 1];
+        for slot in links.iter_mut().take(len).rev() {
+            current = chain_hash(&self.id, &current);
+            *slot = current;
+        }
+        Some((first, links))
     }
 }
 

@@ -187,6 +187,15 @@ impl Link {
         request: &impl serde::Serialize,
     ) -> Result<T, CallError> {
         let rx = self.send(request).await?;
+        self.reply_within(rx).await
+    }
+
+    /// Waits, at most the request timeout, for the reply of a request sent
+    /// with [`Link::send`] or [`Link::send_body`], and decodes its result.
+    pub async fn reply_within<T: serde::de::DeserializeOwned>(
+        &self,
+        rx: oneshot::Receiver<Reply>,
+    ) -> Result<T, CallError> {
         let timeout = self.request_timeout_ms;
         let reply = tokio::time::timeout(Duration::from_millis(timeout), rx)
             .await

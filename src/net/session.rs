@@ -331,10 +331,16 @@ where
     let Ok(permit) = conn.in_flight.clone().acquire_owned().await else {
         return false;
     };
+    // The handler is called here, in arrival order, and only its future
+    // runs on its own task: whatever a handler does before its first
+    // await (a payee accepting a channel link in memory) happens in the
+    // order the requests came, while the replies may still complete out
+    // of order.
+    let work = decoded.request.map(|request| (conn.handler)(request));
     let conn = conn.clone();
     tokio::spawn(async move {
-        let outcome = match decoded.request {
-            Ok(request) => (conn.handler)(request).await,
+        let outcome = match work {
+            Ok(work) => work.await,
             Err(e) => Err(e),
         };
         let line = Reply::encode(decoded.id, &outcome);

@@ -11,7 +11,7 @@
 //! is accepted only when `w_i` hashes forward to the link held, in
 //! `i - held` ≤ n steps.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::core::channel::{
-    verify_link, ChannelId, CloseRequest, Link, LinkError, OpenReceipt, SignedCommitment,
-    SignedOpenReceipt,
+    check_link, verify_link, ChannelId, CloseRequest, Link, LinkError, LinkStep, OpenReceipt,
+    SignedCommitment, SignedOpenReceipt,
 };
 use crate::core::keys::VerifyingKey;
 use crate::core::name::Name;
@@ -63,6 +63,13 @@ pub enum PayeeRefusal {
     /// The link could not be stored; it is not acknowledged.
     #[error("{0}")]
     Store(#[from] ChannelStoreError),
+    /// An earlier write of links failed: this payee acknowledges no more
+    /// links until it restarts (and reloads what is on disk).
+    #[error("the payee cannot store links: {0}")]
+    NotStored(String),
+    /// The payee is stopping; the link was not stored.
+    #[error("the payee is stopping; the link was not stored")]
+    Stopping,
 }
 
 /// One channel as the payee holds it.
@@ -90,9 +97,19 @@ struct ChannelFile {
 }
 
 /// Every channel offered to me, with the latest link of each.
+///
+/// A link is first accepted in memory ([`PayeeChannels::accept`], which
+/// hands out a ticket) and then written with every other link accepted
+/// since the last write ([`PayeeChannels::take_unwritten`],
+/// [`write_channels`]): one fsync covers many pipelined links, and a link
+/// is acknowledged only once the write holding its ticket is done.
 pub struct PayeeChannels {
     dir: PathBuf,
     channels: HashMap<ChannelId, HeldChannel>,
+    /// Channels whose link in memory is newer than the one on disk.
+    unwritten: HashSet<ChannelId>,
+    /// The ticket of the latest accepted link.
+    accepted_ticket: u64,
 }
 
 impl PayeeChannels {
@@ -122,7 +139,14 @@ impl PayeeChannels {
         Ok(PayeeChannels {
             dir: dir.to_owned(),
             channels,
+            unwritten: HashSet::new(),
+            accepted_ticket: 0,
         })
+    }
+
+    /// The directory the channel files live in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The channel `id`, if offered here.
@@ -170,24 +194,84 @@ impl PayeeChannels {
             signed,
             receipt,
         };
-        self.store(&held)?;
+        write_channels(&self.dir, std::slice::from_ref(&held))?;
         self.channels.insert(held.signed.commitment.id, held);
         Ok(())
     }
 
     /// Accepts `link` as `w_index` of channel `id` if it hashes forward to
-    /// the link held; stores it durably before answering the index now
-    /// held. Nothing changes on a refusal.
+    /// the link held, and stores it durably before answering the index now
+    /// held. Nothing changes on a refusal. (`serve` does the same in two
+    /// halves, [`PayeeChannels::accept`] and a shared write, so that one
+    /// fsync covers many links.)
     pub fn pay(&mut self, id: &ChannelId, index: u64, link: Link) -> Result<u64, PayeeRefusal> {
-        let held = self.channels.get(id).ok_or(PayeeRefusal::Unknown(*id))?;
-        let c = &held.signed.commitment;
-        verify_link(id, c.links, (held.index, &held.link), (index, &link))?;
-        let mut next = held.clone();
-        next.index = index;
-        next.link = link;
-        self.store(&next)?;
-        self.channels.insert(*id, next);
+        let (links, held, held_link) = self.position(id)?;
+        if check_link(id, links, (held, &held_link), (index, &link))? == LinkStep::AlreadyHeld {
+            return Ok(held);
+        }
+        let before = self.channels.get(id).cloned();
+        self.advance(id, held, (index, link))?;
+        let (_, unwritten) = self.take_unwritten();
+        if let Err(e) = write_channels(&self.dir, &unwritten) {
+            // Not on disk, so not accepted: the link held goes back.
+            if let Some(before) = before {
+                self.channels.insert(*id, before);
+            }
+            return Err(e.into());
+        }
         Ok(index)
+    }
+
+    /// Channel `id`'s number of links, the index held and its link: what
+    /// a new link is checked against (outside any lock: checking k links
+    /// costs k hashes).
+    pub fn position(&self, id: &ChannelId) -> Result<(u64, u64, Link), PayeeRefusal> {
+        let held = self.channels.get(id).ok_or(PayeeRefusal::Unknown(*id))?;
+        Ok((held.signed.commitment.links, held.index, held.link))
+    }
+
+    /// Moves channel `id` from index `from` to `(index, link)`, a link the
+    /// caller checked against `from`, and answers the ticket the link must
+    /// wait for; `None` when another link moved the channel since the
+    /// check (check again against the new position).
+    pub fn advance(
+        &mut self,
+        id: &ChannelId,
+        from: u64,
+        (index, link): (u64, Link),
+    ) -> Result<Option<u64>, PayeeRefusal> {
+        let held = self
+            .channels
+            .get_mut(id)
+            .ok_or(PayeeRefusal::Unknown(*id))?;
+        if held.index != from {
+            return Ok(None);
+        }
+        assert!(index > from, "a checked link extends the one held");
+        held.index = index;
+        held.link = link;
+        self.unwritten.insert(*id);
+        self.accepted_ticket += 1;
+        Ok(Some(self.accepted_ticket))
+    }
+
+    /// The ticket of the newest link accepted: a link already held is
+    /// durable once every link accepted so far is.
+    pub fn latest_ticket(&self) -> u64 {
+        self.accepted_ticket
+    }
+
+    /// Every channel whose newest link is not yet on disk, and the ticket
+    /// of the newest link among them: once they are written
+    /// ([`write_channels`]), every link with a ticket up to that one is
+    /// durable.
+    pub fn take_unwritten(&mut self) -> (u64, Vec<HeldChannel>) {
+        let held = self
+            .unwritten
+            .drain()
+            .filter_map(|id| self.channels.get(&id).cloned())
+            .collect();
+        (self.accepted_ticket, held)
     }
 
     /// The close requests of channels that hold at least one paid link and
@@ -215,44 +299,61 @@ impl PayeeChannels {
     }
 
     fn path_of(&self, id: &ChannelId) -> PathBuf {
-        self.dir.join(format!("{id}.chan"))
+        path_in(&self.dir, id)
     }
+}
 
-    /// Writes `held` to a temporary file, fsyncs it, renames it over the
-    /// channel's file and fsyncs the directory: after this returns, a
-    /// crash leaves the new link on disk.
-    fn store(&self, held: &HeldChannel) -> Result<(), ChannelStoreError> {
-        let path = self.path_of(&held.signed.commitment.id);
-        let tmp = path.with_extension("tmp");
-        let io = |error| ChannelStoreError::Io {
-            path: path.clone(),
-            error,
-        };
-        let file = ChannelFile {
-            commitment: CommitmentJson::from(&held.signed),
-            opened_at_ms: held.receipt.receipt.opened_at_ms,
-            server_signature: hex::encode(&held.receipt.signature),
-            index: held.index,
-            link: held.link.to_hex(),
-        };
-        let text = serde_json::to_vec(&file).map_err(|e| io(std::io::Error::other(e)))?;
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io)?;
-            f.write_all(&text).map_err(io)?;
-            f.sync_all().map_err(io)?;
-        }
-        fs::rename(&tmp, &path).map_err(io)?;
-        fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)
+fn path_in(dir: &Path, id: &ChannelId) -> PathBuf {
+    dir.join(format!("{id}.chan"))
+}
+
+/// Writes each channel in `held` to its file in `dir` (a temporary file,
+/// fsynced and renamed over the old one) and then fsyncs the directory
+/// once: after this returns, a crash leaves every one of these links on
+/// disk. Blocking: call it off the async runtime.
+pub fn write_channels(dir: &Path, held: &[HeldChannel]) -> Result<(), ChannelStoreError> {
+    if held.is_empty() {
+        return Ok(());
     }
+    for one in held {
+        write_file(dir, one)?;
+    }
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|error| ChannelStoreError::Io {
+            path: dir.to_owned(),
+            error,
+        })
+}
+
+fn write_file(dir: &Path, held: &HeldChannel) -> Result<(), ChannelStoreError> {
+    let path = path_in(dir, &held.signed.commitment.id);
+    let tmp = path.with_extension("tmp");
+    let io = |error| ChannelStoreError::Io {
+        path: path.clone(),
+        error,
+    };
+    let file = ChannelFile {
+        commitment: CommitmentJson::from(&held.signed),
+        opened_at_ms: held.receipt.receipt.opened_at_ms,
+        server_signature: hex::encode(&held.receipt.signature),
+        index: held.index,
+        link: held.link.to_hex(),
+    };
+    let text = serde_json::to_vec(&file).map_err(|e| io(std::io::Error::other(e)))?;
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
+        f.write_all(&text).map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
+    fs::rename(&tmp, &path).map_err(io)
 }
 
 /// Reads one channel file back, checking that its link really is the
@@ -411,14 +512,14 @@ mod tests {
         assert!(matches!(bad_receipt, Err(PayeeRefusal::BadOffer(_))));
         offer(&mut store, &s).expect("accepted");
         store.pay(&id, 5, w(5)).expect("pays");
-        // A link revealed twice, an older one, a wrong preimage, beyond n.
+        // A link revealed twice or an older one pays nothing again: the
+        // answer is the index held.
+        assert_eq!(store.pay(&id, 5, w(5)).expect("already held"), 5);
+        assert_eq!(store.pay(&id, 4, w(4)).expect("already held"), 5);
+        // An older index with a foreign link, a wrong preimage, beyond n.
         assert!(matches!(
-            store.pay(&id, 5, w(5)),
-            Err(PayeeRefusal::Link(LinkError::NotAfter { .. }))
-        ));
-        assert!(matches!(
-            store.pay(&id, 4, w(4)),
-            Err(PayeeRefusal::Link(LinkError::NotAfter { .. }))
+            store.pay(&id, 4, w(3)),
+            Err(PayeeRefusal::Link(LinkError::Mismatch { .. }))
         ));
         assert!(matches!(
             store.pay(&id, 7, w(6)),

@@ -29,7 +29,7 @@ pub enum PayerChannelError {
     /// The terms are out of bounds (links zero or above the limit).
     #[error("{0}")]
     Terms(String),
-    /// All links are paid.
+    /// All links are paid (or the payment asked for goes past n).
     #[error("channel {id} is exhausted: {paid} of {links} links paid")]
     Exhausted {
         /// The channel.
@@ -54,6 +54,8 @@ struct PayerFile {
 /// A channel I pay from.
 pub struct PayerChannel {
     chain: Chain,
+    /// The chain segment the next links come from (see [`Chain::segment`]).
+    segment: Option<(u64, Vec<Link>)>,
     secret: Link,
     signed: SignedCommitment,
     opened: ChannelOpened,
@@ -92,6 +94,7 @@ impl PayerChannel {
             .await?;
         let channel = PayerChannel {
             path: dir.join(format!("{id}.payer")),
+            segment: None,
             chain,
             secret,
             signed,
@@ -123,6 +126,7 @@ impl PayerChannel {
         }
         Ok(PayerChannel {
             chain,
+            segment: None,
             secret,
             signed,
             opened: file.opened,
@@ -166,29 +170,99 @@ impl PayerChannel {
     /// Pays `units` more links in one message on `peer`; records the new
     /// position once the payee acknowledged it. Answers the links paid.
     pub async fn pay(&mut self, peer: &Conn, units: u64) -> Result<u64, PayerChannelError> {
-        let exhausted = PayerChannelError::Exhausted {
-            id: self.id(),
-            paid: self.paid,
-            links: self.links(),
-        };
-        let index = self.paid.checked_add(units).ok_or(exhausted)?;
-        let Some(link) = self.chain.link(index) else {
-            return Err(PayerChannelError::Exhausted {
-                id: self.id(),
-                paid: self.paid,
-                links: self.links(),
-            });
-        };
-        let ack: ChannelAck = peer
-            .call(&PeerRequest::ChannelPay {
-                channel_id: self.id().to_hex(),
-                index,
-                link: link.to_hex(),
-            })
-            .await?;
-        self.paid = ack.index.max(self.paid);
+        self.pay_pipelined(peer, units, 1, 1).await
+    }
+
+    /// Pays `messages` messages of `units` links each on `peer`, keeping up
+    /// to `window` messages in flight (the payee takes them in the order
+    /// sent), and records the position acknowledged once, at the end (or
+    /// at the first refusal). Answers the links paid.
+    ///
+    /// A crash before the record leaves the state file behind the payee;
+    /// the next payment then resends links the payee holds, which it
+    /// answers with the index held (paying nothing twice), and the
+    /// position catches up.
+    pub async fn pay_pipelined(
+        &mut self,
+        peer: &Conn,
+        units: u64,
+        messages: u64,
+        window: usize,
+    ) -> Result<u64, PayerChannelError> {
+        let mut in_flight = std::collections::VecDeque::new();
+        let mut next = self.paid;
+        let mut sent = 0u64;
+        let mut outcome = Ok(());
+        while outcome.is_ok() && (sent < messages || !in_flight.is_empty()) {
+            while sent < messages && in_flight.len() < window.max(1) {
+                let body = match self.pay_body(next, units) {
+                    Ok((index, body)) => {
+                        next = index;
+                        body
+                    }
+                    Err(e) => {
+                        sent = messages;
+                        outcome = Err(e);
+                        break;
+                    }
+                };
+                match peer.send_body(&body).await {
+                    Ok(reply) => in_flight.push_back(reply),
+                    Err(e) => {
+                        sent = messages;
+                        outcome = Err(e.into());
+                        break;
+                    }
+                }
+                sent += 1;
+            }
+            let Some(reply) = in_flight.pop_front() else {
+                break;
+            };
+            match peer.reply_within(reply).await {
+                Ok(ack) => self.acknowledged(&ack),
+                Err(e) => outcome = Err(e.into()),
+            }
+        }
         self.save()?;
-        Ok(self.paid)
+        outcome.map(|()| self.paid)
+    }
+
+    fn acknowledged(&mut self, ack: &ChannelAck) {
+        self.paid = ack.index.clamp(self.paid, self.links());
+    }
+
+    /// The request paying `units` links after index `from`, and the index
+    /// it pays up to.
+    fn pay_body(&mut self, from: u64, units: u64) -> Result<(u64, Vec<u8>), PayerChannelError> {
+        let exhausted = |me: &PayerChannel| PayerChannelError::Exhausted {
+            id: me.id(),
+            paid: me.paid,
+            links: me.links(),
+        };
+        let index = from.checked_add(units).ok_or_else(|| exhausted(self))?;
+        let Some(link) = self.link_at(index) else {
+            return Err(exhausted(self));
+        };
+        let body = crate::wire::request::encode_body(&PeerRequest::ChannelPay {
+            channel_id: self.id().to_hex(),
+            index,
+            link: link.to_hex(),
+        });
+        Ok((index, body))
+    }
+
+    /// `w_index`, from the cached segment when it holds it.
+    fn link_at(&mut self, index: u64) -> Option<Link> {
+        let cached = |s: &(u64, Vec<Link>)| {
+            let offset = usize::try_from(index.checked_sub(s.0)?).ok()?;
+            s.1.get(offset).copied()
+        };
+        if let Some(link) = self.segment.as_ref().and_then(cached) {
+            return Some(link);
+        }
+        self.segment = Some(self.chain.segment(index)?);
+        self.segment.as_ref().and_then(cached)
     }
 
     fn save(&self) -> Result<(), ChannelStoreError> {

@@ -3,7 +3,7 @@
 //! before the acknowledgement), and closes the channels it holds links of
 //! before they expire, without being asked.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -13,7 +13,8 @@ use crate::core::channel::{OpenReceipt, SignedOpenReceipt};
 use crate::core::limits::{CHANNEL_AUTOCLOSE_MARGIN_S, CHANNEL_AUTOCLOSE_POLL_MS};
 use crate::net::identity::Identity;
 use crate::net::link::{CallError, Link};
-use crate::person::channel_payee::{PayeeChannels, PayeeRefusal};
+use crate::person::channel_payee::PayeeRefusal;
+use crate::person::channel_writer::ChannelWriter;
 use crate::system::clock::now_s;
 use crate::wire::channel::{parse_channel_id, parse_link};
 use crate::wire::{
@@ -21,23 +22,59 @@ use crate::wire::{
     ServerRequest, WireError,
 };
 
-/// The payee's channels, shared by its connections and the close task.
-pub type SharedChannels = Arc<Mutex<PayeeChannels>>;
+pub use crate::person::channel_writer::SharedChannels;
 
 fn refusal(e: PayeeRefusal) -> WireError {
     let code = match &e {
         PayeeRefusal::BadOffer(_) => ErrorCode::Forbidden,
         PayeeRefusal::Unknown(_) => ErrorCode::NotFound,
         PayeeRefusal::Link(_) => ErrorCode::BadSignature,
-        PayeeRefusal::Store(_) => ErrorCode::Internal,
+        PayeeRefusal::Store(_) | PayeeRefusal::NotStored(_) => ErrorCode::Internal,
+        PayeeRefusal::Stopping => ErrorCode::Unavailable,
     };
     WireError::new(code, e.to_string())
+}
+
+/// A `channel_pay` accepted in memory: what its acknowledgement waits for.
+pub struct AcceptedLink {
+    channel_id: String,
+    index: u64,
+    ticket: u64,
+}
+
+/// The first half of a `channel_pay`: checks the link and accepts it in
+/// memory. `serve` calls this as soon as the request is read, before any
+/// await, so the links of a pipelining payer are taken in the order sent.
+pub fn accept_link(
+    writer: &ChannelWriter,
+    (channel_id, index, link): (&str, u64, &str),
+) -> Result<AcceptedLink, WireError> {
+    let id = parse_channel_id(channel_id)?;
+    let link = parse_link(link, "link")?;
+    let (ticket, index) = writer.accept(&id, index, link).map_err(refusal)?;
+    Ok(AcceptedLink {
+        channel_id: channel_id.to_owned(),
+        index,
+        ticket,
+    })
+}
+
+/// The second half: the acknowledgement, once the link is on disk.
+pub async fn acknowledge(
+    writer: &ChannelWriter,
+    accepted: AcceptedLink,
+) -> Result<ChannelAck, WireError> {
+    writer.written(accepted.ticket).await.map_err(refusal)?;
+    Ok(ChannelAck {
+        channel_id: accepted.channel_id,
+        index: accepted.index,
+    })
 }
 
 /// Answers one channel request from `payer`; `server` is my connection to
 /// the server (its certificate key checks open receipts).
 pub async fn handle(
-    channels: &SharedChannels,
+    writer: &ChannelWriter,
     me: &crate::core::name::Name,
     payer: &Identity,
     server: Option<Arc<Link>>,
@@ -55,7 +92,7 @@ pub async fn handle(
                 .server_key()
                 .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))?;
             offer(
-                channels,
+                writer.channels(),
                 (me, payer),
                 &server_key,
                 &commitment,
@@ -68,21 +105,8 @@ pub async fn handle(
             index,
             link,
         } => {
-            let id = parse_channel_id(&channel_id)?;
-            let link = parse_link(&link, "link")?;
-            let channels = channels.clone();
-            // The link is fsynced before the answer: off the runtime.
-            let held = tokio::task::spawn_blocking(move || {
-                let mut guard = channels.lock().unwrap_or_else(|p| p.into_inner());
-                guard.pay(&id, index, link)
-            })
-            .await
-            .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))?
-            .map_err(refusal)?;
-            Ok(ChannelAck {
-                channel_id,
-                index: held,
-            })
+            let accepted = accept_link(writer, (&channel_id, index, &link))?;
+            acknowledge(writer, accepted).await
         }
         PeerRequest::Pay { .. } => Err(WireError::new(
             ErrorCode::BadRequest,

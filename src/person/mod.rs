@@ -12,6 +12,7 @@
 pub mod channel_payee;
 pub mod channel_payer;
 pub mod channel_serve;
+pub mod channel_writer;
 pub mod log_state;
 mod rotate;
 mod send;

@@ -17,6 +17,7 @@ use tracing::{debug, info};
 
 use super::channel_payee::PayeeChannels;
 use super::channel_serve;
+use super::channel_writer::ChannelWriter;
 use super::{PeerError, Person};
 use crate::core::limits::{
     SERVE_KEEPALIVE_MS_DEFAULT, SERVE_KEEPALIVE_MS_MIN, SERVE_RECONNECT_MS_MAX,
@@ -185,14 +186,21 @@ pub async fn serve_with_metrics(
         .clone()
         .map(|crl| tokio::spawn(crl.watch(stop_rx.clone())));
     let acceptor = TlsAcceptor::from(person.listener.clone());
-    let closer = ctx.channels.clone().map(|channels| {
+    let closer = ctx.channels.clone().map(|writer| {
         let server_ctx = ctx.clone();
         tokio::spawn(channel_serve::close_before_expiry(
-            channels,
+            writer.channels().clone(),
             move || server_ctx.current(),
             stop_rx.clone(),
         ))
     });
+    // The link writer stops only after the connections have: their last
+    // links are written and acknowledged first.
+    let (writer_stop_tx, writer_stop) = watch::channel(false);
+    let writer = ctx
+        .channels
+        .clone()
+        .map(|writer| tokio::spawn(writer.run(writer_stop)));
     let conn_stop = stop_rx.clone();
     let limits = options.limits;
     let accept_ctx = ctx.clone();
@@ -210,6 +218,10 @@ pub async fn serve_with_metrics(
     let result = supervise(&ctx, &announce, options.reconnect, first, &mut shutdown).await;
     let _ = stop_tx.send(true);
     let _ = accepting.await;
+    let _ = writer_stop_tx.send(true);
+    if let Some(writer) = writer {
+        let _ = writer.await;
+    }
     if let Some(closer) = closer {
         let _ = closer.await;
     }
@@ -232,9 +244,9 @@ fn payee_ctx(
     metrics: Arc<PeerMetrics>,
 ) -> Result<Arc<PayeeCtx>, PeerError> {
     let channels = match &options.channels_dir {
-        Some(dir) => Some(Arc::new(Mutex::new(
+        Some(dir) => Some(ChannelWriter::new(Arc::new(Mutex::new(
             PayeeChannels::open(dir).map_err(PeerError::Channels)?,
-        ))),
+        )))),
         None => None,
     };
     Ok(Arc::new(PayeeCtx {
@@ -402,8 +414,9 @@ fn is_final(e: &PeerError) -> bool {
 
 struct PayeeCtx {
     person: Arc<Person>,
-    /// The channels offered to me, when `serve` keeps them.
-    channels: Option<channel_serve::SharedChannels>,
+    /// The channels offered to me and their link writer, when `serve`
+    /// keeps them.
+    channels: Option<Arc<ChannelWriter>>,
     /// What the CRL in force revokes (nothing without one).
     revocations: Revocations,
     /// The server connection payments go over; `None` while reconnecting.
@@ -451,7 +464,19 @@ async fn payer_connection(
     debug!(%peer, payer = %payer.name, "payer connected");
     run_session(tls, limits, shutdown, move |request| {
         let (ctx, payer) = (ctx.clone(), payer.clone());
+        // run_session calls this closure in the order requests arrive, and
+        // a channel link is accepted here, before the first await: the
+        // links a payer pipelines extend each other in the order sent.
+        let link = accept_channel_link(&ctx, &payer, &request);
         async move {
+            if let Some(accepted) = link {
+                let writer = ctx
+                    .channels
+                    .as_ref()
+                    .ok_or_else(|| WireError::new(ErrorCode::Internal, "no channel writer"))?;
+                let ack = channel_serve::acknowledge(writer, accepted?).await?;
+                return crate::wire::to_result_json(&ack);
+            }
             if !matches!(request, PeerRequest::Pay { .. }) {
                 return channel_request(&ctx, &payer, request).await;
             }
@@ -483,6 +508,35 @@ async fn payer_connection(
     .await;
 }
 
+/// Accepts a `channel_pay` in memory (`None` for every other request).
+fn accept_channel_link(
+    ctx: &PayeeCtx,
+    payer: &Identity,
+    request: &PeerRequest,
+) -> Option<Result<channel_serve::AcceptedLink, WireError>> {
+    let PeerRequest::ChannelPay {
+        channel_id,
+        index,
+        link,
+    } = request
+    else {
+        return None;
+    };
+    Some(check_not_revoked(ctx, payer).and_then(|()| {
+        let writer = channels_of(ctx)?;
+        channel_serve::accept_link(writer, (channel_id, *index, link))
+    }))
+}
+
+fn channels_of(ctx: &PayeeCtx) -> Result<&ChannelWriter, WireError> {
+    ctx.channels.as_deref().ok_or_else(|| {
+        WireError::new(
+            ErrorCode::Forbidden,
+            format!("{} does not take payment channels here", ctx.person.name),
+        )
+    })
+}
+
 /// Answers a channel offer or payment, when this `serve` keeps channels.
 async fn channel_request(
     ctx: &PayeeCtx,
@@ -490,14 +544,9 @@ async fn channel_request(
     request: PeerRequest,
 ) -> Result<crate::wire::ResultJson, WireError> {
     check_not_revoked(ctx, payer)?;
-    let Some(channels) = &ctx.channels else {
-        return Err(WireError::new(
-            ErrorCode::Forbidden,
-            format!("{} does not take payment channels here", ctx.person.name),
-        ));
-    };
+    let writer = channels_of(ctx)?;
     let me = &ctx.person.name;
-    let ack = channel_serve::handle(channels, me, payer, ctx.current(), request).await?;
+    let ack = channel_serve::handle(writer, me, payer, ctx.current(), request).await?;
     crate::wire::to_result_json(&ack)
 }
 

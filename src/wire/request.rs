@@ -136,10 +136,16 @@ impl Sequenced for ServerRequest {
 }
 
 impl Sequenced for PeerRequest {
-    /// Payments run concurrently; channel messages run in the order sent,
-    /// because each link must extend the one before it.
+    /// Payments and channel links run concurrently. A link must extend
+    /// the one before it, so the payee accepts links in the order read
+    /// (before anything awaits) and only their acknowledgements, which
+    /// wait for the disk, overlap; an offer is a barrier, so links sent
+    /// after it see it.
     fn is_barrier(&self) -> bool {
-        !matches!(self, PeerRequest::Pay { .. })
+        !matches!(
+            self,
+            PeerRequest::Pay { .. } | PeerRequest::ChannelPay { .. }
+        )
     }
 }
 

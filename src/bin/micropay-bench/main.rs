@@ -111,9 +111,14 @@ enum Mode {
     /// Only the crypto floor (no server).
     Floor,
     /// One payment channel, payer → payee over peer mTLS: links paid per
-    /// second, the payee checking and storing each (--window links per
-    /// message, --count links at most), and the open and close cost.
-    Channel,
+    /// second, the payee checking and storing each (--units links per
+    /// message, --window messages in flight, --count links at most), and
+    /// the open and close cost.
+    Channel {
+        /// Links each message pays.
+        #[arg(long, default_value_t = 1)]
+        units: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -133,7 +138,7 @@ fn defaults(mode: Mode) -> (usize, usize, usize, usize) {
         Mode::Settle | Mode::Floor => (4, 128, 64, 300_000),
         Mode::P2p => (8, 32, 2, 200_000),
         Mode::Handshake { .. } => (4, 1, 1, 20_000),
-        Mode::Channel => (1, 1, 2, 1_000_000),
+        Mode::Channel { .. } => (1, 256, 2, 1_000_000),
     }
 }
 
@@ -152,6 +157,10 @@ fn options(args: &Args) -> BenchOptions {
                 no_resumption: true
             }
         ),
+        units_per_message: match args.mode {
+            Mode::Channel { units } => units.max(1),
+            _ => 1,
+        },
         rate_per_s: args.rate,
         servers: args.servers,
         ledger: match &args.db {
@@ -220,7 +229,7 @@ fn run_against_server(args: &Args, options: &BenchOptions) -> Result<Report> {
             Mode::Settle => settle::run_settle(&server, options, show).await,
             Mode::P2p => p2p::run_p2p(&server, options, show).await,
             Mode::Handshake { .. } => handshake::run_handshake(&server, options, show).await,
-            Mode::Channel => channel::run_channel(&server, options).await,
+            Mode::Channel { .. } => channel::run_channel(&server, options).await,
             Mode::Floor => unreachable!("handled by the caller"),
         }
     })?;

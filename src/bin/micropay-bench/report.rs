@@ -21,6 +21,8 @@ pub struct BenchOptions {
     pub connections: usize,
     /// Requests in flight per connection.
     pub window: usize,
+    /// Channel: links each message pays.
+    pub units_per_message: u64,
     /// Accounts (settle: payers and payees together; p2p: payees).
     pub accounts: usize,
     /// Handshake mode: allow TLS session resumption.

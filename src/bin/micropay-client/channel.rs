@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use micropay::core::channel::ChannelId;
-use micropay::core::limits::CONNECT_TIMEOUT_MS_DEFAULT;
+use micropay::core::limits::{CONNECT_TIMEOUT_MS_DEFAULT, IN_FLIGHT_PER_CONNECTION_DEFAULT};
 use micropay::core::name::Name;
 use micropay::net::link::Link;
 use micropay::person::channel_payee::PayeeChannels;
@@ -96,9 +96,11 @@ pub async fn pay(
     let mut channel = PayerChannel::load(dir, &id)?;
     let link = person.connect_server(server).await?;
     let peer = connect_payee(person, &link, &channel.payee().clone()).await?;
-    for _ in 0..repeat {
-        channel.pay(&peer, units).await?;
-    }
+    // The messages are pipelined: the payee takes them in the order sent
+    // and acknowledges each once it is on disk.
+    channel
+        .pay_pipelined(&peer, units, repeat, IN_FLIGHT_PER_CONNECTION_DEFAULT)
+        .await?;
     if json {
         println!(
             "{}",

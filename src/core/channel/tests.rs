@@ -194,6 +194,44 @@ fn verify_link_rules() {
 }
 
 #[test]
+fn check_link_answers_links_already_held_without_paying_them_again() {
+    let id = vector_id();
+    let chain = vector_chain();
+    let w = |i| chain.link(i).expect("in bounds");
+    assert_eq!(
+        check_link(&id, 4, (1, &w(1)), (3, &w(3))),
+        Ok(LinkStep::Extends)
+    );
+    // The held link again, or a genuine older one: already held.
+    assert_eq!(
+        check_link(&id, 4, (2, &w(2)), (2, &w(2))),
+        Ok(LinkStep::AlreadyHeld)
+    );
+    assert_eq!(
+        check_link(&id, 4, (3, &w(3)), (1, &w(1))),
+        Ok(LinkStep::AlreadyHeld)
+    );
+    // An older index with a link that is not the chain's: refused.
+    assert!(matches!(
+        check_link(&id, 4, (3, &w(3)), (1, &w(2))),
+        Err(LinkError::Mismatch { .. })
+    ));
+    assert!(matches!(
+        check_link(&id, 4, (2, &w(2)), (2, &Link([0; 32]))),
+        Err(LinkError::Mismatch { .. })
+    ));
+    // Later links keep every rule of verify_link.
+    assert!(matches!(
+        check_link(&id, 4, (0, &w(0)), (5, &w(4))),
+        Err(LinkError::BeyondEnd { .. })
+    ));
+    assert!(matches!(
+        check_link(&id, 4, (0, &w(0)), (3, &w(2))),
+        Err(LinkError::Mismatch { .. })
+    ));
+}
+
+#[test]
 fn chain_length_is_bounded() {
     let id = vector_id();
     assert_eq!(
@@ -242,5 +280,24 @@ proptest! {
             let checked = verify_link(&id, links, (lo, &wl), (hi, &wh));
             prop_assert_eq!(checked.is_ok(), hi > lo);
         }
+    }
+
+    /// A segment holds exactly the links [`Chain::link`] gives, starts at
+    /// a checkpoint, contains the index asked for, and none exists past n.
+    #[test]
+    fn segments_agree_with_single_links(
+        links in 1u64..3000,
+        pick in any::<u64>(),
+    ) {
+        let id = ChannelId([4; 16]);
+        let chain = Chain::generate(id, Link([9; 32]), links).expect("in bounds");
+        let index = pick % (links + 1);
+        let (first, segment) = chain.segment(index).expect("in bounds");
+        prop_assert_eq!(first % CHANNEL_CHECKPOINT_LINKS, 0);
+        prop_assert!(first <= index && index < first + segment.len() as u64);
+        for (k, link) in segment.iter().enumerate() {
+            prop_assert_eq!(Some(*link), chain.link(first + k as u64));
+        }
+        prop_assert!(chain.segment(links + 1).is_none());
     }
 }
