@@ -32,9 +32,9 @@ fn two_people_open_stream_and_close_a_channel_from_the_command_line() {
         .expect("a channel id")
         .to_owned();
     assert_eq!(
-        world.balance("alice"),
-        10_000 - 200,
-        "the hold left alice's balance"
+        world.balance_and_held("alice"),
+        (10_000 - 200, 200),
+        "the hold left alice's balance and shows as held"
     );
     world
         .run(
@@ -45,6 +45,22 @@ fn two_people_open_stream_and_close_a_channel_from_the_command_line() {
         )
         .expect(0)
         .stdout_has("12 of 100 links paid");
+    // Both sides list the channel with the links paid.
+    world
+        .run("alice", &["channel", "--dir", alice_dir, "list"])
+        .expect(0)
+        .stdout_has(&id)
+        .stdout_has("payer")
+        .stdout_has("12/100");
+    let listed = world.run("bob", &["--json", "channel", "--dir", bob_dir, "list"]);
+    listed.expect(0);
+    let channel = &listed.json()["channels"][0];
+    assert_eq!(channel["role"], "payee");
+    assert_eq!(channel["peer"], "alice");
+    assert_eq!(
+        (channel["paid"].as_u64(), channel["links"].as_u64()),
+        (Some(12), Some(100))
+    );
     // More than the channel has: exhausted, nothing sent.
     world
         .run(

@@ -159,6 +159,18 @@ impl PayeeChannels {
         self.channels.values()
     }
 
+    /// Every channel held, as `channel list` shows it, oldest expiry
+    /// first.
+    pub fn summaries(&self) -> Vec<crate::person::channel_payer::ChannelSummary> {
+        use crate::person::channel_payer::{ChannelRole, ChannelSummary};
+        let mut out: Vec<_> = self
+            .all()
+            .map(|h| ChannelSummary::of(ChannelRole::Payee, &h.signed, h.index))
+            .collect();
+        out.sort_by_key(|c| (c.expires_at_s, c.id));
+        out
+    }
+
     /// Accepts an offer from `payer` (name and certificate key) to `me`,
     /// with the server's open receipt checked with `server_key`; stores it
     /// durably. Offering the same channel again keeps the link held.

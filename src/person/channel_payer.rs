@@ -63,6 +63,93 @@ pub struct PayerChannel {
     path: PathBuf,
 }
 
+/// Which side of a channel I am on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelRole {
+    /// I opened it and pay from it.
+    Payer,
+    /// It was offered to me; I hold its links.
+    Payee,
+}
+
+/// One channel as `channel list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelSummary {
+    /// The channel id.
+    #[serde(serialize_with = "hex_id")]
+    pub id: ChannelId,
+    /// My side.
+    pub role: ChannelRole,
+    /// The other party: the payee when I pay, the payer when I am paid.
+    pub peer: String,
+    /// Links paid (payer: acknowledged; payee: held).
+    pub paid: u64,
+    /// n.
+    pub links: u64,
+    /// Minor units per link.
+    pub value_minor: u64,
+    /// Unix seconds at which it expires.
+    pub expires_at_s: u64,
+}
+
+fn hex_id<S: serde::Serializer>(id: &ChannelId, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&id.to_hex())
+}
+
+impl ChannelSummary {
+    /// The summary of a commitment with `paid` links paid, from `role`'s
+    /// side.
+    pub fn of(role: ChannelRole, signed: &SignedCommitment, paid: u64) -> ChannelSummary {
+        let c = &signed.commitment;
+        let peer = match role {
+            ChannelRole::Payer => &c.payee,
+            ChannelRole::Payee => &c.payer,
+        };
+        ChannelSummary {
+            id: c.id,
+            role,
+            peer: peer.to_string(),
+            paid,
+            links: c.links,
+            value_minor: c.value_minor,
+            expires_at_s: c.expires_at_s,
+        }
+    }
+}
+
+/// The channels I pay from whose state files are in `dir` (read without
+/// regenerating their chains), oldest expiry first. A missing directory
+/// holds none.
+pub fn payer_summaries(dir: &Path) -> Result<Vec<ChannelSummary>, ChannelStoreError> {
+    let io = |path: &Path, error| ChannelStoreError::Io {
+        path: path.to_owned(),
+        error,
+    };
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(dir, e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| io(dir, e))?.path();
+        if !path.extension().is_some_and(|e| e == "payer") {
+            continue;
+        }
+        let corrupt = |why: String| ChannelStoreError::Corrupt {
+            path: path.clone(),
+            why,
+        };
+        let text = fs::read(&path).map_err(|e| io(&path, e))?;
+        let file: PayerFile = serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))?;
+        let signed = file.commitment.parse().map_err(|e| corrupt(e.message))?;
+        out.push(ChannelSummary::of(ChannelRole::Payer, &signed, file.paid));
+    }
+    out.sort_by_key(|c| (c.expires_at_s, c.id));
+    Ok(out)
+}
+
 impl PayerChannel {
     /// Opens a channel from `person` to `payee` of `links` links worth
     /// `value_minor` each, expiring at `expires_at_s`, on the server

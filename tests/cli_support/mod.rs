@@ -587,15 +587,30 @@ impl World {
         )
     }
 
-    /// WHO's balance, from the human `balance` output (just the number).
+    /// WHO's available balance, from the human `balance` output (the
+    /// number, followed by what is held when something is).
     #[track_caller]
     pub fn balance(&self, who: &str) -> u64 {
+        self.balance_and_held(who).0
+    }
+
+    /// WHO's available and held amounts, from the human `balance` output:
+    /// `N` alone, or `N available, H held in open payment channels`.
+    #[track_caller]
+    pub fn balance_and_held(&self, who: &str) -> (u64, u64) {
         let out = self.run(who, &["balance"]);
         out.expect(0);
-        out.stdout
-            .trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("balance is not a number ({e}):\n{out}"))
+        let words: Vec<&str> = out.stdout.split_whitespace().collect();
+        let number = |s: &str| {
+            s.trim_end_matches(',')
+                .parse::<u64>()
+                .unwrap_or_else(|e| panic!("not a number ({e}):\n{out}"))
+        };
+        match words.as_slice() {
+            [available] => (number(available), 0),
+            [available, "available,", held, "held", ..] => (number(available), number(held)),
+            _ => panic!("unexpected balance output:\n{out}"),
+        }
     }
 
     /// SIGTERM to the server; its exit status (bounded wait).

@@ -8,11 +8,14 @@ use micropay::core::channel::ChannelId;
 use micropay::core::limits::{CONNECT_TIMEOUT_MS_DEFAULT, IN_FLIGHT_PER_CONNECTION_DEFAULT};
 use micropay::core::name::Name;
 use micropay::net::link::Link;
-use micropay::person::channel_payee::PayeeChannels;
-use micropay::person::channel_payer::{PayerChannel, PayerChannelError};
+use micropay::person::channel_payee::{ChannelStoreError, PayeeChannels};
+use micropay::person::channel_payer::{
+    payer_summaries, ChannelRole, PayerChannel, PayerChannelError,
+};
 use micropay::person::channel_serve::close_due;
 use micropay::person::Person;
 use micropay::system::clock::now_s;
+use micropay::system::localtime::local_datetime_ms;
 use micropay::system::terminal::escape;
 use micropay::wire::{OnlinePeer, ServerRequest};
 use serde_json::json;
@@ -128,6 +131,48 @@ pub async fn close(person: &Person, server: &str, dir: &Path, json: bool) -> Res
         println!("{}", json!({"ok": true, "closed": closed}));
     } else {
         println!("closed {closed} channel(s)");
+    }
+    Ok(())
+}
+
+/// `channel list`: the channels in DIR, both sides, oldest expiry first.
+pub fn list(dir: &Path, json: bool) -> Result<(), Failure> {
+    let state = |e: ChannelStoreError| Failure::new(2, "channel_state", e.to_string());
+    let mut channels = payer_summaries(dir).map_err(state)?;
+    if dir.exists() {
+        channels.extend(PayeeChannels::open(dir).map_err(state)?.summaries());
+    }
+    if json {
+        println!("{}", json!({"ok": true, "channels": channels}));
+        return Ok(());
+    }
+    if channels.is_empty() {
+        println!("no channels in {}", escape(&dir.display().to_string()));
+        return Ok(());
+    }
+    let width = channels
+        .iter()
+        .map(|c| c.peer.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!(
+        "{:<5}  {:<32}  {:<width$}  {:>15}  {:>6}  EXPIRES",
+        "ROLE", "CHANNEL", "PEER", "PAID/LINKS", "VALUE"
+    );
+    for c in &channels {
+        let role = match c.role {
+            ChannelRole::Payer => "payer",
+            ChannelRole::Payee => "payee",
+        };
+        println!(
+            "{role:<5}  {}  {:<width$}  {:>15}  {:>6}  {}",
+            c.id,
+            escape(&c.peer),
+            format!("{}/{}", c.paid, c.links),
+            c.value_minor,
+            local_datetime_ms(c.expires_at_s.saturating_mul(1000)),
+        );
     }
     Ok(())
 }

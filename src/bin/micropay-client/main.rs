@@ -108,6 +108,9 @@ enum ChannelAction {
     },
     /// Payee side: close every channel I hold paid links of.
     Close,
+    /// The channels in DIR: those I pay from and those I am paid through,
+    /// with the links paid of each (no server needed).
+    List,
 }
 
 #[derive(Subcommand, Debug)]
@@ -410,6 +413,7 @@ async fn channel_command(
             repeat,
         } => channel::pay(person, server, (channel_id, *units, *repeat), dir, json).await,
         ChannelAction::Close => channel::close(person, server, dir, json).await,
+        ChannelAction::List => channel::list(dir, json),
     }
 }
 

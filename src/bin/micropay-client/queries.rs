@@ -65,11 +65,18 @@ pub async fn list(person: &Person, server: &str, json: bool) -> Result<(), Failu
     if json {
         println!(
             "{}",
-            json!({"ok": true, "name": person.name.as_str(), "balance": l.balance, "server_key_fingerprint": l.server_key_fingerprint, "online_count": l.online_count, "online": l.online})
+            json!({"ok": true, "name": person.name.as_str(), "balance": l.balance, "held": l.held, "server_key_fingerprint": l.server_key_fingerprint, "online_count": l.online_count, "online": l.online})
         );
         return Ok(());
     }
-    println!("{}'s balance: {}", person.name, l.balance);
+    if l.held == 0 {
+        println!("{}'s balance: {}", person.name, l.balance);
+    } else {
+        println!(
+            "{}'s balance: {} available, {} held in open payment channels",
+            person.name, l.balance, l.held
+        );
+    }
     println!("server key:   {}", escape(&l.server_key_fingerprint));
     println!("online:       {}", l.online_count);
     if !l.online.is_empty() {
@@ -96,10 +103,16 @@ pub async fn balance(person: &Person, server: &str, json: bool) -> Result<(), Fa
     if json {
         println!(
             "{}",
-            json!({"ok": true, "name": b.name, "balance": b.balance})
+            json!({"ok": true, "name": b.name, "balance": b.balance, "held": b.held})
         );
-    } else {
+    } else if b.held == 0 {
+        // Just the number when nothing is held, for people and scripts.
         println!("{}", b.balance);
+    } else {
+        println!(
+            "{} available, {} held in open payment channels",
+            b.balance, b.held
+        );
     }
     Ok(())
 }
