@@ -388,3 +388,126 @@ impl PayerChannel {
         fs::rename(&tmp, &self.path).map_err(io)
     }
 }
+
+/// Finds `payee` through the server connection `server` (`locate`) and
+/// connects to its listener as `person`.
+pub async fn connect_payee(
+    person: &Person,
+    server: &Conn,
+    payee: &Name,
+) -> Result<Conn, CallError> {
+    let found: crate::wire::OnlinePeer = server
+        .call(&ServerRequest::Locate {
+            name: payee.to_string(),
+        })
+        .await?;
+    Conn::connect(
+        &found.address,
+        payee.as_str(),
+        person.payer_config(),
+        crate::core::limits::CONNECT_TIMEOUT_MS_DEFAULT,
+    )
+    .await
+}
+
+/// A channel held open to its payee: the payer's chain and state file
+/// together with one connection to the payee, so that a program pays many
+/// times on one connection with [`Channel::pay`]. `examples/pay_per_chunk.rs`
+/// shows it in use.
+pub struct Channel {
+    state: PayerChannel,
+    peer: Conn,
+}
+
+/// What a channel is opened with.
+#[derive(Debug, Clone)]
+pub struct ChannelTerms {
+    /// Who is paid.
+    pub payee: Name,
+    /// n: how many links (units) the channel holds.
+    pub links: u64,
+    /// Minor units each link is worth.
+    pub value_minor: u64,
+    /// Unix seconds at which it expires.
+    pub expires_at_s: u64,
+}
+
+impl Channel {
+    /// Opens a channel on the server connection `server` (the server holds
+    /// `links × value_minor` of my balance), finds the payee, connects to
+    /// it and offers the channel; its state file goes into `dir`.
+    pub async fn open(
+        person: &Person,
+        server: &Conn,
+        terms: ChannelTerms,
+        dir: &Path,
+    ) -> Result<Channel, PayerChannelError> {
+        let state = PayerChannel::open(
+            person,
+            server,
+            (
+                terms.payee,
+                terms.links,
+                terms.value_minor,
+                terms.expires_at_s,
+            ),
+            dir,
+        )
+        .await?;
+        let peer = connect_payee(person, server, state.payee()).await?;
+        state.offer(&peer).await?;
+        Ok(Channel { state, peer })
+    }
+
+    /// Picks up channel `id` from its state file in `dir` and connects to
+    /// its payee again.
+    pub async fn resume(
+        person: &Person,
+        server: &Conn,
+        id: &ChannelId,
+        dir: &Path,
+    ) -> Result<Channel, PayerChannelError> {
+        let state = PayerChannel::load(dir, id)?;
+        let peer = connect_payee(person, server, state.payee()).await?;
+        Ok(Channel { state, peer })
+    }
+
+    /// Pays `units` more links in one message and waits for the payee's
+    /// acknowledgement (the link is on its disk). Answers the links paid.
+    pub async fn pay(&mut self, units: u64) -> Result<u64, PayerChannelError> {
+        self.state.pay(&self.peer, units).await
+    }
+
+    /// Pays `messages` messages of `units` links each, up to `window` in
+    /// flight ([`PayerChannel::pay_pipelined`]). Answers the links paid.
+    pub async fn pay_pipelined(
+        &mut self,
+        units: u64,
+        messages: u64,
+        window: usize,
+    ) -> Result<u64, PayerChannelError> {
+        self.state
+            .pay_pipelined(&self.peer, units, messages, window)
+            .await
+    }
+
+    /// The channel id.
+    pub fn id(&self) -> ChannelId {
+        self.state.id()
+    }
+
+    /// Links paid so far (acknowledged by the payee).
+    pub fn paid(&self) -> u64 {
+        self.state.paid()
+    }
+
+    /// n.
+    pub fn links(&self) -> u64 {
+        self.state.links()
+    }
+
+    /// The payee.
+    pub fn payee(&self) -> &Name {
+        self.state.payee()
+    }
+}

@@ -5,19 +5,17 @@
 use std::path::Path;
 
 use micropay::core::channel::ChannelId;
-use micropay::core::limits::{CONNECT_TIMEOUT_MS_DEFAULT, IN_FLIGHT_PER_CONNECTION_DEFAULT};
+use micropay::core::limits::IN_FLIGHT_PER_CONNECTION_DEFAULT;
 use micropay::core::name::Name;
-use micropay::net::link::Link;
 use micropay::person::channel_payee::{ChannelStoreError, PayeeChannels};
 use micropay::person::channel_payer::{
-    payer_summaries, ChannelRole, PayerChannel, PayerChannelError,
+    payer_summaries, Channel, ChannelRole, ChannelTerms, PayerChannelError,
 };
 use micropay::person::channel_serve::close_due;
 use micropay::person::Person;
 use micropay::system::clock::now_s;
 use micropay::system::localtime::local_datetime_ms;
 use micropay::system::terminal::escape;
-use micropay::wire::{OnlinePeer, ServerRequest};
 use serde_json::json;
 
 use crate::Failure;
@@ -35,22 +33,6 @@ impl From<PayerChannelError> for Failure {
     }
 }
 
-/// Finds `payee` through the server and connects to its listener.
-async fn connect_payee(person: &Person, server: &Link, payee: &Name) -> Result<Link, Failure> {
-    let found: OnlinePeer = server
-        .call(&ServerRequest::Locate {
-            name: payee.to_string(),
-        })
-        .await?;
-    Ok(Link::connect(
-        &found.address,
-        payee.as_str(),
-        person.payer_config(),
-        CONNECT_TIMEOUT_MS_DEFAULT,
-    )
-    .await?)
-}
-
 /// `channel open PAYEE --links N --value V [--expires-in S]`.
 pub async fn open(
     person: &Person,
@@ -61,15 +43,13 @@ pub async fn open(
 ) -> Result<(), Failure> {
     let payee = Name::parse(payee).map_err(|e| Failure::usage(format!("PAYEE: {e}")))?;
     let link = person.connect_server(server).await?;
-    let terms = (
-        payee.clone(),
+    let terms = ChannelTerms {
+        payee: payee.clone(),
         links,
-        value,
-        now_s().saturating_add(expires_in_s),
-    );
-    let channel = PayerChannel::open(person, &link, terms, dir).await?;
-    let peer = connect_payee(person, &link, &payee).await?;
-    channel.offer(&peer).await?;
+        value_minor: value,
+        expires_at_s: now_s().saturating_add(expires_in_s),
+    };
+    let channel = Channel::open(person, &link, terms, dir).await?;
     let id = channel.id();
     if json {
         println!(
@@ -96,13 +76,12 @@ pub async fn pay(
 ) -> Result<(), Failure> {
     let id = ChannelId::from_hex(id)
         .ok_or_else(|| Failure::usage("CHANNEL_ID must be 32 lowercase hex digits"))?;
-    let mut channel = PayerChannel::load(dir, &id)?;
     let link = person.connect_server(server).await?;
-    let peer = connect_payee(person, &link, &channel.payee().clone()).await?;
+    let mut channel = Channel::resume(person, &link, &id, dir).await?;
     // The messages are pipelined: the payee takes them in the order sent
     // and acknowledges each once it is on disk.
     channel
-        .pay_pipelined(&peer, units, repeat, IN_FLIGHT_PER_CONNECTION_DEFAULT)
+        .pay_pipelined(units, repeat, IN_FLIGHT_PER_CONNECTION_DEFAULT)
         .await?;
     if json {
         println!(
