@@ -71,13 +71,40 @@ fn observe(certs: &Path, server: &str, names: &[&str]) -> Vec<(String, Value, Va
         .collect()
 }
 
+/// bob's channel directory in `world`.
+fn bob_channels(world: &World) -> String {
+    let dir = world.dir.path().join("bob-channels");
+    dir.to_str().expect("utf-8 path").to_owned()
+}
+
 /// A small ledger made through the real binaries: payments both ways
-/// with memos, and a refusal; the server is stopped afterwards.
+/// with memos, a refusal, and a payment channel alice → bob left open
+/// with 10 of its 50 links paid; the server is stopped afterwards.
 fn a_ledger() -> World {
     let mut world = World::start();
     world.register(&["alice", "bob", "carol"]);
-    let mut bob = world.serve("bob", &[], false);
+    let bob_dir = bob_channels(&world);
+    let mut bob = world.serve("bob", &["--channels-dir", &bob_dir], false);
     bob.online();
+    let alice_dir = world.dir.path().join("alice-channels");
+    let alice_dir = alice_dir.to_str().expect("utf-8 path");
+    let opened = world.run(
+        "alice",
+        &[
+            "--json", "channel", "--dir", alice_dir, "open", "bob", "--links", "50", "--value", "2",
+        ],
+    );
+    opened.expect(0);
+    let id = opened.json()["channel_id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    world
+        .run(
+            "alice",
+            &["channel", "--dir", alice_dir, "pay", &id, "--units", "10"],
+        )
+        .expect(0);
     let mut alice = world.serve("alice", &[], false);
     alice.online();
     for (payer, payee, amount, memo) in [
@@ -106,6 +133,11 @@ async fn a_migrated_ledger_shows_the_same_balances_history_and_receipts() {
     world.restart_server();
     let people = ["alice", "bob", "carol"];
     let before = observe(&world.certs, &world.addr, &people);
+    assert_eq!(
+        world.balance_and_held("alice").1,
+        100,
+        "the channel's hold is open before the move"
+    );
     world.stop_server();
 
     let target = TestDb::create(&admin).await;
@@ -113,6 +145,7 @@ async fn a_migrated_ledger_shows_the_same_balances_history_and_receipts() {
         .expect(0)
         .stdout_has("payments    4")
         .stdout_has("refusals    1")
+        .stdout_has("channels    1")
         .stdout_has("audit: OK");
     audit(&target.url).expect(0).stdout_has("accounts    3");
 
@@ -127,6 +160,47 @@ async fn a_migrated_ledger_shows_the_same_balances_history_and_receipts() {
         &[],
     );
     assert_eq!(observe(&world.certs, &addr, &people), before);
+
+    // The open channel came along with its hold: bob closes it on
+    // PostgreSQL and is paid exactly the 10 links he holds.
+    let bob_dir = bob_channels(&world);
+    run(
+        &mut client(
+            "bob",
+            &world.certs,
+            &addr,
+            &["channel", "--dir", &bob_dir, "close"],
+        ),
+        "bob",
+    )
+    .expect(0)
+    .stdout_has("closed 1 channel(s)");
+    let balance = |who: &str| {
+        let out = run(
+            &mut client(who, &world.certs, &addr, &["--json", "balance"]),
+            who,
+        );
+        out.expect(0);
+        let b = out.json();
+        (
+            b["balance"].as_u64().expect("balance"),
+            b["held"].as_u64().expect("held"),
+        )
+    };
+    let (alice, bob) = (
+        before[0].1.as_u64().expect("n"),
+        before[1].1.as_u64().expect("n"),
+    );
+    assert_eq!(
+        balance("alice"),
+        (alice + 100 - 20, 0),
+        "the rest of the hold went back"
+    );
+    assert_eq!(
+        balance("bob"),
+        (bob + 20, 0),
+        "bob was paid his 10 links of 2"
+    );
 
     // The refusal came along: the same payment id keeps its outcome, and
     // the ledger goes on: a new account and a new payment on PostgreSQL.

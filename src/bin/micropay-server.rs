@@ -238,6 +238,8 @@ fn run_migrate(from: &std::path::Path, to: &DbLocation) -> Result<ExitCode> {
     println!("refusals    {}", report.target.rejections);
     println!("granted     {}", report.target.total_granted);
     println!("balances    {}", report.target.total_balances);
+    println!("channels    {}", report.target.channels);
+    println!("held        {}", report.target.total_held);
     println!("audit: OK (source verified while copying; target audited after the commit)");
     Ok(ExitCode::SUCCESS)
 }

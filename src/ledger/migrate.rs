@@ -8,13 +8,16 @@
 //! signatures, the replay through the settlement rules, the balances) and
 //! into the target inside one PostgreSQL transaction, which is committed
 //! only when the audit of the source found nothing; a target that already
-//! holds any account, grant, payment or refusal is refused. After the
+//! holds any account, grant, payment, refusal or channel is refused.
+//! Payment channels come along in whatever state they are (open ones
+//! keep their hold, and the payee closes them on the new ledger). After the
 //! commit the target is audited on its own and must agree with the source
 //! on every count and total.
 
 use std::path::Path;
 
 use crate::ledger::audit::{audit_at, Auditor};
+use crate::ledger::channel_rows::StoredChannel;
 use crate::ledger::location::DbLocation;
 use crate::ledger::postgres::import::PgImport;
 use crate::ledger::sqlite::SqliteStore;
@@ -80,6 +83,8 @@ pub trait RowSink {
     fn payment(&mut self, row: StoredPayment) -> Result<(), LedgerError>;
     /// A recorded refusal.
     fn refusal(&mut self, row: StoredRefusal) -> Result<(), LedgerError>;
+    /// A payment channel (open, closed or expired), after every refusal.
+    fn channel(&mut self, row: StoredChannel) -> Result<(), LedgerError>;
 }
 
 /// Why a migration did not happen; the target was left as it was.
@@ -91,9 +96,6 @@ pub enum MigrateError {
     /// The target could not be written.
     #[error("the target: {0}")]
     Target(LedgerError),
-    /// The source holds something a migration cannot copy yet.
-    #[error("the source holds {0}, which migrate does not copy yet; nothing was copied (close or let them expire first)")]
-    Unsupported(String),
     /// The target already holds a ledger.
     #[error("the target is not empty ({0} rows in accounts, grants, payments and rejections); migrate only into an empty database")]
     NotEmpty(u64),
@@ -166,18 +168,18 @@ impl RowSink for Copier<'_> {
         self.auditor.refusal();
         self.write_target(|t| t.refusal(&row))
     }
+
+    fn channel(&mut self, row: StoredChannel) -> Result<(), LedgerError> {
+        self.write_target(|t| t.channel(&row))?;
+        self.auditor.channel(row);
+        Ok(())
+    }
 }
 
 /// Copies the SQLite ledger at `from` into the empty PostgreSQL database
 /// at `to_url` (see the module documentation).
 pub fn migrate(from: &Path, to_url: &str) -> Result<MigrationReport, MigrateError> {
     let source = SqliteStore::open_for_export(from).map_err(MigrateError::Source)?;
-    let channels = source.channel_count().map_err(MigrateError::Source)?;
-    if channels > 0 {
-        return Err(MigrateError::Unsupported(format!(
-            "{channels} payment channel(s)"
-        )));
-    }
     let mut target = PgImport::begin(to_url).map_err(MigrateError::Target)?;
     let present = target.rows_present().map_err(MigrateError::Target)?;
     if present > 0 {
@@ -228,6 +230,8 @@ fn agree(source: &AuditReport, target: &AuditReport) -> Result<(), MigrateError>
         ),
         ("granted", source.total_granted, target.total_granted),
         ("balances", source.total_balances, target.total_balances),
+        ("channels", source.channels as u128, target.channels as u128),
+        ("held", source.total_held, target.total_held),
     ];
     for (what, s, t) in pairs {
         if s != t {

@@ -4,7 +4,9 @@
 
 use tokio_postgres::{Client, Statement};
 
+use crate::core::channel_rules::expirable_from_ms;
 use crate::core::limits::MIGRATE_PAYMENT_BATCH_ROWS;
+use crate::ledger::channel_rows::{int, StoredChannel};
 use crate::ledger::location::redact_url;
 use crate::ledger::migrate::{StoredAccount, StoredGrant, StoredRefusal};
 use crate::ledger::{LedgerError, StoredKeyChange, StoredPayment};
@@ -20,6 +22,7 @@ pub(crate) struct PgImport {
     payment: Statement,
     refusal: Statement,
     key_change: Statement,
+    channel: Statement,
     /// Payments not yet written, sent [`MIGRATE_PAYMENT_BATCH_ROWS`] at a
     /// time: one round trip per row would make large ledgers slow.
     pending: Vec<StoredPayment>,
@@ -35,6 +38,8 @@ const INSERT_PAYMENTS: &str = "INSERT INTO payments (seq, id, payer, payee, amou
                           $6::int8[], $7::text[], $8::bytea[], $9::bytea[], $10::int8[])";
 const INSERT_KEY_CHANGE: &str = "INSERT INTO key_history (hseq, name, kind, public_key, not_after_s, serial, proof, old_signature, new_signature, at_ms, after_seq)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+const INSERT_CHANNEL: &str = "INSERT INTO channels (id, payer, payee, root, value, links, expires_at, signature, content_hash, hold, opened_at_ms, expirable_at_ms, state, close_index, close_link, paid, released, ended_at_ms, close_hash)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)";
 const INSERT_REFUSAL: &str =
     "INSERT INTO rejections (id, payer, payee, content_hash, code, message, decided_at_ms)
      VALUES ($1, $2, $3, $4, $5, $6, $7)";
@@ -55,18 +60,19 @@ impl PgImport {
             client
                 .batch_execute(
                     "BEGIN ISOLATION LEVEL SERIALIZABLE;
-                     LOCK TABLE accounts, grants, key_history, payments, rejections, ledger_meta IN EXCLUSIVE MODE",
+                     LOCK TABLE accounts, grants, key_history, payments, rejections, channels, ledger_meta IN EXCLUSIVE MODE",
                 )
                 .await
                 .map_err(pg_error)?;
             let mut statements = Vec::new();
-            for sql in [INSERT_ACCOUNT, INSERT_GRANT, INSERT_PAYMENTS, INSERT_REFUSAL, INSERT_KEY_CHANGE] {
+            for sql in [INSERT_ACCOUNT, INSERT_GRANT, INSERT_PAYMENTS, INSERT_REFUSAL, INSERT_KEY_CHANGE, INSERT_CHANNEL] {
                 statements.push(client.prepare(sql).await.map_err(pg_error)?);
             }
             Ok::<_, LedgerError>((client, statements))
         })?;
-        let [account, grant, payment, refusal, key_change] = <[Statement; 5]>::try_from(statements)
-            .map_err(|_| LedgerError::Database("preparing the import".into()))?;
+        let [account, grant, payment, refusal, key_change, channel] =
+            <[Statement; 6]>::try_from(statements)
+                .map_err(|_| LedgerError::Database("preparing the import".into()))?;
         Ok(PgImport {
             runtime,
             client,
@@ -75,6 +81,7 @@ impl PgImport {
             payment,
             refusal,
             key_change,
+            channel,
             pending: Vec::new(),
         })
     }
@@ -85,7 +92,8 @@ impl PgImport {
             .runtime
             .block_on(self.client.query_one(
                 "SELECT (SELECT count(*) FROM accounts) + (SELECT count(*) FROM grants)
-                      + (SELECT count(*) FROM payments) + (SELECT count(*) FROM rejections)",
+                      + (SELECT count(*) FROM payments) + (SELECT count(*) FROM rejections)
+                      + (SELECT count(*) FROM channels)",
                 &[],
             ))
             .map_err(pg_error)?;
@@ -197,6 +205,37 @@ impl PgImport {
                 &r.code,
                 &r.message,
                 &r.decided_at_ms,
+            ],
+        )
+    }
+
+    /// Copies a payment channel row as it is (its expiry instant is
+    /// computed again from the commitment's expiry, as the server does).
+    pub(crate) fn channel(&mut self, r: &StoredChannel) -> Result<(), LedgerError> {
+        self.flush_payments()?;
+        let expirable_at_ms = int(expirable_from_ms(&r.signed()?.commitment));
+        self.execute(
+            |s| &s.channel,
+            &[
+                &r.id,
+                &r.payer,
+                &r.payee,
+                &r.root,
+                &r.value,
+                &r.links,
+                &r.expires_at,
+                &r.signature,
+                &r.content_hash,
+                &r.hold,
+                &r.opened_at_ms,
+                &expirable_at_ms,
+                &r.state,
+                &r.close_index,
+                &r.close_link,
+                &r.paid,
+                &r.released,
+                &r.ended_at_ms,
+                &r.close_hash,
             ],
         )
     }

@@ -41,10 +41,11 @@ CREATE INDEX IF NOT EXISTS channels_by_payee ON channels(payee, opened_at_ms);
 CREATE INDEX IF NOT EXISTS channels_open_by_expiry ON channels(state, expirable_at_ms);
 ";
 
-const COLUMNS: &str = "id, payer, payee, root, value, links, expires_at, signature, content_hash, \
+pub(super) const COLUMNS: &str =
+    "id, payer, payee, root, value, links, expires_at, signature, content_hash, \
 hold, opened_at_ms, state, close_index, close_link, paid, released, ended_at_ms, close_hash";
 
-fn stored(r: &Row<'_>) -> Result<StoredChannel, rusqlite::Error> {
+pub(super) fn stored(r: &Row<'_>) -> Result<StoredChannel, rusqlite::Error> {
     Ok(StoredChannel {
         id: r.get(0)?,
         payer: r.get(1)?,

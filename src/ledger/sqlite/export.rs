@@ -9,6 +9,7 @@ use rusqlite::Connection;
 use crate::ledger::migrate::{RowSink, StoredAccount, StoredGrant, StoredRefusal};
 use crate::ledger::LedgerError;
 
+use super::channels::{stored as stored_channel, COLUMNS as CHANNEL_COLUMNS};
 use super::read::{
     stored_key_change, stored_payment, KEY_HISTORY_COLUMNS, STORED_PAYMENTS_IN_ORDER,
 };
@@ -32,18 +33,9 @@ impl SqliteStore {
         })
     }
 
-    /// How many payment channels the ledger holds (a migration does not
-    /// copy them yet, so it refuses a ledger that has any).
-    pub fn channel_count(&self) -> Result<u64, LedgerError> {
-        self.with_reader(|c| {
-            c.query_row("SELECT COUNT(*) FROM channels", [], |r| r.get::<_, i64>(0))
-        })
-        .map(|n| u64::try_from(n).unwrap_or(0))
-    }
-
     /// Sends every stored row to `sink` (accounts, grants, the key history,
-    /// payments in
-    /// `seq` order, refusals), all read in one transaction.
+    /// payments in `seq` order, refusals, payment channels), all read in
+    /// one transaction.
     pub fn export(&self, sink: &mut dyn RowSink) -> Result<(), LedgerError> {
         self.with_reader(|c| {
             let tx = c.unchecked_transaction()?;
@@ -116,6 +108,19 @@ fn export_all(c: &Connection, sink: &mut dyn RowSink) -> Read<()> {
     if payments.is_err() {
         return Ok(payments);
     }
+    let refusals = export_refusals(c, sink)?;
+    if refusals.is_err() {
+        return Ok(refusals);
+    }
+    each(
+        c,
+        &format!("SELECT {CHANNEL_COLUMNS} FROM channels ORDER BY opened_at_ms, id"),
+        stored_channel,
+        |row| sink.channel(row),
+    )
+}
+
+fn export_refusals(c: &Connection, sink: &mut dyn RowSink) -> Read<()> {
     each(
         c,
         "SELECT id, payer, payee, content_hash, code, message, decided_at_ms FROM rejections
