@@ -134,7 +134,7 @@ pub fn payer_summaries(dir: &Path) -> Result<Vec<ChannelSummary>, ChannelStoreEr
     let mut out = Vec::new();
     for entry in entries {
         let path = entry.map_err(|e| io(dir, e))?.path();
-        if !path.extension().is_some_and(|e| e == "payer") {
+        if path.extension().is_none_or(|e| e != "payer") {
             continue;
         }
         let corrupt = |why: String| ChannelStoreError::Corrupt {
