@@ -89,6 +89,10 @@ fn settle_mode_counts_exactly_what_the_ledger_holds() {
     assert_ledger_matches(&figures);
     assert!(u64_of(&figures, "/latency/p50_us") <= u64_of(&figures, "/latency/max_us"));
     assert!(f64_of(&figures, "/floor/settle_floor_per_s") > 0.0);
+    // The top-level figures scripts read (issue 13).
+    for field in ["/verify_per_core", "/throughput_per_s", "/server_cpu_per_op_us"] {
+        assert!(f64_of(&figures, field) > 0.0, "{field} is missing or zero");
+    }
 }
 
 #[test]
@@ -106,9 +110,10 @@ fn p2p_mode_counts_exactly_what_the_ledger_holds() {
 
 #[test]
 fn channel_mode_pays_every_link_and_audits_clean() {
-    // 160 links, 16 per message: ten messages, each checked and stored by
-    // the payee, then the channel closed for all 160.
-    let figures = bench("channel", 160, 2, &[]);
+    // 160 links, 16 per message with up to 16 messages in flight: ten
+    // messages, each checked and stored by the payee before its
+    // acknowledgement, then the channel closed for all 160.
+    let figures = bench("channel", 160, 2, &["--units", "16"]);
     assert_eq!(figures["mode"], "channel");
     assert_eq!(u64_of(&figures, "/ok_total"), 160);
     assert_eq!(figures["audit_clean"], true);

@@ -187,6 +187,8 @@ fn run(args: &Args) -> Result<()> {
         "p2p" => report.throughput_per_s / floor.p2p_floor_per_s,
         _ => 0.0,
     };
+    report.verify_per_core = floor.verify_per_s_core;
+    report.server_cpu_per_op_us = report.server_cpu_us_per_op;
     report.floor = floor;
     print_table(&report);
     if let Some(path) = &args.json {

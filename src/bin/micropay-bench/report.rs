@@ -89,6 +89,11 @@ pub struct Report {
     pub latency: Latency,
     /// Server CPU time (user + system) per successful operation, µs.
     pub server_cpu_us_per_op: f64,
+    /// The same, under the name issue 13's scripts read.
+    pub server_cpu_per_op_us: f64,
+    /// ring's single-core Ed25519 verifications per second measured in
+    /// this run (V: the unit the targets of issue 13 are stated in).
+    pub verify_per_core: f64,
     /// Server peak resident memory, KiB.
     pub server_peak_rss_kib: u64,
     /// The crypto floor of this machine.
