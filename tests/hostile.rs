@@ -974,13 +974,25 @@ async fn a_client_that_never_reads_cannot_hold_its_connection(backend) {
     .await;
     let probe = registered(&server, "probe").await;
     let hog = registered(&server, "hog").await;
+    registered(&server, "sink").await;
+    // The hog asks again and again to settle a payment of its own that
+    // is already settled. Each replay is looked up in the ledger, replays
+    // run side by side (up to in_flight_max), and each reply carries a
+    // whole receipt, so the replies nobody reads fill the kernel's buffers
+    // after thousands of requests. Replies as small as a balance would
+    // take a hundred thousand, one at a time (every request but settle
+    // waits for the ones before it): seconds on SQLite, but most of a
+    // minute on PostgreSQL, too near the outer bound below.
+    let payment = PaymentJson::from(&signed(&hog, "sink", 1, "replayed"));
+    settle(&link(&hog, &server).await, payment.clone())
+        .await
+        .expect("the hog's payment settles");
+    let replay = encode_request(1, &ServerRequest::Settle { payment });
     let raw = Raw::open(&server, &hog).await;
     // The read half is kept, never read.
     let (_never_read, mut w) = tokio::io::split(raw.stream.into_inner());
 
-    let batch: Vec<u8> = (1..=100u64)
-        .flat_map(|id| encode_request(id, &ServerRequest::Balance {}))
-        .collect();
+    let batch: Vec<u8> = (0..100).flat_map(|_| replay.clone()).collect();
     // The pump writes until the server closes the connection. No step is
     // timed: on a loaded machine the close may take a while, and only the
     // outer bound (a minute, far above the 1 s reply budget) fails it.
@@ -1010,6 +1022,8 @@ async fn a_client_that_never_reads_cannot_hold_its_connection(backend) {
         written / 1024
     );
     assert_eq!(served(&server, &probe).await, GRANT);
+    let report = common::shutdown_and_audit(server).await;
+    assert_eq!(report.payments, 1, "the replays moved nothing");
 }
 }
 
