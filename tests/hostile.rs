@@ -7,6 +7,12 @@
 //! through `Link`, so that nothing on the client side tidies them up.
 //! Every loop is bounded in count and every wait in time.
 //!
+//! Every test runs once per ledger backend (`backend_test!`: SQLite
+//! always, PostgreSQL when `MICROPAY_TEST_PG` is set). Even the abuse
+//! that never reaches the ledger is proved harmless by a probe whose
+//! registration and balance do, and on PostgreSQL those go through a
+//! connection pool that the abusers must not be able to exhaust.
+//!
 //! `many_idle_connections_...` runs the real `micropay-server` binary and
 //! prints the server's memory per idle connection (see it with
 //! `cargo test --release --test hostile -- --nocapture`).
@@ -18,14 +24,18 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{link, person, person_from, pki, start_server_with, TestPki, TestServer};
+use common::{
+    link, person, person_from, pki, start_server_on_with, Backend, TestDb, TestPki, TestServer,
+};
 use micropay::certs::{KeyType, Validity};
 use micropay::core::limits::FRAME_BYTES_MAX;
 use micropay::core::name::Name;
 use micropay::core::payment::{Payment, PaymentId, SignedPayment};
+use micropay::ledger::DbLocation;
 use micropay::net::link::{CallError, Link};
 use micropay::net::tls::{self, Material};
 use micropay::person::{self, Person, SendOptions, ServeEvent, ServeOptions};
@@ -63,8 +73,21 @@ fn limits(change: impl FnOnce(&mut ServerLimits)) -> ServerLimits {
     limits
 }
 
-async fn server_with(limits: ServerLimits) -> TestServer {
-    start_server_with(pki(), limits).await
+/// An in-process server with `limits` on a fresh ledger of `backend`.
+async fn server_on(backend: &Backend, limits: ServerLimits) -> TestServer {
+    start_server_on_with(backend, pki(), limits).await
+}
+
+/// A fresh ledger of `backend` for the real binary: its `--db` argument
+/// (an SQLite file in `dir`, or a PostgreSQL URL, which the binary reads
+/// from the same option) and the PostgreSQL database behind it. The
+/// caller keeps the database alive for as long as the server runs, so
+/// it must be bound before the server's guard and so dropped after it.
+async fn binary_db(backend: &Backend, dir: &Path) -> (PathBuf, Option<TestDb>) {
+    match backend.fresh_db(dir).await {
+        (DbLocation::Sqlite(path), pg) => (path, pg),
+        (DbLocation::Postgres(url), pg) => (PathBuf::from(url), pg),
+    }
 }
 
 /// Awaits `f`, failing the test if it takes longer than [`STEP`].
@@ -349,9 +372,9 @@ fn proc_status_kib(pid: u32, field: &str) -> u64 {
 // Before the handshake
 // ---------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_before_the_handshake_does_not_stop_the_server() {
-    let server = server_with(limits(|l| l.handshake_timeout_ms = 2_000)).await;
+backend_test! {
+async fn garbage_before_the_handshake_does_not_stop_the_server(backend) {
+    let server = server_on(&backend, limits(|l| l.handshake_timeout_ms = 2_000)).await;
     let probe = registered(&server, "probe").await;
     let mut rng = seeded_rng();
 
@@ -420,14 +443,15 @@ async fn garbage_before_the_handshake_does_not_stop_the_server() {
     }
     assert_eq!(served(&server, &probe).await, GRANT);
 }
+}
 
 // ---------------------------------------------------------------------
 // After the handshake
 // ---------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_after_the_handshake_gets_bad_request_and_the_connection_goes_on() {
-    let server = server_with(ServerLimits::default()).await;
+backend_test! {
+async fn garbage_after_the_handshake_gets_bad_request_and_the_connection_goes_on(backend) {
+    let server = server_on(&backend, ServerLimits::default()).await;
     let alice = registered(&server, "alice").await;
     let bob = registered(&server, "bob").await;
     let mut raw = Raw::open(&server, &alice).await;
@@ -608,10 +632,11 @@ async fn garbage_after_the_handshake_gets_bad_request_and_the_connection_goes_on
     assert_eq!(served(&server, &alice).await, GRANT);
     assert_eq!(served(&server, &bob).await, GRANT);
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_oversize_line_gets_too_large_and_the_connection_closes() {
-    let server = server_with(ServerLimits::default()).await;
+backend_test! {
+async fn an_oversize_line_gets_too_large_and_the_connection_closes(backend) {
+    let server = server_on(&backend, ServerLimits::default()).await;
     let alice = registered(&server, "alice").await;
     let mut raw = Raw::open(&server, &alice).await;
 
@@ -634,7 +659,7 @@ async fn an_oversize_line_gets_too_large_and_the_connection_closes() {
     raw.closed_within(STEP, "after too_large").await;
 
     // The same with a smaller configured limit.
-    let small = server_with(limits(|l| l.frame_bytes_max = 100)).await;
+    let small = server_on(&backend, limits(|l| l.frame_bytes_max = 100)).await;
     let carol = registered(&small, "carol").await;
     let mut raw = Raw::open(&small, &carol).await;
     let reply = raw.ask(&[b'x'; 101]).await;
@@ -644,9 +669,10 @@ async fn an_oversize_line_gets_too_large_and_the_connection_closes() {
     assert_eq!(served(&server, &alice).await, GRANT);
     assert_eq!(served(&small, &carol).await, GRANT);
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn megabytes_without_a_newline_are_never_buffered() {
+backend_test! {
+async fn megabytes_without_a_newline_are_never_buffered(backend) {
     // What the client's kernel may accept without the server reading a
     // byte: its send buffer (up to tcp_wmem's maximum) and the server's
     // small receive buffer. The client must be stopped within that, and
@@ -657,7 +683,7 @@ async fn megabytes_without_a_newline_are_never_buffered() {
         .unwrap_or(4 << 20);
     let kernel_slack = wmem_max + (2 << 20);
     let total: usize = (4 * kernel_slack).max(32 << 20);
-    let server = server_with(ServerLimits::default()).await;
+    let server = server_on(&backend, ServerLimits::default()).await;
     let alice = registered(&server, "alice").await;
     let raw = Raw::open(&server, &alice).await;
     let (mut r, mut w) = tokio::io::split(raw.stream.into_inner());
@@ -710,14 +736,15 @@ async fn megabytes_without_a_newline_are_never_buffered() {
     );
     assert_eq!(served(&server, &alice).await, GRANT);
 }
+}
 
 // ---------------------------------------------------------------------
 // Timeouts
 // ---------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn half_open_and_stalled_connections_are_closed_by_the_server() {
-    let server = server_with(limits(|l| {
+backend_test! {
+async fn half_open_and_stalled_connections_are_closed_by_the_server(backend) {
+    let server = server_on(&backend, limits(|l| {
         l.handshake_timeout_ms = 500;
         l.idle_timeout_ms = 500;
     }))
@@ -793,15 +820,16 @@ async fn half_open_and_stalled_connections_are_closed_by_the_server() {
     let _ = within("drip stops", dripping).await;
     assert_eq!(served(&server, &probe).await, GRANT);
 }
+}
 
 // ---------------------------------------------------------------------
 // Connection and in-flight limits
 // ---------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_over_the_cap_are_refused_quickly_and_the_rest_go_on() {
+backend_test! {
+async fn connections_over_the_cap_are_refused_quickly_and_the_rest_go_on(backend) {
     const CAP: usize = 8;
-    let server = server_with(limits(|l| l.connections_max = CAP)).await;
+    let server = server_on(&backend, limits(|l| l.connections_max = CAP)).await;
     // No helper link here: every connection is one of the CAP.
     let alice = person(&server.pki, "alice");
     let mut held = Vec::new();
@@ -877,11 +905,12 @@ async fn connections_over_the_cap_are_refused_quickly_and_the_rest_go_on() {
         assert_eq!(raw.assert_usable(20 + i as u64).await, GRANT);
     }
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_pipelined_requests_with_four_in_flight_all_get_replies() {
+backend_test! {
+async fn a_thousand_pipelined_requests_with_four_in_flight_all_get_replies(backend) {
     const N: u64 = 1000;
-    let server = server_with(limits(|l| l.in_flight_max = 4)).await;
+    let server = server_on(&backend, limits(|l| l.in_flight_max = 4)).await;
     let alice = registered(&server, "alice").await;
     let raw = Raw::open(&server, &alice).await;
     let (r, mut w) = tokio::io::split(raw.stream.into_inner());
@@ -934,23 +963,36 @@ async fn a_thousand_pipelined_requests_with_four_in_flight_all_get_replies() {
     let _w = within("writer", writer).await.expect("writer task");
     assert_eq!(served(&server, &alice).await, GRANT);
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_never_reads_cannot_hold_its_connection() {
-    let server = server_with(limits(|l| {
+backend_test! {
+async fn a_client_that_never_reads_cannot_hold_its_connection(backend) {
+    let server = server_on(&backend, limits(|l| {
         l.idle_timeout_ms = 1_000;
         l.in_flight_max = 16;
     }))
     .await;
     let probe = registered(&server, "probe").await;
     let hog = registered(&server, "hog").await;
+    registered(&server, "sink").await;
+    // The hog asks again and again to settle a payment of its own that
+    // is already settled. Each replay is looked up in the ledger, replays
+    // run side by side (up to in_flight_max), and each reply carries a
+    // whole receipt, so the replies nobody reads fill the kernel's buffers
+    // after thousands of requests. Replies as small as a balance would
+    // take a hundred thousand, one at a time (every request but settle
+    // waits for the ones before it): seconds on SQLite, but most of a
+    // minute on PostgreSQL, too near the outer bound below.
+    let payment = PaymentJson::from(&signed(&hog, "sink", 1, "replayed"));
+    settle(&link(&hog, &server).await, payment.clone())
+        .await
+        .expect("the hog's payment settles");
+    let replay = encode_request(1, &ServerRequest::Settle { payment });
     let raw = Raw::open(&server, &hog).await;
     // The read half is kept, never read.
     let (_never_read, mut w) = tokio::io::split(raw.stream.into_inner());
 
-    let batch: Vec<u8> = (1..=100u64)
-        .flat_map(|id| encode_request(id, &ServerRequest::Balance {}))
-        .collect();
+    let batch: Vec<u8> = (0..100).flat_map(|_| replay.clone()).collect();
     // The pump writes until the server closes the connection. No step is
     // timed: on a loaded machine the close may take a while, and only the
     // outer bound (a minute, far above the 1 s reply budget) fails it.
@@ -980,14 +1022,17 @@ async fn a_client_that_never_reads_cannot_hold_its_connection() {
         written / 1024
     );
     assert_eq!(served(&server, &probe).await, GRANT);
+    let report = common::shutdown_and_audit(server).await;
+    assert_eq!(report.payments, 1, "the replays moved nothing");
+}
 }
 
 // ---------------------------------------------------------------------
 // Thousands of connections (the real binary)
 // ---------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_idle_connections_are_held_and_the_server_keeps_answering() {
+backend_test! {
+async fn many_idle_connections_are_held_and_the_server_keeps_answering(backend) {
     const WANTED: usize = 2000;
     let fd_limit = raise_fd_limit(2 * WANTED as u64 + 512);
     let count = WANTED.min(fd_limit.saturating_sub(256) as usize);
@@ -999,9 +1044,10 @@ async fn many_idle_connections_are_held_and_the_server_keeps_answering() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = pki();
     pki.write_to(dir.path(), &[]).expect("certificates written");
+    let (db, _pg) = binary_db(&backend, dir.path()).await;
     let (proc, proc_addr) = cli_support::start_server(
         dir.path(),
-        &dir.path().join("ledger.db"),
+        &db,
         &dir.path().join("addr"),
         &dir.path().join("server.log"),
         &[("RUST_LOG", None)],
@@ -1107,6 +1153,7 @@ async fn many_idle_connections_are_held_and_the_server_keeps_answering() {
         "{per_connection} KiB per idle connection"
     );
 }
+}
 
 // ---------------------------------------------------------------------
 // The peer listener
@@ -1160,9 +1207,9 @@ fn pay_line(id: u64, payment: &SignedPayment) -> Vec<u8> {
     line
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_peer_listener_has_the_same_protections() {
-    let server = server_with(ServerLimits::default()).await;
+backend_test! {
+async fn the_peer_listener_has_the_same_protections(backend) {
+    let server = server_on(&backend, ServerLimits::default()).await;
     let alice = registered(&server, "alice").await;
     let bob = Arc::new(registered(&server, "bob").await);
     let carol = registered(&server, "carol").await;
@@ -1280,13 +1327,14 @@ async fn the_peer_listener_has_the_same_protections() {
     assert_eq!(served(&server, &bob).await, GRANT + 25);
     bob_serves.stop().await;
 }
+}
 
+backend_test! {
 /// Issue 11: a payment that reaches a payee whose server is away is
 /// refused at once with `unavailable` (nothing was paid), not left
 /// hanging; and stopping `serve` while it reconnects ends it cleanly.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_payment_while_the_server_is_away_is_refused_as_unavailable() {
-    let server = server_with(ServerLimits::default()).await;
+async fn a_payment_while_the_server_is_away_is_refused_as_unavailable(backend) {
+    let server = server_on(&backend, ServerLimits::default()).await;
     let alice = registered(&server, "alice").await;
     let bob = Arc::new(registered(&server, "bob").await);
     let bob_serves = go_online(bob.clone(), &server, ServerLimits::default()).await;
@@ -1298,6 +1346,7 @@ async fn a_payment_while_the_server_is_away_is_refused_as_unavailable() {
     let reply = raw.ask(&pay_line(1, &payment)).await;
     assert_eq!(reply_code(&reply), ErrorCode::Unavailable, "{reply:?}");
     bob_serves.stop().await;
+}
 }
 
 // ---------------------------------------------------------------------
@@ -1328,9 +1377,9 @@ fn config_presenting(pki: &TestPki, pem: &micropay::certs::CertifiedPem) -> Arc<
     tls::client_config(&material).expect("client config")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn strangers_cannot_do_anything() {
-    let server = server_with(ServerLimits::default()).await;
+backend_test! {
+async fn strangers_cannot_do_anything(backend) {
+    let server = server_on(&backend, ServerLimits::default()).await;
     let pki = server.pki.clone();
     let alice = registered(&server, "alice").await;
     let bob = registered(&server, "bob").await;
@@ -1425,10 +1474,11 @@ async fn strangers_cannot_do_anything() {
         registered(&server, who).await;
     }
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_registered_peer_cannot_settle_what_is_not_its_own() {
-    let server = server_with(ServerLimits::default()).await;
+backend_test! {
+async fn a_registered_peer_cannot_settle_what_is_not_its_own(backend) {
+    let server = server_on(&backend, ServerLimits::default()).await;
     let alice = registered(&server, "alice").await;
     let bob = registered(&server, "bob").await;
     let carol = registered(&server, "carol").await;
@@ -1517,20 +1567,22 @@ async fn a_registered_peer_cannot_settle_what_is_not_its_own() {
     assert_eq!(report.payments, 1, "money moved exactly once");
     assert_eq!(report.total_balances, report.total_granted);
 }
+}
 
+backend_test! {
 /// Issue 10, item 2: a registered peer pipelining huge `history` replies
 /// and never reading them pins a bounded amount of server memory: one
 /// barrier request at a time and a per-connection reply byte budget.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unread_large_replies_pin_bounded_memory() {
+async fn unread_large_replies_pin_bounded_memory(backend) {
     const CONNECTIONS: usize = 4;
     const PAGES: u64 = 600;
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = pki();
     pki.write_to(dir.path(), &[]).expect("certificates written");
+    let (db, _pg) = binary_db(&backend, dir.path()).await;
     let (proc, addr) = cli_support::start_server(
         dir.path(),
-        &dir.path().join("ledger.db"),
+        &db,
         &dir.path().join("addr"),
         &dir.path().join("server.log"),
         &[("RUST_LOG", None)],
@@ -1598,4 +1650,5 @@ async fn unread_large_replies_pin_bounded_memory() {
     .expect("balance");
     assert_eq!(b.balance, GRANT - 500);
     drop(attackers);
+}
 }
