@@ -423,7 +423,7 @@ fn json_output_of_every_command_parses() {
     let balance = world.run("bob", &["--json", "balance"]).expect(0).json();
     assert_eq!(
         balance,
-        serde_json::json!({"ok": true, "name": "bob", "balance": 10250})
+        serde_json::json!({"ok": true, "name": "bob", "balance": 10250, "held": 0})
     );
 
     for who in ["alice", "bob"] {
