@@ -90,7 +90,11 @@ fn settle_mode_counts_exactly_what_the_ledger_holds() {
     assert!(u64_of(&figures, "/latency/p50_us") <= u64_of(&figures, "/latency/max_us"));
     assert!(f64_of(&figures, "/floor/settle_floor_per_s") > 0.0);
     // The top-level figures scripts read (issue 13).
-    for field in ["/verify_per_core", "/throughput_per_s", "/server_cpu_per_op_us"] {
+    for field in [
+        "/verify_per_core",
+        "/throughput_per_s",
+        "/server_cpu_per_op_us",
+    ] {
         assert!(f64_of(&figures, field) > 0.0, "{field} is missing or zero");
     }
 }

@@ -77,6 +77,25 @@ async fn balances(link: &Conn) -> (u64, u64) {
     (b.balance, b.held)
 }
 
+/// alice and bob (shared, for `serve`), registered, with their server
+/// connections.
+async fn alice_and_bob(
+    server: &common::TestServer,
+) -> (Person, std::sync::Arc<Person>, Conn, Conn) {
+    let alice = common::person(&server.pki, "alice");
+    let bob = std::sync::Arc::new(common::person(&server.pki, "bob"));
+    let (a, b) = (
+        common::link(&alice, server).await,
+        common::link(&bob, server).await,
+    );
+    for link in [&a, &b] {
+        link.call::<Registered>(&ServerRequest::Register {})
+            .await
+            .expect("register");
+    }
+    (alice, bob, a, b)
+}
+
 fn server_key(pki: &common::TestPki) -> SigningKey {
     Material::from_pem(
         &pki.ca.pem.cert_pem,
@@ -272,12 +291,7 @@ async fn connect_payee(payer: &Person, serving: &Serving, payee: &str) -> Conn {
 backend_test! {
     async fn a_payee_checks_stores_and_closes_its_channels_without_losing_a_link(backend) {
         let server = common::start_server_on(&backend).await;
-        let alice = common::person(&server.pki, "alice");
-        let bob = std::sync::Arc::new(common::person(&server.pki, "bob"));
-        let (a, b) = (common::link(&alice, &server).await, common::link(&bob, &server).await);
-        for link in [&a, &b] {
-            link.call::<Registered>(&ServerRequest::Register {}).await.expect("register");
-        }
+        let (alice, bob, a, b) = alice_and_bob(&server).await;
         let dir = tempfile::tempdir().expect("tempdir");
         let serving = serve(bob.clone(), &server, dir.path()).await;
         // Channel A lasts ten minutes: serve does not close it yet.
@@ -352,12 +366,7 @@ backend_test! {
         use micropay::person::channel_payee::PayeeChannels;
         use micropay::person::channel_payer::PayerChannel;
         let server = common::start_server_on(&backend).await;
-        let alice = common::person(&server.pki, "alice");
-        let bob = std::sync::Arc::new(common::person(&server.pki, "bob"));
-        let (a, b) = (common::link(&alice, &server).await, common::link(&bob, &server).await);
-        for link in [&a, &b] {
-            link.call::<Registered>(&ServerRequest::Register {}).await.expect("register");
-        }
+        let (alice, bob, a, b) = alice_and_bob(&server).await;
         let (dir, payer_dir) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
         let serving = serve(bob.clone(), &server, dir.path()).await;
         let expires_at_s = micropay::system::clock::now_s() + 600;

@@ -88,8 +88,9 @@ struct Args {
     /// Longest request line, bytes.
     #[arg(long, default_value_t = FRAME_BYTES_MAX)]
     frame_bytes_max: usize,
-    /// Once listening, write the bound address to this file (useful with
-    /// `--listen 127.0.0.1:0` in scripts and tests).
+    /// Once the ledger is open and the port bound, write the bound
+    /// address to this file (useful with `--listen 127.0.0.1:0` in
+    /// scripts and tests).
     #[arg(long)]
     ready_file: Option<PathBuf>,
     /// Serve Prometheus metrics over plain HTTP at
@@ -430,15 +431,21 @@ fn serve(args: &Args) -> Result<ExitCode> {
                 code: EXIT_LISTEN,
                 what: "cannot listen",
             })?;
-        if let Some(path) = &args.ready_file {
-            let addr = listener.local_addr().context("reading the bound address")?;
-            write_ready_file(path, addr)?;
-        }
+        let addr = listener.local_addr().context("reading the bound address")?;
+        // The ready file is written once the ledger is open (and locked),
+        // not merely once the port is bound.
+        let ready = || match &args.ready_file {
+            Some(path) => {
+                write_ready_file(path, addr).map_err(|e| std::io::Error::other(format!("{e:#}")))
+            }
+            None => Ok(()),
+        };
         micropay::server::run_with(
             listener,
             metrics_listener,
             options,
             micropay::system::signal::shutdown_signal(),
+            ready,
         )
         .await?;
         Ok(ExitCode::SUCCESS)

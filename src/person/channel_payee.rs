@@ -340,7 +340,6 @@ pub fn write_channels(dir: &Path, held: &[HeldChannel]) -> Result<(), ChannelSto
 
 fn write_file(dir: &Path, held: &HeldChannel) -> Result<(), ChannelStoreError> {
     let path = path_in(dir, &held.signed.commitment.id);
-    let tmp = path.with_extension("tmp");
     let io = |error| ChannelStoreError::Io {
         path: path.clone(),
         error,
@@ -353,19 +352,25 @@ fn write_file(dir: &Path, held: &HeldChannel) -> Result<(), ChannelStoreError> {
         link: held.link.to_hex(),
     };
     let text = serde_json::to_vec(&file).map_err(|e| io(std::io::Error::other(e)))?;
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        f.write_all(&text).map_err(io)?;
-        f.sync_all().map_err(io)?;
-    }
-    fs::rename(&tmp, &path).map_err(io)
+    replace_file(&path, &text).map_err(io)
+}
+
+/// Replaces `path` with `bytes`: written to `path.tmp` (mode 0600),
+/// fsynced, and renamed over `path`, so that a crash leaves either the
+/// old contents or the new, never a mix. The caller fsyncs the directory
+/// when the rename itself must survive a crash.
+pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)
 }
 
 /// Reads one channel file back, checking that its link really is the

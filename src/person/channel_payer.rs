@@ -5,7 +5,6 @@
 //! acknowledged payment.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -372,20 +371,7 @@ impl PayerChannel {
                 .create(dir)
                 .map_err(io)?;
         }
-        let tmp = self.path.with_extension("tmp");
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io)?;
-            f.write_all(&text).map_err(io)?;
-            f.sync_all().map_err(io)?;
-        }
-        fs::rename(&tmp, &self.path).map_err(io)
+        crate::person::channel_payee::replace_file(&self.path, &text).map_err(io)
     }
 }
 

@@ -186,21 +186,7 @@ pub async fn serve_with_metrics(
         .clone()
         .map(|crl| tokio::spawn(crl.watch(stop_rx.clone())));
     let acceptor = TlsAcceptor::from(person.listener.clone());
-    let closer = ctx.channels.clone().map(|writer| {
-        let server_ctx = ctx.clone();
-        tokio::spawn(channel_serve::close_before_expiry(
-            writer.channels().clone(),
-            move || server_ctx.current(),
-            stop_rx.clone(),
-        ))
-    });
-    // The link writer stops only after the connections have: their last
-    // links are written and acknowledged first.
-    let (writer_stop_tx, writer_stop) = watch::channel(false);
-    let writer = ctx
-        .channels
-        .clone()
-        .map(|writer| tokio::spawn(writer.run(writer_stop)));
+    let channel_tasks = ChannelTasks::start(&ctx, &stop_rx);
     let conn_stop = stop_rx.clone();
     let limits = options.limits;
     let accept_ctx = ctx.clone();
@@ -218,13 +204,7 @@ pub async fn serve_with_metrics(
     let result = supervise(&ctx, &announce, options.reconnect, first, &mut shutdown).await;
     let _ = stop_tx.send(true);
     let _ = accepting.await;
-    let _ = writer_stop_tx.send(true);
-    if let Some(writer) = writer {
-        let _ = writer.await;
-    }
-    if let Some(closer) = closer {
-        let _ = closer.await;
-    }
+    channel_tasks.stop().await;
     if let Some(watcher) = watcher {
         let _ = watcher.await;
     }
@@ -233,6 +213,49 @@ pub async fn serve_with_metrics(
     }
     let _ = events.send(ServeEvent::Offline {}).await;
     result
+}
+
+/// The tasks `serve` runs for payment channels, when it keeps them: the
+/// link writer and the close-before-expiry task.
+struct ChannelTasks {
+    writer_stop: watch::Sender<bool>,
+    writer: Option<tokio::task::JoinHandle<()>>,
+    closer: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ChannelTasks {
+    /// Starts both; the closer stops with `stop`, the writer only in
+    /// [`ChannelTasks::stop`].
+    fn start(ctx: &Arc<PayeeCtx>, stop: &watch::Receiver<bool>) -> ChannelTasks {
+        let closer = ctx.channels.clone().map(|writer| {
+            let server_ctx = ctx.clone();
+            tokio::spawn(channel_serve::close_before_expiry(
+                writer.channels().clone(),
+                move || server_ctx.current(),
+                stop.clone(),
+            ))
+        });
+        let (writer_stop, writer_stopped) = watch::channel(false);
+        let writer = ctx
+            .channels
+            .clone()
+            .map(|writer| tokio::spawn(writer.run(writer_stopped)));
+        ChannelTasks {
+            writer_stop,
+            writer,
+            closer,
+        }
+    }
+
+    /// Waits for both. Called once the connections are done, so that the
+    /// links they accepted are written and acknowledged before the writer
+    /// stops.
+    async fn stop(self) {
+        let _ = self.writer_stop.send(true);
+        for task in [self.writer, self.closer].into_iter().flatten() {
+            let _ = task.await;
+        }
+    }
 }
 
 /// The payee's shared state: the channel directory (loaded when given),

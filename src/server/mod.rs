@@ -188,18 +188,23 @@ pub async fn run(
     options: ServerOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    run_with(listener, None, options, shutdown).await
+    run_with(listener, None, options, shutdown, || Ok(())).await
 }
 
 /// Like [`run`], also serving metrics on `metrics_listener` (bound with
-/// [`crate::metrics::http::bind`]) when given.
+/// [`crate::metrics::http::bind`]) when given, and calling `ready` once
+/// the ledger is open, just before the first connection is taken: a
+/// ready file written then tells a supervisor (or a test) that the server
+/// holds its ledger and answers.
 pub async fn run_with(
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
     options: ServerOptions,
     shutdown: impl std::future::Future<Output = ()>,
+    ready: impl FnOnce() -> std::io::Result<()>,
 ) -> Result<(), ServerError> {
     let shared = open_shared(options).await?;
+    ready()?;
     let (tx, rx) = watch::channel(false);
     let server = tokio::spawn(serve(listener, metrics_listener, shared, rx));
     shutdown.await;

@@ -56,22 +56,8 @@ pub async fn run_channel(
         .offer(&peer)
         .await
         .map_err(setup("offering the channel"))?;
-    let deadline = Instant::now() + Duration::from_millis(options.duration_ms.max(1));
     let started = Instant::now();
-    let mut messages = 0u64;
-    // Chunks of messages, so that the deadline is checked now and then;
-    // each chunk ends with the pipeline drained and the payer's state file
-    // written.
-    let chunk = (options.window.max(1) as u64).saturating_mul(64);
-    while channel.paid() + units <= links && Instant::now() < deadline {
-        let left = (links - channel.paid()) / units;
-        let now = chunk.min(left);
-        channel
-            .pay_pipelined(&peer, units, now, options.window)
-            .await
-            .map_err(setup("paying"))?;
-        messages += now;
-    }
+    let messages = stream(&mut channel, &peer, options, links).await?;
     let measured_s = started.elapsed().as_secs_f64();
     // The payee's serve stops; its channel file holds the last link, which
     // the payee now submits (what serve does before the expiry).
@@ -101,6 +87,33 @@ pub async fn run_channel(
         },
         ..Report::default()
     })
+}
+
+/// Pays `options.units_per_message` links per message, `options.window`
+/// messages in flight, until `links` are paid or the time is up; answers
+/// the messages sent.
+async fn stream(
+    channel: &mut PayerChannel,
+    peer: &Link,
+    options: &BenchOptions,
+    links: u64,
+) -> Result<u64, BenchError> {
+    let units = options.units_per_message.max(1);
+    let deadline = Instant::now() + Duration::from_millis(options.duration_ms.max(1));
+    let mut messages = 0u64;
+    // Chunks of messages, so that the deadline is checked now and then;
+    // each chunk ends with the pipeline drained and the payer's state file
+    // written.
+    let chunk = (options.window.max(1) as u64).saturating_mul(64);
+    while channel.paid() + units <= links && Instant::now() < deadline {
+        let now = chunk.min((links - channel.paid()) / units);
+        channel
+            .pay_pipelined(peer, units, now, options.window)
+            .await
+            .map_err(setup("paying"))?;
+        messages += now;
+    }
+    Ok(messages)
 }
 
 async fn start_payee(
