@@ -104,6 +104,10 @@ impl Identity {
             return Err(IdentityError::ReservedName(name.to_string()));
         }
         let key = VerifyingKey::from_spki_der(cert.public_key().raw)?;
+        // A person's key signs their payments: a small-order or
+        // non-canonical Ed25519 key is refused here, at the certificate,
+        // so no account is ever registered with one.
+        key.check_strong()?;
         Ok(Identity {
             name,
             key,
@@ -149,7 +153,10 @@ pub fn server_key_of_cert(der: &[u8]) -> Result<VerifyingKey, IdentityError> {
             subject: cert.subject().to_string(),
         });
     }
-    Ok(VerifyingKey::from_spki_der(cert.public_key().raw)?)
+    let key = VerifyingKey::from_spki_der(cert.public_key().raw)?;
+    // The receipt key is held to the same rule as a person's.
+    key.check_strong()?;
+    Ok(key)
 }
 
 /// The public key of any certificate, without the person-name or the
