@@ -177,7 +177,7 @@ impl VerifiedPayment {
     /// with its own key: Ed25519 signatures are checked in one batch
     /// ([`crate::core::keys::verify_batch`]), which answers for each
     /// exactly what checking it alone would.
-    pub fn try_verify_many<K: std::ops::Deref<Target = VerifyingKey>>(
+    pub fn try_verify_many<K: std::borrow::Borrow<VerifyingKey>>(
         payments: Vec<(SignedPayment, K)>,
     ) -> Vec<Result<VerifiedPayment, Box<SignedPayment>>> {
         let canonical: Vec<Vec<u8>> = payments
@@ -187,7 +187,9 @@ impl VerifiedPayment {
         let items: Vec<crate::core::keys::BatchItem<'_>> = payments
             .iter()
             .zip(&canonical)
-            .map(|((signed, key), bytes)| (&**key, bytes.as_slice(), signed.signature.as_slice()))
+            .map(|((signed, key), bytes)| {
+                (key.borrow(), bytes.as_slice(), signed.signature.as_slice())
+            })
             .collect();
         let answers = crate::core::keys::verify_batch(&items);
         payments
@@ -197,7 +199,7 @@ impl VerifiedPayment {
             .map(|(((signed, key), bytes), answer)| match answer {
                 Ok(()) => Ok(VerifiedPayment {
                     content_hash: content_hash(&bytes),
-                    key_fingerprint: key_fingerprint(&key),
+                    key_fingerprint: key_fingerprint(key.borrow()),
                     signed,
                 }),
                 Err(_) => Err(Box::new(signed)),
