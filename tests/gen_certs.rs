@@ -827,6 +827,7 @@ async fn start_server_from(dir: &Path, db: &Path) -> RunningServer {
         limits: ServerLimits::default(),
         presence: Default::default(),
         refusals_per_minute: micropay::core::limits::REFUSALS_PER_WINDOW_DEFAULT,
+        verify_batch_max: micropay::core::limits::VERIFY_BATCH_MAX_DEFAULT,
         crl: None,
     };
     server::spawn("127.0.0.1:0".parse().expect("addr"), options)

@@ -852,6 +852,7 @@ async fn a_server_certificate_from_a_foreign_ca_is_refused_by_the_client() {
             limits: ServerLimits::default(),
             presence: Default::default(),
             refusals_per_minute: micropay::core::limits::REFUSALS_PER_WINDOW_DEFAULT,
+            verify_batch_max: micropay::core::limits::VERIFY_BATCH_MAX_DEFAULT,
             crl: None,
         },
     )

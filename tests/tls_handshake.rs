@@ -1006,6 +1006,7 @@ async fn impostor_server(
             limits: micropay::server::ServerLimits::default(),
             presence: Default::default(),
             refusals_per_minute: micropay::core::limits::REFUSALS_PER_WINDOW_DEFAULT,
+            verify_batch_max: micropay::core::limits::VERIFY_BATCH_MAX_DEFAULT,
             crl: None,
         },
     )

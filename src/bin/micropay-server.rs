@@ -75,6 +75,10 @@ struct Args {
     /// Most concurrent connections; more are closed at once.
     #[arg(long, default_value_t = CONNECTIONS_MAX_DEFAULT)]
     connections_max: usize,
+    /// Most payment signatures checked in one batch; 1 checks each
+    /// payment's signature alone, on its connection's task.
+    #[arg(long, default_value_t = VERIFY_BATCH_MAX_DEFAULT)]
+    verify_batch_max: usize,
     /// Most requests in flight on one connection.
     #[arg(long, default_value_t = IN_FLIGHT_PER_CONNECTION_DEFAULT)]
     in_flight_max: usize,
@@ -355,6 +359,10 @@ fn check_args(args: &Args) -> Result<String> {
         "--connections-max must be at least 1"
     );
     anyhow::ensure!(
+        args.verify_batch_max >= 1,
+        "--verify-batch-max must be at least 1"
+    );
+    anyhow::ensure!(
         args.in_flight_max >= 1,
         "--in-flight-max must be at least 1"
     );
@@ -410,13 +418,8 @@ fn serve(args: &Args) -> Result<ExitCode> {
             lease_ms: args.presence_lease_ms,
         },
         refusals_per_minute: args.refusals_per_minute,
-        limits: ServerLimits {
-            connections_max: args.connections_max,
-            in_flight_max: args.in_flight_max,
-            handshake_timeout_ms: args.handshake_timeout_ms,
-            idle_timeout_ms: args.idle_timeout_ms,
-            frame_bytes_max: args.frame_bytes_max,
-        },
+        verify_batch_max: args.verify_batch_max,
+        limits: limits(args),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -450,6 +453,17 @@ fn serve(args: &Args) -> Result<ExitCode> {
         .await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The connection limits the flags ask for.
+fn limits(args: &Args) -> ServerLimits {
+    ServerLimits {
+        connections_max: args.connections_max,
+        in_flight_max: args.in_flight_max,
+        handshake_timeout_ms: args.handshake_timeout_ms,
+        idle_timeout_ms: args.idle_timeout_ms,
+        frame_bytes_max: args.frame_bytes_max,
+    }
 }
 
 /// Binds the metrics listener if `--metrics-listen` asks for one; a

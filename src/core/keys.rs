@@ -1,11 +1,17 @@
-//! Signing and verifying keys, through ring.
+//! Signing and verifying keys.
 //!
 //! The key pair that authenticates a person's TLS connections also signs
 //! their payments, and the server's TLS key signs receipts. Ed25519 is the
 //! default; ECDSA P-256 is accepted too. Keys arrive as PKCS#8 (private) or
 //! SubjectPublicKeyInfo (public) DER, which is what certificates and PEM
 //! files carry.
+//!
+//! ring signs with both algorithms and verifies P-256. Ed25519 signatures
+//! are verified under ZIP-215's rules ([`crate::core::ed25519`]), alone or
+//! in batches ([`verify_batch`]), so that whether a signature is valid
+//! never depends on which path checked it.
 
+use super::ed25519;
 use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _};
 use x509_parser::oid_registry;
@@ -47,6 +53,11 @@ pub enum KeyError {
     /// A key of an algorithm micropay does not accept.
     #[error("unsupported key algorithm (use Ed25519 or ECDSA P-256)")]
     UnsupportedAlgorithm,
+    /// An Ed25519 key that is a non-canonical encoding or a point of small
+    /// order: refused for a certificate's identity (see
+    /// [`VerifyingKey::check_strong`]).
+    #[error("the Ed25519 key is a small-order point or a non-canonical encoding")]
+    WeakKey,
 }
 
 /// A signature did not verify.
@@ -121,16 +132,67 @@ impl VerifyingKey {
         hex::encode(ring::digest::digest(&ring::digest::SHA256, &self.spki_der))
     }
 
-    /// Verifies `signature` over `message`.
+    /// Verifies `signature` over `message`: Ed25519 under ZIP-215, P-256
+    /// with ring.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), BadSignature> {
-        let alg: &dyn signature::VerificationAlgorithm = match self.algorithm {
-            KeyAlgorithm::Ed25519 => &signature::ED25519,
-            KeyAlgorithm::EcdsaP256 => &signature::ECDSA_P256_SHA256_ASN1,
-        };
-        signature::UnparsedPublicKey::new(alg, &self.raw)
-            .verify(message, signature)
-            .map_err(|_| BadSignature)
+        match self.algorithm {
+            KeyAlgorithm::Ed25519 => ed25519::verify(self.ed25519_raw()?, message, signature),
+            KeyAlgorithm::EcdsaP256 => {
+                signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_ASN1, &self.raw)
+                    .verify(message, signature)
+                    .map_err(|_| BadSignature)
+            }
+        }
     }
+
+    /// Refuses an Ed25519 key that is not the canonical encoding of a
+    /// point outside the small-order subgroup. Verification accepts such
+    /// keys (ZIP-215 does, so that a stored key never stops verifying),
+    /// but a certificate's identity must not carry one: a small-order key
+    /// lets anyone forge signatures that verify under it. P-256 keys pass
+    /// (ring checks that the point is on the curve when verifying).
+    pub fn check_strong(&self) -> Result<(), KeyError> {
+        match self.algorithm {
+            KeyAlgorithm::Ed25519 => match self.ed25519_raw() {
+                Ok(raw) if ed25519::is_strong_key(raw) => Ok(()),
+                _ => Err(KeyError::WeakKey),
+            },
+            KeyAlgorithm::EcdsaP256 => Ok(()),
+        }
+    }
+
+    /// The 32 raw bytes of an Ed25519 key (`from_spki_der` checked the
+    /// length, so the error is never seen).
+    fn ed25519_raw(&self) -> Result<&[u8; 32], BadSignature> {
+        self.raw.as_slice().try_into().map_err(|_| BadSignature)
+    }
+}
+
+/// One signature to check in [`verify_batch`]: the key, the message and
+/// the signature.
+pub type BatchItem<'a> = (&'a VerifyingKey, &'a [u8], &'a [u8]);
+
+/// Verifies many signatures and answers for each, in order, exactly what
+/// [`VerifyingKey::verify`] would. Ed25519 signatures are checked together
+/// in one batch (and each on its own only if the batch fails, to find the
+/// bad ones); P-256 signatures one at a time, as ECDSA has no batch check.
+pub fn verify_batch(items: &[BatchItem<'_>]) -> Vec<Result<(), BadSignature>> {
+    let mut answers = vec![Ok(()); items.len()];
+    let mut ed_index = Vec::with_capacity(items.len());
+    let mut ed_items = Vec::with_capacity(items.len());
+    for (i, (key, message, signature)) in items.iter().enumerate() {
+        match (key.algorithm, key.ed25519_raw()) {
+            (KeyAlgorithm::Ed25519, Ok(raw)) => {
+                ed_index.push(i);
+                ed_items.push((raw, *message, *signature));
+            }
+            _ => answers[i] = key.verify(message, signature),
+        }
+    }
+    for (i, answer) in ed_index.into_iter().zip(ed25519::verify_batch(&ed_items)) {
+        answers[i] = answer;
+    }
+    answers
 }
 
 enum SigningInner {

@@ -86,6 +86,12 @@ pub const LEDGER_READERS_MAX: usize = 8;
 /// rather than as many as a connection can send (7 GB an hour measured).
 pub const REFUSALS_PER_WINDOW_DEFAULT: u32 = 600;
 
+/// Most payment signatures the server checks in one batch
+/// (`--verify-batch-max`). A verifier takes whatever is waiting, up to
+/// this, so batches grow with load and a lone payment is checked alone;
+/// past a few dozen the gain per signature flattens (docs/BENCHMARKS.md).
+pub const VERIFY_BATCH_MAX_DEFAULT: usize = 64;
+
 /// The window of [`REFUSALS_PER_WINDOW_DEFAULT`].
 pub const REFUSAL_WINDOW_MS: u64 = 60_000;
 

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod channel;
 pub mod channel_rules;
 pub mod checkpoint;
+pub mod ed25519;
 pub mod keys;
 pub mod limits;
 pub mod log_proof;

@@ -173,6 +173,40 @@ impl VerifiedPayment {
         })
     }
 
+    /// [`VerifiedPayment::try_verify`] for many payments at once, each
+    /// with its own key: Ed25519 signatures are checked in one batch
+    /// ([`crate::core::keys::verify_batch`]), which answers for each
+    /// exactly what checking it alone would.
+    pub fn try_verify_many<K: std::borrow::Borrow<VerifyingKey>>(
+        payments: Vec<(SignedPayment, K)>,
+    ) -> Vec<Result<VerifiedPayment, Box<SignedPayment>>> {
+        let canonical: Vec<Vec<u8>> = payments
+            .iter()
+            .map(|(signed, _)| signed.payment.canonical_bytes())
+            .collect();
+        let items: Vec<crate::core::keys::BatchItem<'_>> = payments
+            .iter()
+            .zip(&canonical)
+            .map(|((signed, key), bytes)| {
+                (key.borrow(), bytes.as_slice(), signed.signature.as_slice())
+            })
+            .collect();
+        let answers = crate::core::keys::verify_batch(&items);
+        payments
+            .into_iter()
+            .zip(canonical)
+            .zip(answers)
+            .map(|(((signed, key), bytes), answer)| match answer {
+                Ok(()) => Ok(VerifiedPayment {
+                    content_hash: content_hash(&bytes),
+                    key_fingerprint: key_fingerprint(key.borrow()),
+                    signed,
+                }),
+                Err(_) => Err(Box::new(signed)),
+            })
+            .collect()
+    }
+
     /// The payment and its signature.
     pub fn signed(&self) -> &SignedPayment {
         &self.signed

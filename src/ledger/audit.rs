@@ -30,7 +30,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 
 use crate::core::keys::VerifyingKey;
-use crate::core::limits::MEMO_BYTES_MAX;
+use crate::core::limits::{MEMO_BYTES_MAX, VERIFY_BATCH_MAX_DEFAULT};
 use crate::core::memory_ledger::MemoryLedger;
 use crate::core::merkle::MerkleTree;
 use crate::core::name::Name;
@@ -146,6 +146,17 @@ pub struct Auditor {
     all_keys: HashMap<String, Vec<VerifyingKey>>,
     /// The log's tree, recomputed from the payment rows.
     tree: MerkleTree,
+    /// Payments whose signatures are checked in the next batch, in order,
+    /// each with the key registered when it settled.
+    unverified: Vec<Unverified>,
+}
+
+/// A payment read but not yet verified and replayed.
+struct Unverified {
+    seq: i64,
+    signed: SignedPayment,
+    key: VerifyingKey,
+    settled_at_ms: i64,
 }
 
 /// A key change waiting for its position among the payments.
@@ -255,23 +266,22 @@ impl AuditVisitor for Auditor {
         if payment.content_hash()[..] != row.content_hash[..] {
             self.violate(format!("seq {seq}: content hash does not match"));
         }
-        let verified = match self.keys.get(&row.payer) {
-            None => {
-                self.violate(format!("seq {seq}: payer {} has no account", row.payer));
-                return;
-            }
-            Some(key) => match VerifiedPayment::verify(payment, key) {
-                Ok(verified) => verified,
-                Err(_) => {
-                    let payer = &row.payer;
-                    self.violate(format!(
-                        "seq {seq}: signature does not verify with {payer}'s key"
-                    ));
-                    return;
-                }
-            },
+        let Some(key) = self.keys.get(&row.payer).cloned() else {
+            self.violate(format!("seq {seq}: payer {} has no account", row.payer));
+            return;
         };
-        self.replay(seq, &verified, row.settled_at_ms);
+        // Signatures are checked in batches, under the rule single checks
+        // follow (docs/PROTOCOL.md §4.4); the replay waits for them, in
+        // order, and happens before any later key change is replayed.
+        self.unverified.push(Unverified {
+            seq,
+            signed: payment,
+            key,
+            settled_at_ms: row.settled_at_ms,
+        });
+        if self.unverified.len() >= VERIFY_BATCH_MAX_DEFAULT {
+            self.verify_and_replay();
+        }
     }
 
     fn refusal(&mut self) {
@@ -297,9 +307,35 @@ impl Auditor {
         self.report.violations.push(violation);
     }
 
+    /// Checks the signatures of the payments read so far as one batch,
+    /// then replays them through the rules in order.
+    fn verify_and_replay(&mut self) {
+        let (meta, payments): (Vec<_>, Vec<_>) = std::mem::take(&mut self.unverified)
+            .into_iter()
+            .map(|u| ((u.seq, u.settled_at_ms), (u.signed, u.key)))
+            .unzip();
+        let answers = VerifiedPayment::try_verify_many(payments);
+        for ((seq, settled_at_ms), answer) in meta.into_iter().zip(answers) {
+            match answer {
+                Ok(verified) => self.replay(seq, &verified, settled_at_ms),
+                Err(signed) => {
+                    let payer = &signed.payment.payer;
+                    self.violate(format!(
+                        "seq {seq}: signature does not verify with {payer}'s key"
+                    ));
+                }
+            }
+        }
+    }
+
     /// Replays, through the rules, every key change decided before
     /// payment `seq`; payments from then on verify with the new keys.
     fn apply_key_changes(&mut self, seq: u64) {
+        if self.pending.front().is_some_and(|p| p.after_seq < seq) {
+            // The payments read before the change settled before it: they
+            // go through the rules first.
+            self.verify_and_replay();
+        }
         while self.pending.front().is_some_and(|p| p.after_seq < seq) {
             let Some(pending) = self.pending.pop_front() else {
                 return;
@@ -364,6 +400,7 @@ impl Auditor {
 
     /// The report, with the balance checks.
     pub fn finish(mut self) -> AuditReport {
+        self.verify_and_replay();
         self.check_final_keys();
         let mut names: Vec<_> = self.stored.keys().cloned().collect();
         names.sort();

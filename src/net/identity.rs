@@ -104,6 +104,10 @@ impl Identity {
             return Err(IdentityError::ReservedName(name.to_string()));
         }
         let key = VerifyingKey::from_spki_der(cert.public_key().raw)?;
+        // A person's key signs their payments: a small-order or
+        // non-canonical Ed25519 key is refused here, at the certificate,
+        // so no account is ever registered with one.
+        key.check_strong()?;
         Ok(Identity {
             name,
             key,
@@ -149,7 +153,10 @@ pub fn server_key_of_cert(der: &[u8]) -> Result<VerifyingKey, IdentityError> {
             subject: cert.subject().to_string(),
         });
     }
-    Ok(VerifyingKey::from_spki_der(cert.public_key().raw)?)
+    let key = VerifyingKey::from_spki_der(cert.public_key().raw)?;
+    // The receipt key is held to the same rule as a person's.
+    key.check_strong()?;
+    Ok(key)
 }
 
 /// The public key of any certificate, without the person-name or the
@@ -176,5 +183,51 @@ mod tests {
         assert_eq!(SERVER_ROLE_POLICY, format!("2.25.{arc}"));
         let uuid = u128::from_str_radix("472f3b6567f7477eb8abbbf08db2770c", 16).expect("hex");
         assert_eq!(arc, uuid);
+    }
+
+    /// A raw Ed25519 public key for rcgen to certify, as a CA would for
+    /// any key a request carried.
+    struct RawEd25519([u8; 32]);
+
+    impl rcgen::PublicKeyData for RawEd25519 {
+        fn der_bytes(&self) -> &[u8] {
+            &self.0
+        }
+
+        fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+            &rcgen::PKCS_ED25519
+        }
+    }
+
+    fn person_cert(key: [u8; 32]) -> Vec<u8> {
+        let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("CA key");
+        let ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let params = rcgen::CertificateParams::new(vec!["alice".to_string()]).expect("params");
+        let cert = params.signed_by(&RawEd25519(key), &issuer).expect("cert");
+        cert.der().to_vec()
+    }
+
+    #[test]
+    fn a_certificate_with_a_small_order_or_non_canonical_key_is_no_identity() {
+        let mut identity_point = [0u8; 32];
+        identity_point[0] = 1;
+        // y = p + 1: a non-canonical name of the same point.
+        let mut non_canonical = [0xff; 32];
+        non_canonical[0] = 0xee;
+        non_canonical[31] = 0x7f;
+        for key in [identity_point, non_canonical] {
+            let refused = Identity::from_cert_der(&person_cert(key));
+            assert!(
+                matches!(refused, Err(IdentityError::Key(KeyError::WeakKey))),
+                "{refused:?}"
+            );
+        }
+        let honest = crate::core::keys::SigningKey::ed25519_from_seed(&[9; 32]);
+        let raw: [u8; 32] = honest.verifying_key().spki_der()[12..]
+            .try_into()
+            .expect("32 bytes");
+        let identity = Identity::from_cert_der(&person_cert(raw)).expect("an honest key");
+        assert_eq!(identity.key.spki_der(), honest.verifying_key().spki_der());
     }
 }

@@ -12,6 +12,7 @@ mod channel_expiry;
 pub mod cmd;
 pub mod pg_presence;
 pub mod presence;
+pub mod verifier;
 
 use crate::core::limits::REFUSAL_WINDOW_MS;
 use crate::core::refusal_budget::RefusalBudget;
@@ -61,6 +62,9 @@ pub struct ServerOptions {
     /// the server also checks every request against it and reloads it
     /// on SIGHUP and when its file changes.
     pub crl: Option<Arc<Crl>>,
+    /// Most payment signatures checked in one batch
+    /// (`--verify-batch-max`); 1 checks each on its connection's task.
+    pub verify_batch_max: usize,
 }
 
 /// Shared presence settings (`--server-id`, `--presence-lease-ms`).
@@ -258,6 +262,7 @@ async fn open_shared(options: ServerOptions) -> Result<Arc<Shared>, ServerError>
             )),
             revocations,
             metrics,
+            verifier: verifier::SignatureVerifier::start(options.verify_batch_max),
         },
         limits: options.limits,
         crl: options.crl,

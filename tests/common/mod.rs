@@ -194,6 +194,7 @@ pub fn server_options(
         // The budget is its own test's subject (settlement.rs); elsewhere
         // refusals must stay exactly as the rules decide them.
         refusals_per_minute: u32::MAX,
+        verify_batch_max: micropay::core::limits::VERIFY_BATCH_MAX_DEFAULT,
         crl: None,
     }
 }

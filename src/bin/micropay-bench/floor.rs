@@ -1,4 +1,8 @@
-//! The crypto floor: what ring's Ed25519 alone allows on this machine.
+//! The crypto floor: what Ed25519 alone allows on this machine, signing
+//! with ring and verifying one signature at a time under ZIP-215 (what
+//! `VerifyingKey::verify` does). The server verifies in batches under
+//! load, which costs less per signature (`micropay-bench verify`), so the
+//! floor is a conservative one.
 
 use std::time::{Duration, Instant};
 
@@ -8,9 +12,9 @@ use serde::Serialize;
 /// The crypto floor measured on this machine.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct CryptoFloor {
-    /// ring Ed25519 verifications per second on one core.
+    /// Ed25519 verifications (single, ZIP-215) per second on one core.
     pub verify_per_s_core: f64,
-    /// ring Ed25519 signatures per second on one core.
+    /// ring's Ed25519 signatures per second on one core.
     pub sign_per_s_core: f64,
     /// Cores available.
     pub cores: usize,
@@ -23,7 +27,7 @@ pub struct CryptoFloor {
     pub p2p_floor_per_s: f64,
 }
 
-/// Measures ring's Ed25519 sign and verify rates on one core.
+/// Measures the Ed25519 sign and single-verify rates on one core.
 pub fn measure_crypto_floor(budget_ms: u64) -> CryptoFloor {
     let key = SigningKey::ed25519_from_seed(&[42; 32]);
     let public = key.verifying_key().clone();

@@ -17,6 +17,8 @@
 //! - `handshake`: new mutual-TLS connections per second (each followed by
 //!   one request), with or without session resumption.
 //! - `floor`: only the crypto floor, no server.
+//! - `verify`: Ed25519 verification paths (ring single, ed25519-zebra
+//!   single and batch) on one core, no server.
 //!
 //! The rest: `server_process` (the server child and its /proc figures),
 //! `pki` (its certificates, made with `micropay::certs`), `driver` (the
@@ -33,6 +35,7 @@ mod pki;
 mod report;
 mod server_process;
 mod settle;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -110,6 +113,9 @@ enum Mode {
     },
     /// Only the crypto floor (no server).
     Floor,
+    /// Ed25519 verification on one core: ring single, ed25519-zebra single
+    /// and batch (no server).
+    Verify,
     /// One payment channel, payer → payee over peer mTLS: links paid per
     /// second, the payee checking and storing each (--units links per
     /// message, --window messages in flight, --count links at most), and
@@ -135,7 +141,7 @@ fn main() -> ExitCode {
 /// Default (connections, window, accounts, count) of each mode.
 fn defaults(mode: Mode) -> (usize, usize, usize, usize) {
     match mode {
-        Mode::Settle | Mode::Floor => (4, 128, 64, 300_000),
+        Mode::Settle | Mode::Floor | Mode::Verify => (4, 128, 64, 300_000),
         Mode::P2p => (8, 32, 2, 200_000),
         Mode::Handshake { .. } => (4, 1, 1, 20_000),
         Mode::Channel { .. } => (1, 256, 2, 1_000_000),
@@ -172,6 +178,9 @@ fn options(args: &Args) -> BenchOptions {
 
 fn run(args: &Args) -> Result<()> {
     let options = options(args);
+    if let Mode::Verify = args.mode {
+        return run_verify();
+    }
     eprintln!("measuring the crypto floor ...");
     let floor = floor::measure_crypto_floor(1000);
     let mut report = if let Mode::Floor = args.mode {
@@ -200,6 +209,27 @@ fn run(args: &Args) -> Result<()> {
         "the ledger audit failed after the run: {:?}",
         report.audit_violations
     );
+    Ok(())
+}
+
+/// Prints the Ed25519 verification rates of each path, one core.
+fn run_verify() -> Result<()> {
+    let rates = verify::measure_verify_paths(1000);
+    let per_us = |per_s: f64| 1e6 / per_s;
+    println!("path                 sigs/s   µs/sig  vs ring");
+    let ring = rates.ring_single_per_s;
+    let row = |name: &str, per_s: f64| {
+        println!(
+            "{name:<18} {per_s:>8.0} {:>8.1} {:>7.2}x",
+            per_us(per_s),
+            per_s / ring
+        );
+    };
+    row("ring single", ring);
+    row("zebra single", rates.zebra_single_per_s);
+    for (n, per_s) in &rates.zebra_batch_per_s {
+        row(&format!("zebra batch {n}"), *per_s);
+    }
     Ok(())
 }
 
@@ -232,7 +262,7 @@ fn run_against_server(args: &Args, options: &BenchOptions) -> Result<Report> {
             Mode::P2p => p2p::run_p2p(&server, options, show).await,
             Mode::Handshake { .. } => handshake::run_handshake(&server, options, show).await,
             Mode::Channel { .. } => channel::run_channel(&server, options).await,
-            Mode::Floor => unreachable!("handled by the caller"),
+            Mode::Floor | Mode::Verify => unreachable!("handled by the caller"),
         }
     })?;
     drop(runtime);

@@ -213,7 +213,7 @@ fn print_run(r: &Report) {
 }
 
 fn print_floor(f: &CryptoFloor) {
-    println!("  crypto floor (ring, Ed25519, this machine)");
+    println!("  crypto floor (Ed25519: ring signs, ZIP-215 single verify)");
     println!(
         "    verify per core        {:>12.0} /s",
         f.verify_per_s_core

@@ -47,6 +47,8 @@ pub struct Context {
     pub revocations: Revocations,
     /// What the server counts.
     pub metrics: Arc<ServerMetrics>,
+    /// Checks payment signatures in batches.
+    pub verifier: crate::server::verifier::SignatureVerifier,
 }
 
 /// What a connection knows about its peer.
