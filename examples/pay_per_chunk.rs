@@ -22,7 +22,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use micropay::certs::{Ca, CertifiedPem, KeyType, Validity};
-use micropay::core::limits::{INITIAL_BALANCE_DEFAULT, REFUSALS_PER_WINDOW_DEFAULT};
+use micropay::core::limits::{
+    INITIAL_BALANCE_DEFAULT, REFUSALS_PER_WINDOW_DEFAULT, VERIFY_BATCH_MAX_DEFAULT,
+};
 use micropay::core::name::Name;
 use micropay::ledger::{DbLocation, LedgerConfig};
 use micropay::net::link::Link;
@@ -146,6 +148,7 @@ async fn start_server(ca: &Ca, dir: &std::path::Path) -> Result<server::RunningS
         limits: Default::default(),
         presence: PresenceOptions::default(),
         refusals_per_minute: REFUSALS_PER_WINDOW_DEFAULT,
+        verify_batch_max: VERIFY_BATCH_MAX_DEFAULT,
         crl: None,
     };
     Ok(server::spawn("127.0.0.1:0".parse()?, options).await?)

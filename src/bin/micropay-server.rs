@@ -421,6 +421,11 @@ fn serve(args: &Args) -> Result<ExitCode> {
         verify_batch_max: args.verify_batch_max,
         limits: limits(args),
     };
+    run_server(args, options)
+}
+
+/// Binds the listeners and runs the server until a signal stops it.
+fn run_server(args: &Args, options: ServerOptions) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
