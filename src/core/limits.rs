@@ -247,6 +247,11 @@ pub const CHANNEL_CLOSE_GRACE_S: u64 = 5 * 60;
 /// under a thousand links in memory.
 pub const CHANNEL_CHECKPOINT_LINKS: u64 = 1024;
 
+/// The most hashes a payee spends checking one channel link on the async
+/// runtime's worker thread (about 0.6 ms); a longer check moves the
+/// worker's other tasks elsewhere first (`block_in_place`).
+pub const CHANNEL_INLINE_HASHES_MAX: u64 = 4096;
+
 /// How often the server looks for channels past expiry plus grace whose
 /// hold must return to the payer.
 pub const CHANNEL_EXPIRY_POLL_MS: u64 = 5_000;

@@ -70,6 +70,10 @@ pub enum PayeeRefusal {
     /// The payee is stopping; the link was not stored.
     #[error("the payee is stopping; the link was not stored")]
     Stopping,
+    /// The payee is closing (or closed) this channel: it takes no more
+    /// links for it.
+    #[error("channel {0} is being closed; it takes no more links")]
+    Closing(ChannelId),
 }
 
 /// One channel as the payee holds it.
@@ -110,6 +114,12 @@ pub struct PayeeChannels {
     unwritten: HashSet<ChannelId>,
     /// The ticket of the latest accepted link.
     accepted_ticket: u64,
+    /// The index and link of each channel as written on disk: what may be
+    /// claimed when links in memory could not be written.
+    durable: HashMap<ChannelId, (u64, Link)>,
+    /// Channels whose close is under way: no link is taken for them, so
+    /// that nothing is acknowledged past the index the close claims.
+    closing: HashSet<ChannelId>,
 }
 
 impl PayeeChannels {
@@ -136,11 +146,17 @@ impl PayeeChannels {
                 channels.insert(held.signed.commitment.id, held);
             }
         }
+        let durable = channels
+            .iter()
+            .map(|(id, h)| (*id, (h.index, h.link)))
+            .collect();
         Ok(PayeeChannels {
             dir: dir.to_owned(),
             channels,
             unwritten: HashSet::new(),
             accepted_ticket: 0,
+            durable,
+            closing: HashSet::new(),
         })
     }
 
@@ -207,7 +223,9 @@ impl PayeeChannels {
             receipt,
         };
         write_channels(&self.dir, std::slice::from_ref(&held))?;
-        self.channels.insert(held.signed.commitment.id, held);
+        let id = held.signed.commitment.id;
+        self.durable.insert(id, (0, held.signed.commitment.root));
+        self.channels.insert(id, held);
         Ok(())
     }
 
@@ -231,6 +249,7 @@ impl PayeeChannels {
             }
             return Err(e.into());
         }
+        self.mark_written(&unwritten)?;
         Ok(index)
     }
 
@@ -238,6 +257,9 @@ impl PayeeChannels {
     /// a new link is checked against (outside any lock: checking k links
     /// costs k hashes).
     pub fn position(&self, id: &ChannelId) -> Result<(u64, u64, Link), PayeeRefusal> {
+        if self.closing.contains(id) {
+            return Err(PayeeRefusal::Closing(*id));
+        }
         let held = self.channels.get(id).ok_or(PayeeRefusal::Unknown(*id))?;
         Ok((held.signed.commitment.links, held.index, held.link))
     }
@@ -252,6 +274,9 @@ impl PayeeChannels {
         from: u64,
         (index, link): (u64, Link),
     ) -> Result<Option<u64>, PayeeRefusal> {
+        if self.closing.contains(id) {
+            return Err(PayeeRefusal::Closing(*id));
+        }
         let held = self
             .channels
             .get_mut(id)
@@ -286,11 +311,46 @@ impl PayeeChannels {
         (self.accepted_ticket, held)
     }
 
-    /// The close requests of channels that hold at least one paid link and
-    /// expire before `before_s`: what `serve` submits before it is too
-    /// late.
+    /// Records that `written` are on disk. A channel forgotten while its
+    /// file was being written has that file removed again, so a closed
+    /// channel never comes back at the next start.
+    pub fn mark_written(&mut self, written: &[HeldChannel]) -> Result<(), ChannelStoreError> {
+        for held in written {
+            let id = held.signed.commitment.id;
+            if !self.channels.contains_key(&id) {
+                remove_if_present(&self.path_of(&id))?;
+                continue;
+            }
+            let root = held.signed.commitment.root;
+            let on_disk = self.durable.entry(id).or_insert((0, root));
+            if held.index > on_disk.0 {
+                *on_disk = (held.index, held.link);
+            }
+        }
+        Ok(())
+    }
+
+    /// The close requests of channels that hold at least one paid link on
+    /// disk and expire before `before_s`.
     pub fn due(&self, before_s: u64) -> Vec<CloseRequest> {
-        self.channels
+        let ids: Vec<ChannelId> = self
+            .channels
+            .values()
+            .filter(|h| h.signed.commitment.expires_at_s < before_s)
+            .map(|h| h.signed.commitment.id)
+            .collect();
+        self.durable_requests(&ids)
+    }
+
+    /// Starts closing every channel that holds paid links and expires
+    /// before `before_s`: from now on no link is taken for them. Answers
+    /// the close requests with the newest link accepted of each, and the
+    /// ticket that covers them all: once that ticket is written
+    /// ([`crate::person::channel_writer::ChannelWriter::written`]), every
+    /// link acknowledged for these channels is at most the index claimed.
+    pub fn begin_closing(&mut self, before_s: u64) -> (u64, Vec<CloseRequest>) {
+        let due: Vec<CloseRequest> = self
+            .channels
             .values()
             .filter(|h| h.index > 0 && h.signed.commitment.expires_at_s < before_s)
             .map(|h| CloseRequest {
@@ -298,20 +358,55 @@ impl PayeeChannels {
                 index: h.index,
                 link: h.link,
             })
+            .collect();
+        self.closing.extend(due.iter().map(|c| c.id));
+        (self.accepted_ticket, due)
+    }
+
+    /// The close requests of `ids` as written on disk, for the channels
+    /// with at least one paid link there.
+    pub fn durable_requests(&self, ids: &[ChannelId]) -> Vec<CloseRequest> {
+        ids.iter()
+            .filter_map(|id| {
+                let (index, link) = *self.durable.get(id)?;
+                (index > 0).then_some(CloseRequest {
+                    id: *id,
+                    index,
+                    link,
+                })
+            })
             .collect()
+    }
+
+    /// Takes links for channel `id` again: its close did not happen.
+    pub fn end_closing(&mut self, id: &ChannelId) {
+        self.closing.remove(id);
     }
 
     /// Forgets a channel that is closed (its file is removed).
     pub fn forget(&mut self, id: &ChannelId) -> Result<(), ChannelStoreError> {
+        self.closing.remove(id);
+        self.durable.remove(id);
+        self.unwritten.remove(id);
         if self.channels.remove(id).is_some() {
-            let path = self.path_of(id);
-            fs::remove_file(&path).map_err(|error| ChannelStoreError::Io { path, error })?;
+            remove_if_present(&self.path_of(id))?;
         }
         Ok(())
     }
 
     fn path_of(&self, id: &ChannelId) -> PathBuf {
         path_in(&self.dir, id)
+    }
+}
+
+fn remove_if_present(path: &Path) -> Result<(), ChannelStoreError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(ChannelStoreError::Io {
+            path: path.to_owned(),
+            error,
+        }),
     }
 }
 

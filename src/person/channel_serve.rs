@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::core::channel::{OpenReceipt, SignedOpenReceipt};
+use crate::core::channel::{CloseRequest, OpenReceipt, SignedOpenReceipt};
 use crate::core::limits::{CHANNEL_AUTOCLOSE_MARGIN_S, CHANNEL_AUTOCLOSE_POLL_MS};
 use crate::net::identity::Identity;
 use crate::net::link::{CallError, Link};
@@ -27,7 +27,7 @@ pub use crate::person::channel_writer::SharedChannels;
 fn refusal(e: PayeeRefusal) -> WireError {
     let code = match &e {
         PayeeRefusal::BadOffer(_) => ErrorCode::Forbidden,
-        PayeeRefusal::Unknown(_) => ErrorCode::NotFound,
+        PayeeRefusal::Unknown(_) | PayeeRefusal::Closing(_) => ErrorCode::NotFound,
         PayeeRefusal::Link(_) => ErrorCode::BadSignature,
         PayeeRefusal::Store(_) | PayeeRefusal::NotStored(_) => ErrorCode::Internal,
         PayeeRefusal::Stopping => ErrorCode::Unavailable,
@@ -161,14 +161,15 @@ async fn offer(
 /// answers (a replay counts: the channel was closed before). Runs until
 /// `stop` turns true.
 pub async fn close_before_expiry(
-    channels: SharedChannels,
+    writer: Arc<ChannelWriter>,
     server: impl Fn() -> Option<Arc<Link>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let period = Duration::from_millis(CHANNEL_AUTOCLOSE_POLL_MS);
     loop {
         if let Some(link) = server() {
-            let _ = close_due(&channels, &link, now_s() + CHANNEL_AUTOCLOSE_MARGIN_S).await;
+            let before_s = now_s() + CHANNEL_AUTOCLOSE_MARGIN_S;
+            let _ = close_with(writer.channels(), Some(&writer), &link, before_s).await;
         }
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
@@ -180,40 +181,74 @@ pub async fn close_before_expiry(
     }
 }
 
-/// Closes every held channel expiring before `before_s`; answers how many
-/// closed. Used by the close task and by `micropay-client channel close`.
+/// Closes every held channel expiring before `before_s` whose links no
+/// writer is writing (`micropay-client channel close`, the bench);
+/// answers how many closed.
 pub async fn close_due(
     channels: &SharedChannels,
     link: &Link,
     before_s: u64,
 ) -> Result<u32, CallError> {
-    let due = channels
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .due(before_s);
+    close_with(channels, None, link, before_s).await
+}
+
+/// Closes every held channel expiring before `before_s`. The channels stop
+/// taking links first; with a `writer`, the close waits until every link
+/// already accepted is written, so that no acknowledgement goes past the
+/// index claimed, and claims only what is on disk if the writer stopped.
+async fn close_with(
+    channels: &SharedChannels,
+    writer: Option<&ChannelWriter>,
+    link: &Link,
+    before_s: u64,
+) -> Result<u32, CallError> {
+    let lock = || channels.lock().unwrap_or_else(|p| p.into_inner());
+    let (ticket, mut due) = lock().begin_closing(before_s);
+    if due.is_empty() {
+        return Ok(0);
+    }
+    if let Some(writer) = writer {
+        if writer.written(ticket).await.is_err() {
+            let ids: Vec<_> = due.iter().map(|c| c.id).collect();
+            due = lock().durable_requests(&ids);
+            let claimed: std::collections::HashSet<_> = due.iter().map(|c| c.id).collect();
+            for id in ids.iter().filter(|id| !claimed.contains(id)) {
+                lock().end_closing(id);
+            }
+        }
+    }
     let mut closed = 0;
-    for close in due {
-        let answer: Result<ChannelClosed, CallError> = link
-            .call(&ServerRequest::ChannelClose {
-                channel_id: close.id.to_hex(),
-                index: close.index,
-                link: close.link.to_hex(),
-            })
-            .await;
-        match answer {
+    let mut left = due.into_iter();
+    while let Some(close) = left.next() {
+        match submit(link, &close).await {
             Ok(done) => {
                 info!(id = %close.id, paid = done.paid, replay = done.replay, "channel closed");
-                let mut guard = channels.lock().unwrap_or_else(|p| p.into_inner());
-                if let Err(e) = guard.forget(&close.id) {
+                if let Err(e) = lock().forget(&close.id) {
                     warn!("forgetting closed channel {}: {e}", close.id);
                 }
                 closed += 1;
             }
             Err(CallError::Refused(e)) => {
                 warn!(id = %close.id, code = e.code.as_str(), "the server refused the close: {}", crate::system::terminal::escape(&e.message));
+                lock().end_closing(&close.id);
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                // Not closed: these channels take links again.
+                for not_closed in std::iter::once(close).chain(left) {
+                    lock().end_closing(&not_closed.id);
+                }
+                return Err(e);
+            }
         }
     }
     Ok(closed)
+}
+
+async fn submit(link: &Link, close: &CloseRequest) -> Result<ChannelClosed, CallError> {
+    link.call(&ServerRequest::ChannelClose {
+        channel_id: close.id.to_hex(),
+        index: close.index,
+        link: close.link.to_hex(),
+    })
+    .await
 }

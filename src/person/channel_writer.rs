@@ -15,8 +15,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{watch, Notify};
 
-use crate::core::channel::{check_link, ChannelId, Link, LinkStep};
-use crate::person::channel_payee::{write_channels, PayeeChannels, PayeeRefusal};
+use crate::core::channel::{check_link, ChannelId, Link, LinkError, LinkStep};
+use crate::core::limits::CHANNEL_INLINE_HASHES_MAX;
+use crate::person::channel_payee::{write_channels, HeldChannel, PayeeChannels, PayeeRefusal};
 
 /// The payee's channels, shared by its connections, the writer and the
 /// close task.
@@ -90,10 +91,13 @@ impl ChannelWriter {
         }
         loop {
             let (links, held, held_link) = self.lock().position(id)?;
-            let step = check_link(id, links, (held, &held_link), (index, &link))?;
+            let step = check_off_runtime(id, links, (held, &held_link), (index, &link))?;
             let mut channels = self.lock();
             if step == LinkStep::AlreadyHeld {
-                return Ok((channels.latest_ticket(), held));
+                // Asked again under the lock: the channel may have been
+                // closed meanwhile, and it may hold more by now.
+                let (_, now_held, _) = channels.position(id)?;
+                return Ok((channels.latest_ticket(), now_held));
             }
             // Another connection may have moved the channel while this one
             // hashed; then check again from the new position.
@@ -126,18 +130,19 @@ impl ChannelWriter {
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         loop {
             let (ticket, batch) = self.lock().take_unwritten();
-            if !batch.is_empty() {
-                let dir = self.lock().dir().to_owned();
-                let wrote = tokio::task::spawn_blocking(move || write_channels(&dir, &batch)).await;
-                match wrote {
-                    Ok(Ok(())) => {
-                        self.written
-                            .send_modify(|w| w.ticket = w.ticket.max(ticket));
-                        continue;
-                    }
-                    Ok(Err(e)) => return self.halt(Halt::Failed(e.to_string())),
-                    Err(e) => return self.halt(Halt::Failed(e.to_string())),
+            let wrote_some = !batch.is_empty();
+            if wrote_some {
+                if let Err(why) = self.write(batch).await {
+                    return self.halt(Halt::Failed(why));
                 }
+            }
+            // Every link up to `ticket` is now written, or belonged to a
+            // channel forgotten since (whose close first waited for its
+            // links to be written).
+            self.written
+                .send_modify(|w| w.ticket = w.ticket.max(ticket));
+            if wrote_some {
+                continue;
             }
             if *stop.borrow() {
                 return self.halt(Halt::Stopped);
@@ -151,11 +156,45 @@ impl ChannelWriter {
         }
     }
 
+    /// Writes `batch` off the runtime and records it as written.
+    async fn write(&self, batch: Vec<HeldChannel>) -> Result<(), String> {
+        let dir = self.lock().dir().to_owned();
+        let written =
+            tokio::task::spawn_blocking(move || write_channels(&dir, &batch).map(|()| batch))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+        self.lock()
+            .mark_written(&written)
+            .map_err(|e| e.to_string())
+    }
+
     fn halt(&self, why: Halt) {
         if let Halt::Failed(e) = &why {
             tracing::error!("writing channel links failed; no more links are acknowledged until serve restarts: {e}");
         }
         self.written.send_modify(|w| w.halted = Some(why));
+    }
+}
+
+/// [`check_link`], moved off the async runtime's worker (with
+/// `block_in_place`) when it costs more than
+/// [`CHANNEL_INLINE_HASHES_MAX`] hashes: a link may take up to n hashes,
+/// and the caller must not spawn it elsewhere, since links are checked in
+/// the order they arrived.
+fn check_off_runtime(
+    id: &ChannelId,
+    links: u64,
+    held: (u64, &Link),
+    presented: (u64, &Link),
+) -> Result<LinkStep, LinkError> {
+    let steps = held.0.abs_diff(presented.0);
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if steps > CHANNEL_INLINE_HASHES_MAX && multi_thread {
+        tokio::task::block_in_place(|| check_link(id, links, held, presented))
+    } else {
+        check_link(id, links, held, presented)
     }
 }
 
@@ -241,6 +280,62 @@ mod tests {
         ));
         let reopened = PayeeChannels::open(dir.path()).expect("reopens");
         assert_eq!(reopened.get(&id).expect("held").index, 300);
+    }
+
+    #[tokio::test]
+    async fn a_close_stops_new_links_waits_for_accepted_ones_and_stays_closed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (channels, chain) = store_with_channel(dir.path());
+        let id = chain.id();
+        let writer = ChannelWriter::new(channels.clone());
+        let w = |i| chain.link(i).expect("in bounds");
+        let (ticket, _) = writer.accept(&id, 7, w(7)).expect("extends the root");
+        // The close starts: it claims link 7, the newest accepted, and no
+        // later link is taken, so none can be acknowledged past it.
+        let (covering, due) = channels.lock().expect("lock").begin_closing(u64::MAX);
+        assert_eq!((due.len(), due[0].index), (1, 7));
+        assert!(covering >= ticket);
+        assert!(matches!(
+            writer.accept(&id, 8, w(8)),
+            Err(PayeeRefusal::Closing(_))
+        ));
+        let (stop_tx, stop) = watch::channel(false);
+        let running = tokio::spawn(writer.clone().run(stop));
+        writer
+            .written(covering)
+            .await
+            .expect("written before the close");
+        channels.lock().expect("lock").forget(&id).expect("forgets");
+        stop_tx.send(true).expect("the writer listens");
+        running.await.expect("the writer stops");
+        let reopened = PayeeChannels::open(dir.path()).expect("reopens");
+        assert!(reopened.get(&id).is_none(), "a closed channel stays closed");
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_write_only_what_is_on_disk_is_claimed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (channels, chain) = store_with_channel(dir.path());
+        let id = chain.id();
+        let writer = ChannelWriter::new(channels.clone());
+        let w = |i| chain.link(i).expect("in bounds");
+        let (stop_tx, stop) = watch::channel(false);
+        let running = tokio::spawn(writer.clone().run(stop));
+        let (first, _) = writer.accept(&id, 3, w(3)).expect("extends the root");
+        writer.written(first).await.expect("written");
+        // The disk goes away: link 9 is refused, and a close claims 3.
+        let moved = dir.path().with_extension("gone");
+        std::fs::rename(dir.path(), &moved).expect("moves the directory away");
+        let (second, _) = writer.accept(&id, 9, w(9)).expect("accepted in memory");
+        assert!(matches!(
+            writer.written(second).await,
+            Err(PayeeRefusal::NotStored(_))
+        ));
+        let due = channels.lock().expect("lock").due(u64::MAX);
+        assert_eq!((due.len(), due[0].index), (1, 3));
+        std::fs::rename(&moved, dir.path()).expect("moves it back");
+        let _ = stop_tx.send(true);
+        running.await.expect("the writer stopped");
     }
 
     #[tokio::test]

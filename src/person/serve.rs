@@ -230,7 +230,7 @@ impl ChannelTasks {
         let closer = ctx.channels.clone().map(|writer| {
             let server_ctx = ctx.clone();
             tokio::spawn(channel_serve::close_before_expiry(
-                writer.channels().clone(),
+                writer,
                 move || server_ctx.current(),
                 stop.clone(),
             ))
