@@ -14,6 +14,10 @@ use serde::Serialize;
 pub struct CryptoFloor {
     /// Ed25519 verifications (single, ZIP-215) per second on one core.
     pub verify_per_s_core: f64,
+    /// ring's Ed25519 verifications per second on one core: V, the unit
+    /// issue 13 states its targets in (ring verified payments before
+    /// ZIP-215 and batching).
+    pub ring_verify_per_s_core: f64,
     /// ring's Ed25519 signatures per second on one core.
     pub sign_per_s_core: f64,
     /// Cores available.
@@ -49,14 +53,31 @@ pub fn measure_crypto_floor(budget_ms: u64) -> CryptoFloor {
         verifies += 1;
     }
     let verify_per_s_core = verifies as f64 / start.elapsed().as_secs_f64();
+    let ring_verify_per_s_core = ring_verify_rate(public.spki_der(), &message, &sig, half);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let settle_cost_s = 1.0 / verify_per_s_core + 1.0 / sign_per_s_core;
     let p2p_cost_s = 3.0 / verify_per_s_core + 2.0 / sign_per_s_core;
     CryptoFloor {
         verify_per_s_core,
+        ring_verify_per_s_core,
         sign_per_s_core,
         cores,
         settle_floor_per_s: cores as f64 / settle_cost_s,
         p2p_floor_per_s: cores as f64 / p2p_cost_s,
     }
+}
+
+/// ring's single Ed25519 verifications per second on one core, for `half`.
+fn ring_verify_rate(spki_der: &[u8], message: &[u8], sig: &[u8], half: Duration) -> f64 {
+    // An Ed25519 SubjectPublicKeyInfo ends with the 32-byte key.
+    let raw = &spki_der[spki_der.len().saturating_sub(32)..];
+    let key = ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, raw);
+    let start = Instant::now();
+    let mut verifies = 0u64;
+    while start.elapsed() < half {
+        let ok = key.verify(message, sig).is_ok();
+        assert!(ok, "ring verifies a fresh signature");
+        verifies += 1;
+    }
+    verifies as f64 / start.elapsed().as_secs_f64()
 }

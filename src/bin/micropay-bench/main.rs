@@ -196,8 +196,11 @@ fn run(args: &Args) -> Result<()> {
         "p2p" => report.throughput_per_s / floor.p2p_floor_per_s,
         _ => 0.0,
     };
-    report.verify_per_core = floor.verify_per_s_core;
+    report.verify_per_core = floor.ring_verify_per_s_core;
     report.server_cpu_per_op_us = report.server_cpu_us_per_op;
+    report.throughput_per_verify_per_core = report.throughput_per_s / report.verify_per_core;
+    report.server_cpu_per_op_in_verifies =
+        report.server_cpu_per_op_us * report.verify_per_core / 1e6;
     report.floor = floor;
     print_table(&report);
     if let Some(path) = &args.json {

@@ -94,6 +94,11 @@ pub struct Report {
     /// ring's single-core Ed25519 verifications per second measured in
     /// this run (V: the unit the targets of issue 13 are stated in).
     pub verify_per_core: f64,
+    /// Throughput / V.
+    pub throughput_per_verify_per_core: f64,
+    /// Server CPU per operation × V: how many single ring verifications'
+    /// time one operation costs the server.
+    pub server_cpu_per_op_in_verifies: f64,
     /// Server peak resident memory, KiB.
     pub server_peak_rss_kib: u64,
     /// The crypto floor of this machine.
@@ -169,6 +174,12 @@ pub fn print_table(r: &Report) {
             r.ratio_to_floor * 100.0
         );
     }
+    if r.verify_per_core > 0.0 && (r.mode == "settle" || r.mode == "p2p") {
+        println!(
+            "  in units of V (ring verify/s/core = {:.0}): throughput {:.2} × V, server CPU per op {:.2} / V",
+            r.verify_per_core, r.throughput_per_verify_per_core, r.server_cpu_per_op_in_verifies
+        );
+    }
 }
 
 fn print_run(r: &Report) {
@@ -217,6 +228,10 @@ fn print_floor(f: &CryptoFloor) {
     println!(
         "    verify per core        {:>12.0} /s",
         f.verify_per_s_core
+    );
+    println!(
+        "    ring verify per core   {:>12.0} /s (V)",
+        f.ring_verify_per_s_core
     );
     println!("    sign per core          {:>12.0} /s", f.sign_per_s_core);
     println!("    cores                  {:>12}", f.cores);
