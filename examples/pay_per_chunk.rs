@@ -63,6 +63,7 @@ async fn main() -> Result<()> {
         limits: Default::default(),
         reconnect: person::Reconnect::default(),
         channels_dir: Some(bob_dir.clone()),
+        log_state: None,
     };
     let serving = tokio::spawn(person::serve(bob.clone(), options, events_tx, async {
         let _ = bob_stopped.await;

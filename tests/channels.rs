@@ -239,6 +239,7 @@ async fn serve(
         limits: Default::default(),
         reconnect: person::Reconnect::default(),
         channels_dir: Some(dir.to_owned()),
+        log_state: None,
     };
     let task = tokio::spawn(person::serve(person, options, events_tx, async move {
         let _ = stop_rx.await;

@@ -883,6 +883,7 @@ async fn go_online(person: Arc<Person>, server: &str) -> Serving {
         limits: SessionLimits::default(),
         reconnect: person::Reconnect::default(),
         channels_dir: None,
+        log_state: None,
     };
     let task = tokio::spawn(person::serve(person, options, events_tx, async move {
         let _ = stop_rx.await;

@@ -292,26 +292,36 @@ backend_test! {
     }
 }
 
-/// Bob online as a payee (`serve`) until `stop` is sent.
-async fn go_online(
-    who: std::sync::Arc<Person>,
+/// `serve`'s options for `server`, remembering the log in `log_state`.
+fn serve_options(
     server: &TestServer,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), micropay::person::PeerError>>,
-) {
-    use micropay::person::{Reconnect, ServeEvent, ServeOptions};
-    let (events_tx, mut events) =
-        tokio::sync::mpsc::channel(micropay::core::limits::SERVE_EVENTS_MAX);
-    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let options = ServeOptions {
+    log_state: Option<std::path::PathBuf>,
+) -> micropay::person::ServeOptions {
+    micropay::person::ServeOptions {
         listen: "127.0.0.1:0".parse().expect("addr"),
         advertise: None,
         server: server.addr_string(),
         limits: Default::default(),
-        reconnect: Reconnect::default(),
+        reconnect: micropay::person::Reconnect::default(),
         channels_dir: None,
-    };
+        log_state,
+    }
+}
+
+/// Bob online as a payee (`serve`) until `stop` is sent.
+async fn go_online(
+    who: std::sync::Arc<Person>,
+    server: &TestServer,
+    log_state: Option<std::path::PathBuf>,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), micropay::person::PeerError>>,
+) {
+    use micropay::person::ServeEvent;
+    let (events_tx, mut events) =
+        tokio::sync::mpsc::channel(micropay::core::limits::SERVE_EVENTS_MAX);
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let options = serve_options(server, log_state);
     let task = tokio::spawn(micropay::person::serve(
         who,
         options,
@@ -336,7 +346,8 @@ backend_test! {
     /// `send` through a payee verifies each receipt's log proof (payee and
     /// payer both check it), remembers the checkpoint in the state file,
     /// and after the ledger is rolled back it reports the changed history
-    /// (the payment itself settled).
+    /// (the payment itself settled); the payee's `serve` checks the log
+    /// at every connection and refuses to serve the rolled-back server.
     async fn send_remembers_the_log_and_reports_a_rolled_back_history(backend) {
         use micropay::person::{send, PeerError, SendOptions};
         let server = start_server_on(&backend).await;
@@ -351,11 +362,17 @@ backend_test! {
             timeout_ms: 30_000,
             ..SendOptions::new(&server.addr_string(), bob.name.clone(), amount)
         };
-        let (stop, task) = go_online(bob.clone(), &server).await;
+        let bob_state = server.dir.path().join("bob").join("log-state.json");
+        let (stop, task) = go_online(bob.clone(), &server, Some(bob_state.clone())).await;
         for amount in [5, 6, 7] {
             send(&alice, &options(&server, amount)).await.expect("send");
         }
         assert!(state.exists(), "send remembers the checkpoint");
+        let _ = stop.send(());
+        let _ = task.await;
+        // bob's serve checks (and remembers) the log each time it connects.
+        let (stop, task) = go_online(bob.clone(), &server, Some(bob_state.clone())).await;
+        assert!(bob_state.exists(), "serve remembers the checkpoint");
         let _ = stop.send(());
         let _ = task.await;
         let (db, dir, pg) = stop_server(server).await;
@@ -376,7 +393,17 @@ backend_test! {
         .await;
         let server_options = common::server_options(&pki, db.clone(), Default::default());
         let server = common::start_server_at(pki.clone(), db, dir, pg, server_options).await;
-        let (stop, task) = go_online(bob.clone(), &server).await;
+        // The restarted server's log no longer extends what bob's serve
+        // saw, so bob's serve refuses to go online there.
+        let (events_tx, _events) = tokio::sync::mpsc::channel(micropay::core::limits::SERVE_EVENTS_MAX);
+        let refused = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            micropay::person::serve(bob.clone(), serve_options(&server, Some(bob_state.clone())), events_tx, std::future::pending()),
+        )
+        .await
+        .expect("serve ends by itself");
+        assert!(matches!(refused, Err(PeerError::ServerHistoryChanged(_))), "{refused:?}");
+        let (stop, task) = go_online(bob.clone(), &server, None).await;
         let after = send(&alice, &options(&server, 1)).await;
         assert!(matches!(after, Err(PeerError::LogHistoryChanged(..))), "{after:?}");
         let _ = stop.send(());

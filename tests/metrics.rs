@@ -532,6 +532,7 @@ async fn serve_with_metrics(payee: micropay::person::Person, server: &TestServer
         limits: ServerLimits::default(),
         reconnect: Reconnect::default(),
         channels_dir: None,
+        log_state: None,
     };
     let task = tokio::spawn(micropay::person::serve_with_metrics(
         Arc::new(payee),

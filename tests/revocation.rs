@@ -205,6 +205,7 @@ async fn start_serve(
         limits: Default::default(),
         reconnect: Reconnect::default(),
         channels_dir: None,
+        log_state: None,
     };
     let task = tokio::spawn(person::serve(Arc::new(payee), options, tx, async move {
         let _ = stopped.await;

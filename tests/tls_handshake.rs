@@ -1046,6 +1046,7 @@ async fn a_person_certificate_named_like_the_server_is_refused_as_the_server() {
         limits: micropay::net::session::SessionLimits::default(),
         reconnect: micropay::person::Reconnect::default(),
         channels_dir: None,
+        log_state: None,
     };
     let serving = tokio::spawn(micropay::person::serve(
         bob.clone(),

@@ -114,6 +114,10 @@ pub enum PeerError {
     /// checkpoint this client saw before.
     #[error("payment {0} settled, but {1}")]
     LogHistoryChanged(PaymentId, String),
+    /// The server's log no longer extends the checkpoint `serve` saw
+    /// before: it is not served.
+    #[error("not serving: {0}")]
+    ServerHistoryChanged(String),
 }
 
 /// One person: name, TLS configurations and signing key.

@@ -129,6 +129,12 @@ pub struct ServeOptions {
     /// Where the payment channels offered to me are kept (one file per
     /// channel); `None`: channel offers are refused.
     pub channels_dir: Option<std::path::PathBuf>,
+    /// The state file of the last checkpoint seen from each server's log
+    /// (the one `send` and `verify-log` keep): at every connection to the
+    /// server, `serve` checks that the log extends what it saw and stops
+    /// with [`PeerError::ServerHistoryChanged`] if it does not. `None`:
+    /// no check.
+    pub log_state: Option<std::path::PathBuf>,
 }
 
 /// What `serve` announces: the same listener after every reconnection.
@@ -273,6 +279,7 @@ fn payee_ctx(
         None => None,
     };
     Ok(Arc::new(PayeeCtx {
+        log_state: options.log_state.clone(),
         channels,
         revocations: person
             .crl
@@ -315,6 +322,9 @@ struct Session {
 /// payments are forwarded over and reports `Online`.
 async fn go_online(ctx: &PayeeCtx, announce: &Announce) -> Result<Session, PeerError> {
     let link = Arc::new(ctx.person.connect_server(&announce.server).await?);
+    if let Some(state) = &ctx.log_state {
+        check_server_history(&link, state).await?;
+    }
     let online: crate::wire::Online = link
         .call(&ServerRequest::Online {
             port: announce.port,
@@ -333,6 +343,29 @@ async fn go_online(ctx: &PayeeCtx, announce: &Announce) -> Result<Session, PeerE
         link,
         address: online.address,
     })
+}
+
+/// Checks that the server's log extends the checkpoint remembered in
+/// `state`: a server whose history changed (rewritten, rolled back or
+/// forked) is not served. A state file that cannot be used is only a
+/// warning.
+async fn check_server_history(link: &Link, state: &std::path::Path) -> Result<(), PeerError> {
+    use crate::person::log_state::{check_log, LogStateError};
+    match check_log(link, state).await {
+        Ok(_) => Ok(()),
+        Err(e @ LogStateError::HistoryChanged { .. }) => {
+            Err(PeerError::ServerHistoryChanged(e.to_string()))
+        }
+        // A ledger without any settled payment has no checkpoint yet.
+        Err(LogStateError::Call(CallError::Refused(w))) if w.code == ErrorCode::NotFound => {
+            tracing::debug!("the server's log has no checkpoint yet");
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!("could not check the server's log history: {e}");
+            Ok(())
+        }
+    }
 }
 
 /// Keeps the server connection alive and replaces it when it is lost,
@@ -437,6 +470,8 @@ fn is_final(e: &PeerError) -> bool {
 
 struct PayeeCtx {
     person: Arc<Person>,
+    /// Where the last checkpoint seen is remembered, when checked.
+    log_state: Option<std::path::PathBuf>,
     /// The channels offered to me and their link writer, when `serve`
     /// keeps them.
     channels: Option<Arc<ChannelWriter>>,

@@ -136,6 +136,7 @@ async fn start_payee(
         limits: SessionLimits::default(),
         reconnect: person::Reconnect::default(),
         channels_dir: Some(dir.join("payee")),
+        log_state: None,
     };
     let serving = tokio::spawn(person::serve(payee, opts, events_tx, async move {
         let _ = stop_rx.wait_for(|s| *s).await;

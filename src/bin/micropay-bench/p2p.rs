@@ -103,6 +103,7 @@ async fn start_payees(
             limits: SessionLimits::default(),
             reconnect: person::Reconnect::default(),
             channels_dir: None,
+            log_state: None,
         };
         serving.push(tokio::spawn(person::serve(
             payee.clone(),

@@ -327,6 +327,9 @@ impl From<PeerError> for Failure {
                 payment_id: Some(payment_id.to_hex()),
                 ..Failure::new(5, "log_history_changed", e.to_string())
             },
+            PeerError::ServerHistoryChanged(_) => {
+                Failure::new(5, "log_history_changed", e.to_string())
+            }
             PeerError::WrongListener { .. } => Failure::new(3, "wrong_listener", e.to_string()),
             PeerError::PayeeUnreachable { .. } => Failure::new(3, "connect_failed", e.to_string()),
             PeerError::OutcomeUnknown {
@@ -514,6 +517,7 @@ async fn run(args: &Args) -> Result<(), Failure> {
         } => {
             let request = serve::Request {
                 channels_dir: channels_dir.clone(),
+                log_state: state_or(&None, &args.certs),
                 listen: *listen,
                 advertise: advertise.clone(),
                 keepalive_ms: *keepalive_ms,

@@ -24,6 +24,9 @@ pub struct Request {
     pub metrics: Option<(SocketAddr, bool)>,
     /// `--channels-dir`.
     pub channels_dir: Option<std::path::PathBuf>,
+    /// The log state file (next to the certificates, shared with `send`
+    /// and `verify-log`).
+    pub log_state: std::path::PathBuf,
 }
 
 /// Serves until Ctrl-C, reconnecting whenever the server goes away; fails
@@ -45,6 +48,7 @@ pub async fn run(
             ..Reconnect::default()
         },
         channels_dir: request.channels_dir,
+        log_state: Some(request.log_state),
     };
     let metrics = Arc::new(PeerMetrics::new());
     let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
