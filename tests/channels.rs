@@ -194,14 +194,7 @@ backend_test! {
 
 /// Stops the server and audits a ledger that still has open holds.
 async fn finish_with_holds(server: common::TestServer) -> micropay::ledger::AuditReport {
-    let common::TestServer {
-        running,
-        db,
-        dir,
-        pg,
-        ..
-    } = server;
-    running.shutdown().await.expect("clean shutdown");
+    let (db, dir, pg) = common::stop_keeping_ledger(server).await;
     let report = common::audit(&db).await;
     assert!(
         report.violations.is_empty(),

@@ -28,40 +28,25 @@ async fn settle(link: &Link, signed: &SignedPayment) -> Settled {
     .expect("settles")
 }
 
-async fn stop_server(
-    server: TestServer,
-) -> (
-    DbLocation,
-    tempfile::TempDir,
-    Option<std::sync::Arc<common::TestDb>>,
-) {
-    let TestServer {
-        running,
+/// Rolls a stopped ledger back to its state after the first of the
+/// payments alice made to bob (5, then 6 and 7): what restoring an old
+/// copy of the database looks like.
+async fn roll_back_to_the_first_payment(db: &DbLocation) {
+    let meta = match db {
+        DbLocation::Sqlite(_) => "",
+        DbLocation::Postgres(_) => "UPDATE ledger_meta SET last_seq = 1;",
+    };
+    common::tamper(
         db,
-        dir,
-        pg,
-        ..
-    } = server;
-    running.shutdown().await.expect("clean shutdown");
-    (db, dir, pg)
-}
-
-async fn tamper(db: &DbLocation, sql: &str) {
-    match db {
-        DbLocation::Sqlite(path) => {
-            let conn = rusqlite::Connection::open(path).expect("open the ledger");
-            conn.execute_batch(sql).expect("tamper");
-        }
-        DbLocation::Postgres(url) => {
-            let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-                .await
-                .expect("connect");
-            let task = tokio::spawn(connection);
-            client.batch_execute(sql).await.expect("tamper");
-            drop(client);
-            let _ = task.await;
-        }
-    }
+        &format!(
+            "DELETE FROM payments WHERE seq > 1;
+             DELETE FROM checkpoints WHERE tree_size > 1;
+             UPDATE accounts SET balance = balance + 13 WHERE name = 'alice';
+             UPDATE accounts SET balance = balance - 13 WHERE name = 'bob';
+             {meta}"
+        ),
+    )
+    .await;
 }
 
 async fn audit_with_key(db: &DbLocation, server: &Link) -> micropay::ledger::AuditReport {
@@ -127,7 +112,7 @@ backend_test! {
             let r = SignedReceipt::try_from(&r).expect("receipt");
             alice.verify_in_log(&key, signed, &r, &log).expect("status proof verifies");
         }
-        let (db, _dir, _pg) = stop_server(server).await;
+        let (db, _dir, _pg) = common::stop_keeping_ledger(server).await;
         let report = audit_with_key(&db, &la).await;
         assert!(report.violations.is_empty(), "{:?}", report.violations);
         assert!(report.checkpoints >= 1);
@@ -141,8 +126,8 @@ backend_test! {
     async fn a_rewritten_settled_payment_is_detected(backend) {
         let (server, _alice, la, _) = three_payments(&backend).await;
         let pki = server.pki.clone();
-        let (db, dir, pg) = stop_server(server).await;
-        tamper(&db, "UPDATE payments SET settled_at_ms = settled_at_ms + 1 WHERE seq = 2;").await;
+        let (db, dir, pg) = common::stop_keeping_ledger(server).await;
+        common::tamper(&db, "UPDATE payments SET settled_at_ms = settled_at_ms + 1 WHERE seq = 2;").await;
         let report = audit_with_key(&db, &la).await;
         assert!(
             report.violations.iter().any(|v| v.contains("do not lead to its root")),
@@ -162,8 +147,8 @@ backend_test! {
     /// a checkpoint covers more payments than are stored.
     async fn a_deleted_settled_payment_is_detected(backend) {
         let (server, _alice, la, _) = three_payments(&backend).await;
-        let (db, dir, pg) = stop_server(server).await;
-        tamper(
+        let (db, dir, pg) = common::stop_keeping_ledger(server).await;
+        common::tamper(
             &db,
             "DELETE FROM payments WHERE seq = 3;
              UPDATE accounts SET balance = balance + 7 WHERE name = 'alice';
@@ -205,22 +190,8 @@ backend_test! {
         let grown = check_log(&la, &state).await.expect("consistent");
         assert_eq!((grown.seen_size, grown.now.size), (Some(1), 3));
         drop((la, lb));
-        let (db, dir, pg) = stop_server(server).await;
-        let meta = match &db {
-            DbLocation::Sqlite(_) => "",
-            DbLocation::Postgres(_) => "UPDATE ledger_meta SET last_seq = 1;",
-        };
-        tamper(
-            &db,
-            &format!(
-                "DELETE FROM payments WHERE seq > 1;
-                 DELETE FROM checkpoints WHERE tree_size > 1;
-                 UPDATE accounts SET balance = balance + 13 WHERE name = 'alice';
-                 UPDATE accounts SET balance = balance - 13 WHERE name = 'bob';
-                 {meta}"
-            ),
-        )
-        .await;
+        let (db, dir, pg) = common::stop_keeping_ledger(server).await;
+        roll_back_to_the_first_payment(&db).await;
         let options = common::server_options(&pki, db.clone(), Default::default());
         let server = common::start_server_at(pki.clone(), db, dir, pg, options).await;
         let (la, lb) = (link(&alice, &server).await, link(&bob, &server).await);
@@ -240,7 +211,7 @@ backend_test! {
         let message = forked.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(message.contains("rewritten, rolled back or forked"), "{message}");
         drop((la, lb));
-        let _ = stop_server(server).await;
+        let _ = common::stop_keeping_ledger(server).await;
     }
 }
 
@@ -288,7 +259,7 @@ backend_test! {
         );
         assert!(verify_consistency(1, 3, &heads[1].root, &heads[2].root, &hashes).is_err());
         drop((la, lb));
-        let _ = stop_server(server).await;
+        let _ = common::stop_keeping_ledger(server).await;
     }
 }
 
@@ -375,22 +346,8 @@ backend_test! {
         assert!(bob_state.exists(), "serve remembers the checkpoint");
         let _ = stop.send(());
         let _ = task.await;
-        let (db, dir, pg) = stop_server(server).await;
-        let meta = match &db {
-            DbLocation::Sqlite(_) => "",
-            DbLocation::Postgres(_) => "UPDATE ledger_meta SET last_seq = 1;",
-        };
-        tamper(
-            &db,
-            &format!(
-                "DELETE FROM payments WHERE seq > 1;
-                 DELETE FROM checkpoints WHERE tree_size > 1;
-                 UPDATE accounts SET balance = balance + 13 WHERE name = 'alice';
-                 UPDATE accounts SET balance = balance - 13 WHERE name = 'bob';
-                 {meta}"
-            ),
-        )
-        .await;
+        let (db, dir, pg) = common::stop_keeping_ledger(server).await;
+        roll_back_to_the_first_payment(&db).await;
         let server_options = common::server_options(&pki, db.clone(), Default::default());
         let server = common::start_server_at(pki.clone(), db, dir, pg, server_options).await;
         // The restarted server's log no longer extends what bob's serve
@@ -408,6 +365,6 @@ backend_test! {
         assert!(matches!(after, Err(PeerError::LogHistoryChanged(..))), "{after:?}");
         let _ = stop.send(());
         let _ = task.await;
-        let _ = stop_server(server).await;
+        let _ = common::stop_keeping_ledger(server).await;
     }
 }

@@ -113,26 +113,6 @@ fn identity_of(pem: &CertifiedPem) -> Identity {
     Identity::from_cert_der(&der).expect("identity")
 }
 
-/// Stops the server, leaving its ledger (and temporary directory) in
-/// place for the caller.
-async fn stop(
-    server: TestServer,
-) -> (
-    DbLocation,
-    tempfile::TempDir,
-    Option<std::sync::Arc<common::TestDb>>,
-) {
-    let TestServer {
-        running,
-        db,
-        dir,
-        pg,
-        ..
-    } = server;
-    running.shutdown().await.expect("clean shutdown");
-    (db, dir, pg)
-}
-
 backend_test! {
     /// Rotate, then pay with the new key; the old key is refused at the
     /// gate (old and new connections) and a payment it signed before the
@@ -308,7 +288,7 @@ backend_test! {
         let rotated = person_from(&server.pki, &cert_for(&server, "alice", 3600));
         rotate_to(&alice, &rotated, &server).await.expect("rotates");
         settle(&lb, &pay(&rotated, "bob", 2)).await.expect("settles");
-        let (db, dir, pg) = stop(server).await;
+        let (db, dir, pg) = common::stop_keeping_ledger(server).await;
 
         let der = CertificateDer::from_pem_slice(new_pem.cert_pem.as_bytes())
             .expect("PEM")
@@ -346,7 +326,7 @@ backend_test! {
         assert!(report.violations.is_empty(), "{:?}", report.violations);
         assert_eq!(report.payments, 2);
 
-        tamper(&db, "UPDATE key_history SET not_after_s = not_after_s + 1 WHERE kind = 'rotate'").await;
+        common::tamper(&db, "UPDATE key_history SET not_after_s = not_after_s + 1 WHERE kind = 'rotate'").await;
         let report = audit(&db).await;
         assert!(
             report.violations.iter().any(|v| v.contains("key history") && v.contains("alice")),
@@ -354,25 +334,6 @@ backend_test! {
             report.violations
         );
         drop((dir, pg));
-    }
-}
-
-/// Runs one SQL statement on the ledger behind the server's back.
-async fn tamper(db: &DbLocation, sql: &str) {
-    match db {
-        DbLocation::Sqlite(path) => {
-            let conn = rusqlite::Connection::open(path).expect("open the ledger");
-            conn.execute_batch(sql).expect("tamper");
-        }
-        DbLocation::Postgres(url) => {
-            let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-                .await
-                .expect("connect");
-            let task = tokio::spawn(connection);
-            client.batch_execute(sql).await.expect("tamper");
-            drop(client);
-            let _ = task.await;
-        }
     }
 }
 
@@ -389,12 +350,12 @@ backend_test! {
         register(&link(&alice, &server).await).await;
         register(&link(&bob, &server).await).await;
         settle(&link(&bob, &server).await, &pay(&alice, "bob", 3)).await.expect("settles");
-        let (db, dir, pg) = stop(server).await;
+        let (db, dir, pg) = common::stop_keeping_ledger(server).await;
         let downgrade = match &db {
             DbLocation::Sqlite(_) => "DROP TABLE key_history; PRAGMA user_version = 3;",
             DbLocation::Postgres(_) => "DROP TABLE key_history; UPDATE micropay_schema SET version = 2;",
         };
-        tamper(&db, downgrade).await;
+        common::tamper(&db, downgrade).await;
 
         let options = common::server_options(&pki, db.clone(), Default::default());
         let server = common::start_server_at(pki.clone(), db.clone(), dir, pg, options).await;

@@ -330,18 +330,6 @@ impl PayeeChannels {
         Ok(())
     }
 
-    /// The close requests of channels that hold at least one paid link on
-    /// disk and expire before `before_s`.
-    pub fn due(&self, before_s: u64) -> Vec<CloseRequest> {
-        let ids: Vec<ChannelId> = self
-            .channels
-            .values()
-            .filter(|h| h.signed.commitment.expires_at_s < before_s)
-            .map(|h| h.signed.commitment.id)
-            .collect();
-        self.durable_requests(&ids)
-    }
-
     /// Starts closing every channel that holds paid links and expires
     /// before `before_s`: from now on no link is taken for them. Answers
     /// the close requests with the newest link accepted of each, and the
@@ -579,7 +567,8 @@ mod tests {
         let mut store = PayeeChannels::open(dir.path()).expect("reopens");
         let held = store.get(&id).expect("still held");
         assert_eq!((held.index, held.link), (10, w(10)));
-        assert_eq!(store.due(1_800_000_001).len(), 1);
+        let claim = store.durable_requests(&[id]);
+        assert_eq!((claim.len(), claim[0].index, claim[0].link), (1, 10, w(10)));
         assert_eq!(store.pay(&id, 11, w(11)).expect("goes on"), 11);
         store.forget(&id).expect("forgets");
         assert!(PayeeChannels::open(dir.path())

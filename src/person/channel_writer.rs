@@ -331,8 +331,8 @@ mod tests {
             writer.written(second).await,
             Err(PayeeRefusal::NotStored(_))
         ));
-        let due = channels.lock().expect("lock").due(u64::MAX);
-        assert_eq!((due.len(), due[0].index), (1, 3));
+        let claim = channels.lock().expect("lock").durable_requests(&[id]);
+        assert_eq!((claim.len(), claim[0].index), (1, 3));
         std::fs::rename(&moved, dir.path()).expect("moves it back");
         let _ = stop_tx.send(true);
         running.await.expect("the writer stopped");

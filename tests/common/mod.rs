@@ -306,9 +306,13 @@ pub async fn balance(link: &Link) -> u64 {
         .balance
 }
 
-/// Stops the server cleanly and audits its ledger, which must be sound:
-/// no violation, balances summing to the grants. Returns the report.
-pub async fn shutdown_and_audit(server: TestServer) -> micropay::ledger::AuditReport {
+/// What a stopped server leaves: its ledger, the temporary directory
+/// holding it, and the PostgreSQL database (dropped with it).
+pub type LeftLedger = (DbLocation, tempfile::TempDir, Option<Arc<TestDb>>);
+
+/// Stops the server cleanly, leaving its ledger in place for the caller
+/// (to audit, tamper with, or start a server on again).
+pub async fn stop_keeping_ledger(server: TestServer) -> LeftLedger {
     let TestServer {
         running,
         db,
@@ -317,6 +321,33 @@ pub async fn shutdown_and_audit(server: TestServer) -> micropay::ledger::AuditRe
         ..
     } = server;
     running.shutdown().await.expect("clean shutdown");
+    (db, dir, pg)
+}
+
+/// Runs `sql` on a stopped server's ledger, behind the server's back: how
+/// the tests play an attacker with write access to the database.
+pub async fn tamper(db: &DbLocation, sql: &str) {
+    match db {
+        DbLocation::Sqlite(path) => {
+            let conn = rusqlite::Connection::open(path).expect("open the ledger");
+            conn.execute_batch(sql).expect("tamper");
+        }
+        DbLocation::Postgres(url) => {
+            let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .expect("connect");
+            let task = tokio::spawn(connection);
+            client.batch_execute(sql).await.expect("tamper");
+            drop(client);
+            let _ = task.await;
+        }
+    }
+}
+
+/// Stops the server cleanly and audits its ledger, which must be sound:
+/// no violation, balances summing to the grants. Returns the report.
+pub async fn shutdown_and_audit(server: TestServer) -> micropay::ledger::AuditReport {
+    let (db, dir, pg) = stop_keeping_ledger(server).await;
     let report = audit(&db).await;
     assert!(
         report.violations.is_empty(),
