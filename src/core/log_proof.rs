@@ -13,14 +13,6 @@ use crate::core::payment::SignedPayment;
 /// Why a log proof was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LogProofError {
-    /// The leaf index is not the receipt's seq − 1.
-    #[error("the leaf index {leaf_index} does not match seq {seq}")]
-    WrongIndex {
-        /// The claimed index.
-        leaf_index: u64,
-        /// The receipt's seq.
-        seq: u64,
-    },
     /// A proof hash is not 64 hex digits, or there are too many.
     #[error("malformed proof hashes")]
     MalformedProof,
@@ -72,12 +64,9 @@ pub fn verify_in_log(
     payment: &SignedPayment,
     claim: &LogClaim<'_>,
 ) -> Result<Checkpoint, LogProofError> {
-    if claim.seq.checked_sub(1) != Some(claim.leaf_index) {
-        return Err(LogProofError::WrongIndex {
-            leaf_index: claim.leaf_index,
-            seq: claim.seq,
-        });
-    }
+    // The leaf index is the server's to give: records of every kind share
+    // the log, so it is not derived from `seq`; the settlement record binds
+    // `seq`, and a wrong index fails the proof.
     let proof = decode_hashes(claim.proof)?;
     let (parsed, _, _) = parse(claim.checkpoint)?;
     let checkpoint = cache.open(claim.checkpoint, &parsed.origin, key)?;
