@@ -188,6 +188,51 @@ async fn two_servers_share_accounts_presence_and_payments() {
     let report = common::shutdown_and_audit(a).await;
     assert_eq!(report.payments, 2);
     assert_eq!(report.accounts, 2);
+    assert_eq!(report.logs, 2, "each server keeps a log of its own");
+}
+
+/// Two servers given one log name on one database would fork the log:
+/// the one that finds its log extended by the other refuses to write
+/// (nothing of its batch applied), the other goes on, and the ledger
+/// audits clean with one log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_log_another_extended_refuses_to_fork_it() {
+    let Some((db, pg)) = shared_db().await else {
+        return;
+    };
+    let (pki, pg) = (pki(), Arc::new(pg));
+    let a = server_on(&pki, &db, &pg, "a", 10_000).await;
+    let mut options = server_options(&pki, db.clone(), ServerLimits::default());
+    options.presence = PresenceOptions {
+        server_id: "b".to_owned(),
+        lease_ms: 10_000,
+        log_name: Some("a".to_owned()),
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = common::start_server_at(pki.clone(), db.clone(), dir, Some(pg.clone()), options).await;
+    let (alice, bob) = (person(&pki, "alice"), person(&pki, "bob"));
+    let _: Registered = link(&alice, &a)
+        .await
+        .call(&ServerRequest::Register {})
+        .await
+        .expect("A registers");
+    let refused = link(&bob, &b)
+        .await
+        .call::<Registered>(&ServerRequest::Register {})
+        .await;
+    assert!(
+        refused.is_err(),
+        "B must not append to A's log: {refused:?}"
+    );
+    let bob_a = link(&bob, &a).await;
+    let _: Registered = bob_a
+        .call(&ServerRequest::Register {})
+        .await
+        .expect("A goes on");
+    drop(bob_a);
+    b.running.shutdown().await.expect("B stops");
+    let report = common::shutdown_and_audit(a).await;
+    assert_eq!((report.accounts, report.logs), (2, 1));
 }
 
 fn pki_key(pki: &TestPki) -> micropay::core::keys::VerifyingKey {

@@ -383,3 +383,67 @@ backend_test! {
         let _ = common::stop_keeping_ledger(server).await;
     }
 }
+
+backend_test! {
+    /// Every change of state is a leaf, so rows written around the server
+    /// are found even where money still adds up: a grant raised together
+    /// with its account's balance (minting), a recorded refusal deleted,
+    /// a key-history row's time moved. Audit names each, a server refuses
+    /// to start on the ledger, and undoing the change makes both content.
+    async fn rows_written_around_the_server_are_found_by_the_log(backend) {
+        let server = start_server_on(&backend).await;
+        let pki = server.pki.clone();
+        let alice = person(&pki, "alice");
+        let bob = person(&pki, "bob");
+        let (la, lb) = (link(&alice, &server).await, link(&bob, &server).await);
+        register(&la).await;
+        register(&lb).await;
+        settle(&lb, &common::signed_payment(&alice, "bob", 5, "ok")).await;
+        let too_much = common::signed_payment(&alice, "bob", common::GRANT * 2, "too much");
+        let refused = lb
+            .call::<Settled>(&ServerRequest::Settle { payment: PaymentJson::from(&too_much) })
+            .await;
+        assert!(refused.is_err(), "refused for good");
+        let (db, dir, pg) = common::stop_keeping_ledger(server).await;
+        let clean = audit_with_key(&db, &la).await;
+        assert!(clean.violations.is_empty(), "{:?}", clean.violations);
+        assert_eq!(clean.rejections, 1);
+        assert!(clean.log_leaves >= 6, "two keys, two grants, a payment, a refusal");
+        assert_eq!(clean.logs, 1);
+        let cases = [
+            (
+                "UPDATE grants SET amount = amount + 500 WHERE name = 'alice';
+                 UPDATE accounts SET balance = balance + 500 WHERE name = 'alice';",
+                "UPDATE grants SET amount = amount - 500 WHERE name = 'alice';
+                 UPDATE accounts SET balance = balance - 500 WHERE name = 'alice';",
+                "grant row record(s) are in no log",
+            ),
+            (
+                "CREATE TABLE saved AS SELECT * FROM rejections; DELETE FROM rejections;",
+                "INSERT INTO rejections SELECT * FROM saved; DROP TABLE saved;",
+                "refusal record(s) match no stored row",
+            ),
+            (
+                "UPDATE key_history SET at_ms = at_ms + 1 WHERE name = 'bob';",
+                "UPDATE key_history SET at_ms = at_ms - 1 WHERE name = 'bob';",
+                "key-history row record(s) are in no log",
+            ),
+        ];
+        for (change, undo, found) in cases {
+            common::tamper(&db, change).await;
+            let report = audit_with_key(&db, &la).await;
+            assert!(
+                report.violations.iter().any(|v| v.contains(found)),
+                "{change}: {:?}",
+                report.violations
+            );
+            let options = common::server_options(&pki, db.clone(), Default::default());
+            let started = micropay::server::spawn("127.0.0.1:0".parse().expect("addr"), options).await;
+            assert!(started.is_err(), "{change}: a server must not start on it");
+            common::tamper(&db, undo).await;
+            let report = audit_with_key(&db, &la).await;
+            assert!(report.violations.is_empty(), "{undo}: {:?}", report.violations);
+        }
+        drop((dir, pg));
+    }
+}

@@ -128,8 +128,7 @@ pub fn audit_store_with_keys(
 ) -> Result<AuditReport, LedgerError> {
     let mut auditor = Auditor::default();
     store.scan(&mut auditor)?;
-    let checkpoints = store.checkpoints()?;
-    Ok(auditor.finish_with(&checkpoints, log_keys))
+    Ok(auditor.finish_with(log_keys))
 }
 
 /// The checks, fed row by row.
@@ -157,6 +156,8 @@ pub struct Auditor {
     all_keys: HashMap<String, Vec<VerifyingKey>>,
     /// The rows against the logs.
     log: LogCheck,
+    /// The stored checkpoints.
+    checkpoints: Vec<StoredCheckpoint>,
     /// Payments whose signatures are checked in the next batch, in order,
     /// each with the key registered when it settled.
     unverified: Vec<Unverified>,
@@ -307,6 +308,10 @@ impl AuditVisitor for Auditor {
         self.log.leaf(origin, leaf_index, record);
     }
 
+    fn checkpoint(&mut self, checkpoint: StoredCheckpoint) {
+        self.checkpoints.push(checkpoint);
+    }
+
     fn channel(&mut self, row: StoredChannel) {
         self.log.row(RowRef::Channel(&row));
         self.report.channels += 1;
@@ -419,14 +424,11 @@ impl Auditor {
     }
 
     /// The report, with the balance checks and the logs checked against
-    /// the rows and `checkpoints` (signatures with one of `log_keys`, if
-    /// any are given).
-    pub fn finish_with(
-        mut self,
-        checkpoints: &[StoredCheckpoint],
-        log_keys: &[VerifyingKey],
-    ) -> AuditReport {
-        let log = std::mem::take(&mut self.log).finish(checkpoints, log_keys);
+    /// the rows and the checkpoints read (signatures with one of
+    /// `log_keys`, if any are given).
+    pub fn finish_with(mut self, log_keys: &[VerifyingKey]) -> AuditReport {
+        let checkpoints = std::mem::take(&mut self.checkpoints);
+        let log = std::mem::take(&mut self.log).finish(&checkpoints, log_keys);
         let mut report = self.finish();
         report.checkpoints = checkpoints.len() as u64;
         report.checkpoint_signatures = log.signatures;

@@ -61,6 +61,18 @@ pub trait Sealer: Send {
     fn seal(&mut self, effects: &[Effect], now_ms: u64) -> Option<Sealed>;
     /// After the transaction: whether it committed.
     fn settle(&mut self, committed: bool);
+    /// The log this sealer appends to, if any.
+    fn origin(&self) -> Option<&str> {
+        None
+    }
+    /// Called by a store whose failed commit may still have happened
+    /// (PostgreSQL: the connection lost during `COMMIT`) at the start of
+    /// each transaction, with the log's size as stored there: the sealer
+    /// takes the batch it last gave up on back if it did commit, and
+    /// refuses a log that someone else extended.
+    fn resync(&mut self, _durable_size: u64) -> Result<(), LedgerError> {
+        Ok(())
+    }
 }
 
 /// A sealer that logs nothing (tests and tools that open a ledger without
@@ -97,15 +109,28 @@ struct LogState {
     /// Records of rows written before the ledger had a log, logged with
     /// the next batch (see [`Log::load`]).
     adopt: Vec<Vec<u8>>,
+    /// The leaves of the batch being committed.
+    batch: Vec<Leaf>,
+    /// The last batch given up on, with its checkpoint: kept until a
+    /// store says whether it committed after all ([`Sealer::resync`]).
+    unsure: Option<(Vec<Leaf>, Option<StoredCheckpoint>)>,
 }
 
+/// A leaf's hash, with its payment's seq if it is a settlement.
+type Leaf = (Hash, Option<u64>);
+
 impl LogState {
-    fn push(&mut self, record: &[u8]) {
-        let index = self.tree.size();
-        if let Some(seq) = settlement_seq(record) {
-            self.payments.push((seq, index));
+    fn push(&mut self, record: &[u8]) -> Leaf {
+        let leaf = (leaf_hash(record), settlement_seq(record));
+        self.push_leaf(leaf);
+        leaf
+    }
+
+    fn push_leaf(&mut self, (hash, seq): Leaf) {
+        if let Some(seq) = seq {
+            self.payments.push((seq, self.tree.size()));
         }
-        self.tree.push(leaf_hash(record));
+        self.tree.push(hash);
     }
 
     fn truncate(&mut self, size: u64) {
@@ -166,9 +191,10 @@ impl Log {
             origin: &origin,
             state: LogState::default(),
             check: LogCheck::default(),
+            checkpoints: Vec::new(),
         };
         store.scan(&mut reader)?;
-        let checkpoints = store.checkpoints()?;
+        let checkpoints = std::mem::take(&mut reader.checkpoints);
         let found = reader.check.finish(&checkpoints, &[]);
         if let Some(first) = found.violations.first() {
             return Err(LedgerError::Corrupt(format!(
@@ -263,9 +289,8 @@ impl Sealer for Log {
             return None;
         }
         let first_index = state.tree.size();
-        for record in &records {
-            state.push(record);
-        }
+        let batch = records.iter().map(|r| state.push(r)).collect();
+        state.batch = batch;
         let checkpoint = Checkpoint {
             origin: config.origin.clone(),
             size: state.tree.size(),
@@ -289,14 +314,56 @@ impl Sealer for Log {
     fn settle(&mut self, committed: bool) {
         let mut state = self.write();
         let pending = state.pending.take();
+        let batch = std::mem::take(&mut state.batch);
         if committed {
             state.committed = state.tree.size();
+            state.unsure = None;
             if pending.is_some() {
                 state.latest = pending;
             }
         } else {
             let size = state.committed;
             state.truncate(size);
+            // A store may report the same failure twice (once per attempt,
+            // once to the writer): only a batch actually given up on is
+            // kept.
+            if !batch.is_empty() {
+                state.unsure = Some((batch, pending));
+            }
+        }
+    }
+
+    fn origin(&self) -> Option<&str> {
+        Log::origin(self)
+    }
+
+    fn resync(&mut self, durable_size: u64) -> Result<(), LedgerError> {
+        let mut state = self.write();
+        let unsure = state.unsure.take();
+        if durable_size == state.committed {
+            return Ok(());
+        }
+        match unsure {
+            Some((batch, checkpoint))
+                if state.committed.checked_add(batch.len() as u64) == Some(durable_size) =>
+            {
+                // The commit we gave up on happened: its leaves are ours.
+                for leaf in batch {
+                    state.push_leaf(leaf);
+                }
+                state.committed = durable_size;
+                if checkpoint.is_some() {
+                    state.latest = checkpoint;
+                }
+                Ok(())
+            }
+            _ => Err(LedgerError::Database(format!(
+                "the log {} holds {durable_size} leaves where this server wrote {}: another \
+                 server appends to it; servers that share a database and a key need their own \
+                 --log-name (or --server-id)",
+                self.origin().unwrap_or_default(),
+                state.committed
+            ))),
         }
     }
 }
@@ -307,6 +374,7 @@ struct LoadReader<'a> {
     origin: &'a str,
     state: LogState,
     check: LogCheck,
+    checkpoints: Vec<StoredCheckpoint>,
 }
 
 impl AuditVisitor for LoadReader<'_> {
@@ -331,6 +399,9 @@ impl AuditVisitor for LoadReader<'_> {
         if origin == self.origin {
             self.state.push(record);
         }
+    }
+    fn checkpoint(&mut self, checkpoint: StoredCheckpoint) {
+        self.checkpoints.push(checkpoint);
     }
 }
 
@@ -370,6 +441,7 @@ impl AuditVisitor for RowCollector {
         self.add(RowRef::Channel(&row));
     }
     fn log_leaf(&mut self, _: &str, _: i64, _: &[u8]) {}
+    fn checkpoint(&mut self, _: StoredCheckpoint) {}
 }
 
 /// The name of a record kind, from its type byte, for reports.
@@ -602,5 +674,63 @@ fn check_note(c: &StoredCheckpoint, at: &str, found: &mut CheckpointAudit) {
             .violations
             .push(format!("{at}: its note says something else")),
         Err(e) => found.violations.push(format!("{at}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::name::Name;
+
+    fn log() -> Log {
+        let key = SigningKey::ed25519_from_seed(&[7; 32]);
+        Log {
+            state: Arc::default(),
+            config: Some(LogConfig {
+                origin: "micropay/test".into(),
+                key: Arc::new(key),
+            }),
+        }
+    }
+
+    fn account(name: &str) -> Effect {
+        let key = SigningKey::ed25519_from_seed(&[1; 32]);
+        Effect::Account {
+            name: Name::parse(name).expect("name"),
+            key: key.verifying_key().clone(),
+            key_not_after_s: 1,
+            key_serial: vec![1],
+            grant_minor: 10,
+            at_ms: 2,
+        }
+    }
+
+    #[test]
+    fn a_batch_whose_commit_outcome_was_unknown_is_taken_back_if_it_happened() {
+        let mut log = log();
+        let sealed = log.seal(&[account("alice")], 5).expect("sealed");
+        assert_eq!((sealed.first_index, sealed.records.len()), (0, 2));
+        // The store and then the writer both report the failure.
+        log.settle(false);
+        log.settle(false);
+        assert_eq!(log.read().tree.size(), 0);
+        log.resync(2).expect("the commit happened after all");
+        assert_eq!(log.read().committed, 2);
+        assert_eq!(log.latest().map(|c| c.size), Some(2));
+        // A batch that did not commit is dropped.
+        log.seal(&[account("bob")], 6).expect("sealed");
+        log.settle(false);
+        log.resync(2).expect("nothing happened");
+        assert_eq!((log.read().tree.size(), log.read().committed), (2, 2));
+        // Leaves nobody here wrote: another server appends to this log.
+        assert!(log.resync(3).is_err());
+    }
+
+    #[test]
+    fn a_batch_without_changes_seals_nothing() {
+        let mut log = log();
+        assert!(log.seal(&[], 5).is_none());
+        log.settle(true);
+        assert_eq!(log.read().committed, 0);
     }
 }

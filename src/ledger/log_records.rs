@@ -267,3 +267,109 @@ pub enum RowRef<'a> {
     /// A payment channel.
     Channel(&'a StoredChannel),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::keys::SigningKey;
+    use crate::core::merkle::leaf_hash;
+    use crate::core::name::Name;
+
+    fn alice_key() -> crate::core::keys::VerifyingKey {
+        let seed: [u8; 32] = std::array::from_fn(|i| i as u8);
+        SigningKey::ed25519_from_seed(&seed).verifying_key().clone()
+    }
+
+    /// The registration vectors of docs/PROTOCOL.md §11.6.
+    #[test]
+    fn registration_records_match_protocol_md() {
+        let name = Name::parse("alice").expect("name");
+        let key = alice_key();
+        let serial = [0x0a, 0x0b, 0x0c, 0x0d];
+        let records = effect_records(&Effect::Account {
+            name: name.clone(),
+            key: key.clone(),
+            key_not_after_s: 1_830_000_000,
+            key_serial: serial.to_vec(),
+            grant_minor: 10_000,
+            at_ms: 1_799_999_000_000,
+        });
+        assert_eq!(
+            hex::encode(&records[0]),
+            "02136d6963726f7061792d6c6f672d6b65792d76310005616c69636500087265676973746572\
+             002c302a300506032b657003210003a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8\
+             000000006d13958000040a0b0c0d000000000000000001a3184d0dc00000000000000000"
+        );
+        assert_eq!(
+            hex::encode(leaf_hash(&records[0])),
+            "e8338e4b91195863b8b88bbf80c071381bd45637a76238510b9f12007280ccbb"
+        );
+        assert_eq!(
+            hex::encode(&records[1]),
+            "03156d6963726f7061792d6c6f672d6772616e742d76310005616c6963650000000000002710000001a3184d0dc0"
+        );
+        assert_eq!(
+            hex::encode(leaf_hash(&records[1])),
+            "bc5a9226b211e1acca96ffd5f75dc8d068496c225846be1e0c5f4b2b0656f0fe"
+        );
+    }
+
+    /// What a batch logs is what audit rebuilds from the rows it wrote.
+    #[test]
+    fn effect_records_equal_the_records_of_the_rows_written() {
+        let name = Name::parse("alice").expect("name");
+        let key = alice_key();
+        let row = KeyRow::register(&name, &key, 1_830_000_000, &[1, 2], 7);
+        let stored = StoredKeyChange {
+            hseq: 1,
+            name: "alice".into(),
+            kind: "register".into(),
+            key_spki: key.spki_der().to_vec(),
+            not_after_s: 1_830_000_000,
+            serial: vec![1, 2],
+            proof: Vec::new(),
+            old_signature: Vec::new(),
+            new_signature: Vec::new(),
+            at_ms: 7,
+            after_seq: 0,
+        };
+        assert_eq!(key_record(&row), stored_key_record(&stored));
+        let grant = StoredGrant {
+            seq: 9,
+            name: "alice".into(),
+            amount: 10_000,
+            granted_at_ms: 7,
+        };
+        let from_effect = effect_records(&Effect::Account {
+            name: name.clone(),
+            key: key.clone(),
+            key_not_after_s: 1_830_000_000,
+            key_serial: vec![1, 2],
+            grant_minor: 10_000,
+            at_ms: 7,
+        });
+        assert_eq!(from_effect[1], grant_record(&grant));
+        let mut changed = stored.clone();
+        changed.at_ms += 1;
+        assert_ne!(key_record(&row), stored_key_record(&changed));
+    }
+
+    #[test]
+    fn an_open_channel_has_one_record_and_an_ended_one_two() {
+        let mut row = StoredChannel {
+            id: vec![1; 16],
+            state: "open".into(),
+            ..StoredChannel::default()
+        };
+        assert_eq!(channel_records(&row).len(), 1);
+        row.state = STATE_EXPIRED.into();
+        row.released = Some(5);
+        let records = channel_records(&row);
+        assert_eq!(records.len(), 2);
+        assert_eq!(
+            records[0],
+            channel_open_record(&row),
+            "the open is unchanged"
+        );
+    }
+}

@@ -268,6 +268,10 @@ pub trait AuditVisitor {
     fn channel(&mut self, row: channel_rows::StoredChannel);
     /// A leaf of a log, after every row: by origin, then leaf index.
     fn log_leaf(&mut self, origin: &str, leaf_index: i64, record: &[u8]);
+    /// A stored checkpoint, after every leaf, read in the same snapshot
+    /// (a server writing meanwhile must not make leaves and checkpoints
+    /// disagree).
+    fn checkpoint(&mut self, checkpoint: StoredCheckpoint);
 }
 
 /// A settled payment row as stored, before any interpretation: audit must

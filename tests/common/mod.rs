@@ -370,6 +370,10 @@ pub async fn shutdown_and_audit(server: TestServer) -> micropay::ledger::AuditRe
         report.violations
     );
     assert_eq!(report.total_balances, report.total_granted);
+    assert_eq!(
+        report.unlogged_records, 0,
+        "a server logs every change it makes"
+    );
     drop((dir, pg));
     report
 }

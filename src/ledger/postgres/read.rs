@@ -249,6 +249,9 @@ pub(super) async fn scan(
     scan_refusals(&tx, visitor).await?;
     super::channels::scan(&tx, visitor).await?;
     scan_log(&tx, visitor).await?;
+    for checkpoint in checkpoints(&tx).await? {
+        visitor.checkpoint(checkpoint);
+    }
     tx.commit().await.map_err(pg_error)
 }
 
@@ -404,7 +407,9 @@ fn stored_payment(r: &Row) -> Result<StoredPayment, LedgerError> {
 }
 
 /// Every stored checkpoint, by origin then tree size.
-pub(super) async fn checkpoints(client: &Client) -> Result<Vec<StoredCheckpoint>, LedgerError> {
+pub(super) async fn checkpoints(
+    client: &impl tokio_postgres::GenericClient,
+) -> Result<Vec<StoredCheckpoint>, LedgerError> {
     let rows = client
         .query(
             "SELECT origin, tree_size, root, note, created_at_ms FROM checkpoints

@@ -162,6 +162,19 @@ async fn attempt_once(
         .query_one("SELECT last_seq FROM ledger_meta WHERE one FOR UPDATE", &[])
         .await?
         .try_get(0)?;
+    if let Some(origin) = sealer.origin() {
+        // Under the ledger_meta lock every writer takes: the log's size
+        // as stored, which tells the sealer whether a commit whose
+        // outcome was unknown happened.
+        let size: i64 = tx
+            .query_one(
+                "SELECT COALESCE(max(leaf_index) + 1, 0) FROM log_leaves WHERE origin = $1",
+                &[&origin],
+            )
+            .await?
+            .try_get(0)?;
+        sealer.resync(to_u64(size, "log size")?)?;
+    }
     let base = load_base(&tx, batch).await?;
     let mut decided = Batch::new(&base, to_u64(last_seq, "last_seq")?);
     decided.preload_channels(base.channels.iter().cloned());

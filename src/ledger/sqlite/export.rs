@@ -130,12 +130,30 @@ fn export_all(c: &Connection, sink: &mut dyn RowSink) -> Read<()> {
     if channels.is_err() {
         return Ok(channels);
     }
-    each(
+    export_log(c, sink)
+}
+
+/// The logs' leaves, then the checkpoints, from the same transaction.
+fn export_log(c: &Connection, sink: &mut dyn RowSink) -> Read<()> {
+    let leaves = each(
         c,
         "SELECT origin, leaf_index, record FROM log_leaves ORDER BY origin, leaf_index",
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         |(origin, index, record): (String, i64, Vec<u8>)| sink.log_leaf(&origin, index, record),
-    )
+    )?;
+    if leaves.is_err() {
+        return Ok(leaves);
+    }
+    let checkpoints = match super::read::checkpoints(c)? {
+        Ok(checkpoints) => checkpoints,
+        Err(e) => return Ok(Err(e)),
+    };
+    for checkpoint in checkpoints {
+        if let Err(e) = sink.checkpoint(checkpoint) {
+            return Ok(Err(e));
+        }
+    }
+    Ok(Ok(()))
 }
 
 fn export_refusals(c: &Connection, sink: &mut dyn RowSink) -> Read<()> {
