@@ -62,17 +62,24 @@ async fn audit_with_key(db: &DbLocation, server: &Link) -> micropay::ledger::Aud
         .expect("audit runs")
 }
 
-/// Three payments from alice to bob (5, 6, 7), settled by bob; returns
-/// the server, alice, her link and the replies.
-async fn three_payments(
-    backend: &common::Backend,
-) -> (TestServer, Person, Link, Vec<(SignedPayment, Settled)>) {
+/// A server with alice and bob registered, each with a link to it.
+async fn alice_and_bob(backend: &common::Backend) -> (TestServer, Person, Person, Link, Link) {
     let server = start_server_on(backend).await;
     let alice = person(&server.pki, "alice");
     let bob = person(&server.pki, "bob");
     let (la, lb) = (link(&alice, &server).await, link(&bob, &server).await);
     register(&la).await;
     register(&lb).await;
+    (server, alice, bob, la, lb)
+}
+
+/// Three payments from alice to bob (5, 6, 7), settled by bob; returns
+/// the server, alice, her link and the replies.
+async fn three_payments(
+    backend: &common::Backend,
+) -> (TestServer, Person, Link, Vec<(SignedPayment, Settled)>) {
+    let (server, alice, bob, la, lb) = alice_and_bob(backend).await;
+    drop(bob);
     let mut settled = Vec::new();
     for amount in [5, 6, 7] {
         let signed = common::signed_payment(&alice, "bob", amount, "log");
@@ -186,13 +193,8 @@ backend_test! {
     /// entry (a fork); before that, a grown log checks consistent.
     async fn a_rolled_back_or_forked_log_is_detected_by_a_client(backend) {
         use micropay::person::log_state::{check_log, LogStateError};
-        let server = start_server_on(&backend).await;
+        let (server, alice, bob, la, lb) = alice_and_bob(&backend).await;
         let pki = server.pki.clone();
-        let alice = person(&pki, "alice");
-        let bob = person(&pki, "bob");
-        let (la, lb) = (link(&alice, &server).await, link(&bob, &server).await);
-        register(&la).await;
-        register(&lb).await;
         let state = server.dir.path().join("client").join("log-state.json");
         settle(&lb, &common::signed_payment(&alice, "bob", 5, "one")).await;
         let first = check_log(&la, &state).await.expect("first contact");
@@ -236,12 +238,7 @@ backend_test! {
     async fn checkpoint_and_consistency_refuse_what_they_cannot_prove(backend) {
         use micropay::core::merkle::verify_consistency;
         use micropay::wire::{CheckpointJson, ConsistencyJson, ErrorCode};
-        let server = start_server_on(&backend).await;
-        let alice = person(&server.pki, "alice");
-        let bob = person(&server.pki, "bob");
-        let (la, lb) = (link(&alice, &server).await, link(&bob, &server).await);
-        register(&la).await;
-        register(&lb).await;
+        let (server, alice, _bob, la, lb) = alice_and_bob(&backend).await;
         let code = |r: Result<(), micropay::net::link::CallError>| match r {
             Err(micropay::net::link::CallError::Refused(e)) => e.code,
             other => panic!("expected a refusal, got {other:?}"),
@@ -391,13 +388,8 @@ backend_test! {
     /// a key-history row's time moved. Audit names each, a server refuses
     /// to start on the ledger, and undoing the change makes both content.
     async fn rows_written_around_the_server_are_found_by_the_log(backend) {
-        let server = start_server_on(&backend).await;
+        let (server, alice, _bob, la, lb) = alice_and_bob(&backend).await;
         let pki = server.pki.clone();
-        let alice = person(&pki, "alice");
-        let bob = person(&pki, "bob");
-        let (la, lb) = (link(&alice, &server).await, link(&bob, &server).await);
-        register(&la).await;
-        register(&lb).await;
         settle(&lb, &common::signed_payment(&alice, "bob", 5, "ok")).await;
         let too_much = common::signed_payment(&alice, "bob", common::GRANT * 2, "too much");
         let refused = lb

@@ -325,8 +325,6 @@ pub trait LedgerStore: Send + Sync + 'static {
     fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, LedgerError>;
     /// Every log with leaves: its origin and how many.
     fn log_sizes(&self) -> Result<Vec<(String, u64)>, LedgerError>;
-    /// Feeds the records of the log `origin` to `visit`, in leaf order.
-    fn log_leaves(&self, origin: &str, visit: &mut dyn FnMut(&[u8])) -> Result<(), LedgerError>;
     /// The committed balance of `name`.
     fn balance(&self, name: &Name) -> Result<Option<u64>, LedgerError>;
     /// Up to `limit` of `name`'s payments with `seq < before_seq`, newest

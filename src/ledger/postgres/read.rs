@@ -226,26 +226,17 @@ pub(super) async fn scan(
         });
     }
     scan_key_history(&tx, visitor).await?;
-    let stmt = tx
-        .prepare(
-            "SELECT seq, id, payer, payee, amount, expires_at, memo, signature, content_hash, settled_at_ms
-             FROM payments ORDER BY seq",
-        )
-        .await
-        .map_err(pg_error)?;
-    let portal = tx.bind(&stmt, &[]).await.map_err(pg_error)?;
-    loop {
-        let rows = tx
-            .query_portal(&portal, SCAN_PAGE_ROWS)
-            .await
-            .map_err(pg_error)?;
-        if rows.is_empty() {
-            break;
-        }
-        for r in &rows {
+    for_each_row(
+        &tx,
+        "SELECT seq, id, payer, payee, amount, expires_at, memo, signature, content_hash, settled_at_ms
+         FROM payments ORDER BY seq",
+        &[],
+        |r| {
             visitor.payment(stored_payment(r)?);
-        }
-    }
+            Ok(())
+        },
+    )
+    .await?;
     scan_refusals(&tx, visitor).await?;
     super::channels::scan(&tx, visitor).await?;
     scan_log(&tx, visitor).await?;
@@ -276,16 +267,16 @@ async fn scan_refusals(
     Ok(())
 }
 
-/// Feeds every log's leaves to the audit, page by page.
-async fn scan_log(
+/// Runs `f` on every row of `sql`, fetched [`SCAN_PAGE_ROWS`] at a time
+/// (a large table never sits in memory at once).
+async fn for_each_row(
     tx: &tokio_postgres::Transaction<'_>,
-    visitor: &mut dyn AuditVisitor,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    mut f: impl FnMut(&Row) -> Result<(), LedgerError>,
 ) -> Result<(), LedgerError> {
-    let stmt = tx
-        .prepare("SELECT origin, leaf_index, record FROM log_leaves ORDER BY origin, leaf_index")
-        .await
-        .map_err(pg_error)?;
-    let portal = tx.bind(&stmt, &[]).await.map_err(pg_error)?;
+    let stmt = tx.prepare(sql).await.map_err(pg_error)?;
+    let portal = tx.bind(&stmt, params).await.map_err(pg_error)?;
     loop {
         let rows = tx
             .query_portal(&portal, SCAN_PAGE_ROWS)
@@ -295,11 +286,28 @@ async fn scan_log(
             return Ok(());
         }
         for r in &rows {
+            f(r)?;
+        }
+    }
+}
+
+/// Feeds every log's leaves to the audit.
+async fn scan_log(
+    tx: &tokio_postgres::Transaction<'_>,
+    visitor: &mut dyn AuditVisitor,
+) -> Result<(), LedgerError> {
+    for_each_row(
+        tx,
+        "SELECT origin, leaf_index, record FROM log_leaves ORDER BY origin, leaf_index",
+        &[],
+        |r| {
             let origin: &str = r.try_get(0).map_err(pg_error)?;
             let record: &[u8] = r.try_get(2).map_err(pg_error)?;
             visitor.log_leaf(origin, r.try_get(1).map_err(pg_error)?, record);
-        }
-    }
+            Ok(())
+        },
+    )
+    .await
 }
 
 /// Every log with leaves, and how many.
@@ -317,34 +325,6 @@ pub(super) async fn log_sizes(client: &Client) -> Result<Vec<(String, u64)>, Led
             Ok((r.try_get(0).map_err(pg_error)?, to_u64(n, "leaf count")?))
         })
         .collect()
-}
-
-/// Feeds the records of the log `origin` to `visit`, in leaf order, page
-/// by page, from one snapshot.
-pub(super) async fn log_leaves(
-    c: &mut Client,
-    origin: &str,
-    visit: &mut dyn FnMut(&[u8]),
-) -> Result<(), LedgerError> {
-    let tx = snapshot(c).await?;
-    let stmt = tx
-        .prepare("SELECT record FROM log_leaves WHERE origin = $1 ORDER BY leaf_index")
-        .await
-        .map_err(pg_error)?;
-    let portal = tx.bind(&stmt, &[&origin]).await.map_err(pg_error)?;
-    loop {
-        let rows = tx
-            .query_portal(&portal, SCAN_PAGE_ROWS)
-            .await
-            .map_err(pg_error)?;
-        if rows.is_empty() {
-            break;
-        }
-        for r in &rows {
-            visit(r.try_get(0).map_err(pg_error)?);
-        }
-    }
-    tx.commit().await.map_err(pg_error)
 }
 
 /// Feeds the key history to the audit, in decision order.

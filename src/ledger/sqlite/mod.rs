@@ -146,10 +146,6 @@ impl LedgerStore for SqliteStore {
         self.with_reader(read::log_sizes)?
     }
 
-    fn log_leaves(&self, origin: &str, visit: &mut dyn FnMut(&[u8])) -> Result<(), LedgerError> {
-        self.with_reader(|c| read::log_leaves(c, origin, visit))
-    }
-
     fn balance(&self, name: &Name) -> Result<Option<u64>, LedgerError> {
         self.with_reader(|c| read::balance(c, name))?
     }

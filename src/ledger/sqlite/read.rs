@@ -279,21 +279,6 @@ pub(super) fn log_sizes(c: &Connection) -> Read<Vec<(String, u64)>> {
         .collect())
 }
 
-/// Feeds the records of the log `origin` to `visit`, in leaf order.
-pub(super) fn log_leaves(
-    c: &Connection,
-    origin: &str,
-    visit: &mut dyn FnMut(&[u8]),
-) -> Result<(), rusqlite::Error> {
-    let mut stmt =
-        c.prepare_cached("SELECT record FROM log_leaves WHERE origin = ?1 ORDER BY leaf_index")?;
-    let mut rows = stmt.query([origin])?;
-    while let Some(r) = rows.next()? {
-        visit(r.get_ref(0)?.as_blob()?);
-    }
-    Ok(())
-}
-
 /// Every stored checkpoint, by origin then tree size.
 pub(super) fn checkpoints(conn: &Connection) -> Read<Vec<StoredCheckpoint>> {
     let mut stmt = conn.prepare_cached(
