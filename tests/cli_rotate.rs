@@ -90,7 +90,9 @@ fn rotate_renew_and_rebind_through_the_binaries() {
             .args(["rebind", who, "--cert", cert, "--ca"])
             .arg(dir.join("ca.pem"))
             .arg("--db")
-            .arg(&db);
+            .arg(&db)
+            .arg("--key")
+            .arg(dir.join("server.key"));
         run(&mut cmd, format!("micropay-server rebind {who}"))
     };
     let bob_next = path(&dir, "bob.next.pem");

@@ -75,6 +75,8 @@ async fn server_on(
     options.presence = PresenceOptions {
         server_id: id.to_owned(),
         lease_ms,
+        // Both servers share one key: each keeps its own log.
+        log_name: Some(id.to_owned()),
     };
     let dir = tempfile::tempdir().expect("tempdir");
     common::start_server_at(pki.clone(), db.clone(), dir, Some(pg.clone()), options).await

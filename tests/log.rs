@@ -28,6 +28,10 @@ async fn settle(link: &Link, signed: &SignedPayment) -> Settled {
     .expect("settles")
 }
 
+/// The log's size once alice and bob registered (a key and a grant record
+/// each) and the first payment settled.
+const FIRST_PAYMENT_LOG_SIZE: u64 = 5;
+
 /// Rolls a stopped ledger back to its state after the first of the
 /// payments alice made to bob (5, then 6 and 7): what restoring an old
 /// copy of the database looks like.
@@ -40,7 +44,8 @@ async fn roll_back_to_the_first_payment(db: &DbLocation) {
         db,
         &format!(
             "DELETE FROM payments WHERE seq > 1;
-             DELETE FROM checkpoints WHERE tree_size > 1;
+             DELETE FROM log_leaves WHERE leaf_index >= {FIRST_PAYMENT_LOG_SIZE};
+             DELETE FROM checkpoints WHERE tree_size > {FIRST_PAYMENT_LOG_SIZE};
              UPDATE accounts SET balance = balance + 13 WHERE name = 'alice';
              UPDATE accounts SET balance = balance - 13 WHERE name = 'bob';
              {meta}"
@@ -78,8 +83,8 @@ async fn three_payments(
 }
 
 backend_test! {
-    /// Every settle reply carries a leaf index, an inclusion proof and a
-    /// checkpoint signed by the server's key, and no receipt signature
+    /// Every settle reply carries its leaf index, an inclusion proof and
+    /// a checkpoint signed by the server's key, and no receipt signature
     /// (the proof stands in for it); the proof verifies; `status` carries
     /// the same; another key, another payment or another settlement time
     /// does not verify. Audit (with the
@@ -90,6 +95,8 @@ backend_test! {
         for (signed, reply) in &settled {
             let receipt = common::check_proven(&la, &reply.receipt, reply.log.as_ref(), signed);
             let log = reply.log.as_ref().expect("a log proof");
+            // Both registrations came first, two records each (key, grant).
+            assert_eq!(log.leaf_index, 3 + receipt.seq);
             let cp = alice.verify_in_log(&key, signed, &receipt, log).expect("proof verifies");
             assert!(cp.size > log.leaf_index);
             assert!(cp.origin.starts_with("micropay/"));
@@ -122,7 +129,9 @@ backend_test! {
 
 backend_test! {
     /// Moving a settled payment's time by 1 ms (nothing else checks it)
-    /// is found by audit and makes a restarting server refuse the ledger.
+    /// is found by audit (the row's record is in no log, and the logged
+    /// record matches no row) and makes a restarting server refuse the
+    /// ledger.
     async fn a_rewritten_settled_payment_is_detected(backend) {
         let (server, _alice, la, _) = three_payments(&backend).await;
         let pki = server.pki.clone();
@@ -130,7 +139,12 @@ backend_test! {
         common::tamper(&db, "UPDATE payments SET settled_at_ms = settled_at_ms + 1 WHERE seq = 2;").await;
         let report = audit_with_key(&db, &la).await;
         assert!(
-            report.violations.iter().any(|v| v.contains("do not lead to its root")),
+            report.violations.iter().any(|v| v.contains("settlement row record(s) are in no log")),
+            "{:?}",
+            report.violations
+        );
+        assert!(
+            report.violations.iter().any(|v| v.contains("settlement record(s) match no stored row")),
             "{:?}",
             report.violations
         );
@@ -144,7 +158,7 @@ backend_test! {
 backend_test! {
     /// Deleting the last settled payment and giving its amount back, so
     /// that balances still equal grants plus payments, is found by audit:
-    /// a checkpoint covers more payments than are stored.
+    /// its logged record matches no stored row.
     async fn a_deleted_settled_payment_is_detected(backend) {
         let (server, _alice, la, _) = three_payments(&backend).await;
         let (db, dir, pg) = common::stop_keeping_ledger(server).await;
@@ -157,7 +171,7 @@ backend_test! {
         .await;
         let report = audit_with_key(&db, &la).await;
         assert!(
-            report.violations.iter().any(|v| v.contains("deleted or truncated")),
+            report.violations.iter().any(|v| v.contains("settlement record(s) match no stored row")),
             "{:?}",
             report.violations
         );
@@ -166,7 +180,7 @@ backend_test! {
 }
 
 backend_test! {
-    /// A client that saw a checkpoint of 3 entries is told the history
+    /// A client that saw a checkpoint of 7 leaves is told the history
     /// changed when the database is rolled back to its state after the
     /// first payment (the server starts on it, as on an old copy), and
     /// again when the rolled-back log then grows a different second
@@ -183,12 +197,12 @@ backend_test! {
         let state = server.dir.path().join("client").join("log-state.json");
         settle(&lb, &common::signed_payment(&alice, "bob", 5, "one")).await;
         let first = check_log(&la, &state).await.expect("first contact");
-        assert_eq!((first.seen_size, first.now.size), (None, 1));
+        assert_eq!((first.seen_size, first.now.size), (None, 5));
         for amount in [6, 7] {
             settle(&lb, &common::signed_payment(&alice, "bob", amount, "more")).await;
         }
         let grown = check_log(&la, &state).await.expect("consistent");
-        assert_eq!((grown.seen_size, grown.now.size), (Some(1), 3));
+        assert_eq!((grown.seen_size, grown.now.size), (Some(5), 7));
         drop((la, lb));
         let (db, dir, pg) = common::stop_keeping_ledger(server).await;
         roll_back_to_the_first_payment(&db).await;
@@ -197,7 +211,7 @@ backend_test! {
         let (la, lb) = (link(&alice, &server).await, link(&bob, &server).await);
         let rolled_back = check_log(&la, &state).await;
         assert!(
-            matches!(rolled_back, Err(LogStateError::HistoryChanged { seen_size: 3, now_size: 1, .. })),
+            matches!(rolled_back, Err(LogStateError::HistoryChanged { seen_size: 7, now_size: 5, .. })),
             "{rolled_back:?}"
         );
         for amount in [8, 9, 10] {
@@ -205,7 +219,7 @@ backend_test! {
         }
         let forked = check_log(&la, &state).await;
         assert!(
-            matches!(forked, Err(LogStateError::HistoryChanged { seen_size: 3, now_size: 4, .. })),
+            matches!(forked, Err(LogStateError::HistoryChanged { seen_size: 7, now_size: 8, .. })),
             "{forked:?}"
         );
         let message = forked.err().map(|e| e.to_string()).unwrap_or_default();
@@ -216,9 +230,10 @@ backend_test! {
 }
 
 backend_test! {
-    /// `checkpoint` before any payment is `not_found`; `consistency`
-    /// beyond the latest checkpoint or with from > to is `bad_request`;
-    /// a valid request's proof verifies between the two checkpoints.
+    /// Registrations are logged: the first checkpoint a registered person
+    /// can ask for covers both accounts (4 records); `consistency` beyond
+    /// the latest checkpoint or with from > to is `bad_request`; a valid
+    /// request's proof verifies between the two checkpoints.
     async fn checkpoint_and_consistency_refuse_what_they_cannot_prove(backend) {
         use micropay::core::merkle::verify_consistency;
         use micropay::wire::{CheckpointJson, ConsistencyJson, ErrorCode};
@@ -232,9 +247,10 @@ backend_test! {
             Err(micropay::net::link::CallError::Refused(e)) => e.code,
             other => panic!("expected a refusal, got {other:?}"),
         };
-        let none = la.call::<CheckpointJson>(&ServerRequest::Checkpoint {}).await;
-        assert_eq!(code(none.map(|_| ())), ErrorCode::NotFound);
         let key = la.server_key().expect("server key");
+        let registered: CheckpointJson = la.call(&ServerRequest::Checkpoint {}).await.expect("checkpoint");
+        let (parsed, _, _) = checkpoint::parse(&registered.checkpoint).expect("parses");
+        assert_eq!(parsed.size, 4, "two keys and two grants");
         let mut heads = Vec::new();
         for amount in [1, 2, 3] {
             settle(&lb, &common::signed_payment(&alice, "bob", amount, "c")).await;
@@ -242,22 +258,22 @@ backend_test! {
             let (parsed, _, _) = checkpoint::parse(&cp.checkpoint).expect("parses");
             heads.push(checkpoint::open(&cp.checkpoint, &parsed.origin, &key).expect("signed"));
         }
-        for (from, to) in [(2, 4), (3, 2), (0, 9)] {
+        for (from, to) in [(2, 8), (7, 6), (0, 99)] {
             let r = la
                 .call::<ConsistencyJson>(&ServerRequest::Consistency { from_size: from, to_size: to })
                 .await;
             assert_eq!(code(r.map(|_| ())), ErrorCode::BadRequest, "{from} -> {to}");
         }
         let proof: ConsistencyJson = la
-            .call(&ServerRequest::Consistency { from_size: 1, to_size: 3 })
+            .call(&ServerRequest::Consistency { from_size: 5, to_size: 7 })
             .await
             .expect("consistency");
         let hashes = micropay::core::log_proof::decode_hashes(&proof.proof).expect("hex");
         assert_eq!(
-            verify_consistency(1, 3, &heads[0].root, &heads[2].root, &hashes),
+            verify_consistency(5, 7, &heads[0].root, &heads[2].root, &hashes),
             Ok(())
         );
-        assert!(verify_consistency(1, 3, &heads[1].root, &heads[2].root, &hashes).is_err());
+        assert!(verify_consistency(5, 7, &heads[1].root, &heads[2].root, &hashes).is_err());
         drop((la, lb));
         let _ = common::stop_keeping_ledger(server).await;
     }

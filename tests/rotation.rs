@@ -13,7 +13,7 @@ use micropay::certs::{CertifiedPem, KeyType, Validity};
 use micropay::core::name::Name;
 use micropay::core::payment::SignedPayment;
 use micropay::core::rotation::{KeyChange, KeyChangeKind};
-use micropay::ledger::{DbLocation, Ledger, LedgerConfig};
+use micropay::ledger::{DbLocation, Ledger, LedgerConfig, NoCommitObserver};
 use micropay::net::identity::Identity;
 use micropay::net::link::{CallError, Link};
 use micropay::person::{rotate, rotation_statement, PeerError, Person};
@@ -288,6 +288,7 @@ backend_test! {
         let rotated = person_from(&server.pki, &cert_for(&server, "alice", 3600));
         rotate_to(&alice, &rotated, &server).await.expect("rotates");
         settle(&lb, &pay(&rotated, "bob", 2)).await.expect("settles");
+        let pki = server.pki.clone();
         let (db, dir, pg) = common::stop_keeping_ledger(server).await;
 
         let der = CertificateDer::from_pem_slice(new_pem.cert_pem.as_bytes())
@@ -299,7 +300,12 @@ backend_test! {
             location: db.clone(),
             initial_balance: GRANT,
         };
-        let ledger = tokio::task::spawn_blocking(move || Ledger::open(&config))
+        // As `micropay-server rebind` does: the change goes into the
+        // server's log.
+        let log = common::server_log(&pki);
+        let ledger = tokio::task::spawn_blocking(move || {
+            Ledger::open_logged(&config, std::sync::Arc::new(NoCommitObserver), Some(log))
+        })
             .await
             .expect("open task")
             .expect("opens");
@@ -352,8 +358,15 @@ backend_test! {
         settle(&link(&bob, &server).await, &pay(&alice, "bob", 3)).await.expect("settles");
         let (db, dir, pg) = common::stop_keeping_ledger(server).await;
         let downgrade = match &db {
-            DbLocation::Sqlite(_) => "DROP TABLE key_history; PRAGMA user_version = 3;",
-            DbLocation::Postgres(_) => "DROP TABLE key_history; UPDATE micropay_schema SET version = 2;",
+            // A ledger that old had no log either.
+            DbLocation::Sqlite(_) => {
+                "DROP TABLE key_history; DROP TABLE log_leaves; DROP TABLE checkpoints;
+                 PRAGMA user_version = 3;"
+            }
+            DbLocation::Postgres(_) => {
+                "DROP TABLE key_history; DROP TABLE log_leaves; DROP TABLE checkpoints;
+                 UPDATE micropay_schema SET version = 2;"
+            }
         };
         common::tamper(&db, downgrade).await;
 

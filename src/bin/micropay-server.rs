@@ -9,13 +9,17 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{ArgAction, Parser, Subcommand};
+use micropay::core::keys::SigningKey;
 use micropay::core::limits::*;
 use micropay::core::name::Name;
 use micropay::core::rotation::KeyChange;
-use micropay::ledger::{audit_at_with_keys, DbLocation, Ledger, LedgerConfig};
+use micropay::ledger::{
+    audit_at_with_keys, DbLocation, Ledger, LedgerConfig, LogConfig, NoCommitObserver,
+};
 use micropay::net::revocation::Crl;
 use micropay::net::tls::{self, Material};
 use micropay::server::{random_server_id, PresenceOptions, ServerLimits, ServerOptions};
@@ -58,6 +62,12 @@ struct Args {
     /// (unique among them); default: a random id.
     #[arg(long, env = "MICROPAY_SERVER_ID")]
     server_id: Option<String>,
+    /// The name of this server's log (docs/PROTOCOL.md §11): servers that
+    /// share a PostgreSQL ledger and a key need one each, the same across
+    /// restarts. Letters, digits, `.`, `_`, `-`; default: the
+    /// --server-id, when one is given on PostgreSQL.
+    #[arg(long, env = "MICROPAY_LOG_NAME")]
+    log_name: Option<String>,
     /// How long a person's presence lasts in a shared PostgreSQL ledger
     /// unless this server renews it (every third of it), ms.
     #[arg(long, default_value_t = PRESENCE_LEASE_MS_DEFAULT)]
@@ -173,6 +183,13 @@ enum Command {
         /// The ledger: an SQLite file or a PostgreSQL URL.
         #[arg(long, env = "MICROPAY_DB", default_value = "micropay.db")]
         db: DbLocation,
+        /// The server's private key (PEM, PKCS#8): the change is a record
+        /// of the server's log, signed into a checkpoint with this key.
+        #[arg(long, env = "MICROPAY_SERVER_KEY", default_value = "certs/server.key")]
+        key: PathBuf,
+        /// The server's log name, as the server has it (`--log-name`).
+        #[arg(long, env = "MICROPAY_LOG_NAME")]
+        log_name: Option<String>,
     },
 }
 
@@ -183,7 +200,14 @@ fn main() -> ExitCode {
         Some(Command::Audit { db, server_certs }) => run_audit_with(db, server_certs),
         Some(Command::Backup { db, to, force }) => run_backup(db, to, *force),
         Some(Command::Migrate { from, to }) => run_migrate(from, to),
-        Some(Command::Rebind { name, cert, ca, db }) => run_rebind(name, cert, ca, db),
+        Some(Command::Rebind {
+            name,
+            cert,
+            ca,
+            db,
+            key,
+            log_name,
+        }) => run_rebind(name, (cert, ca), db, (key, log_name.as_deref())),
         None => serve(&args),
     };
     match result {
@@ -287,23 +311,46 @@ fn run_audit_with(db: &DbLocation, server_certs: &[PathBuf]) -> Result<ExitCode>
         "checkpoints {} ({} signatures checked)",
         report.checkpoints, report.checkpoint_signatures
     );
-    if report.violations.is_empty() {
-        println!("audit: OK (every signature verifies; balances equal grants plus payments)");
+    println!(
+        "log leaves  {} in {} log(s)",
+        report.log_leaves, report.logs
+    );
+    let mut violations = report.violations.clone();
+    if report.unlogged_records > 0 {
+        // A server logs every change it makes: rows without any log were
+        // written around every server, or the log was deleted.
+        violations.push(format!(
+            "the ledger has no log, yet its rows call for {} records: written without a \
+             server, or its log was deleted (a server opening it would log them anew)",
+            report.unlogged_records
+        ));
+    }
+    if violations.is_empty() {
+        println!(
+            "audit: OK (every signature verifies; balances equal grants plus payments; \
+             every row is in a log that reaches its checkpoints)"
+        );
         Ok(ExitCode::SUCCESS)
     } else {
-        for v in &report.violations {
+        for v in &violations {
             println!("VIOLATION   {v}");
         }
-        println!(
-            "audit: FAILED with {} violation(s)",
-            report.violations.len()
-        );
+        println!("audit: FAILED with {} violation(s)", violations.len());
         Ok(ExitCode::from(1))
     }
 }
 
-fn run_rebind(name: &str, cert: &Path, ca: &Path, db: &DbLocation) -> Result<ExitCode> {
+fn run_rebind(
+    name: &str,
+    (cert, ca): (&Path, &Path),
+    db: &DbLocation,
+    (key, log_name): (&Path, Option<&str>),
+) -> Result<ExitCode> {
     let name = Name::parse(name).with_context(|| format!("{name:?} is not a valid name"))?;
+    if let Some(log_name) = log_name {
+        check_log_name(log_name)?;
+    }
+    let log = server_log(key, log_name)?;
     if let Some(path) = db.sqlite_path() {
         anyhow::ensure!(path.exists(), "no ledger at {}", path.display());
     }
@@ -328,10 +375,11 @@ fn run_rebind(name: &str, cert: &Path, ca: &Path, db: &DbLocation) -> Result<Exi
         .build()
         .context("starting the runtime")?;
     let outcome = runtime.block_on(async {
-        let ledger = Ledger::open(&LedgerConfig {
+        let config = LedgerConfig {
             location: db.clone(),
             initial_balance: INITIAL_BALANCE_DEFAULT,
-        })?;
+        };
+        let ledger = Ledger::open_logged(&config, Arc::new(NoCommitObserver), Some(log))?;
         let outcome = ledger.change_key(change).await;
         ledger.close().await;
         outcome
@@ -346,6 +394,21 @@ fn run_rebind(name: &str, cert: &Path, ca: &Path, db: &DbLocation) -> Result<Exi
         registered.not_after_s
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The log a tool that writes the ledger appends to: the server's own,
+/// named by its key (`key`, PEM PKCS#8) and log name.
+fn server_log(key: &Path, log_name: Option<&str>) -> Result<LogConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::PrivateKeyDer;
+    let der = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("reading the server's key {} (--key)", key.display()))?;
+    let key = SigningKey::from_pkcs8_der(der.secret_der())
+        .with_context(|| format!("the server's key {}", key.display()))?;
+    Ok(LogConfig {
+        origin: micropay::server::log_origin(key.verifying_key(), log_name),
+        key: Arc::new(key),
+    })
 }
 
 /// Checks the flags' bounds; returns this server's id.
@@ -383,6 +446,34 @@ fn check_args(args: &Args) -> Result<String> {
     Ok(server_id)
 }
 
+/// The log name: `--log-name`, or on PostgreSQL the `--server-id` given.
+fn log_name(args: &Args) -> Result<Option<String>> {
+    let name = match (&args.log_name, &args.db) {
+        (Some(name), _) => Some(name.clone()),
+        (None, DbLocation::Postgres(_)) => args.server_id.clone(),
+        (None, DbLocation::Sqlite(_)) => None,
+    };
+    if let Some(name) = &name {
+        check_log_name(name)?;
+    }
+    Ok(name)
+}
+
+/// A log name becomes part of the checkpoint's origin and key name, which
+/// must not hold spaces or `+` (C2SP signed note).
+fn check_log_name(name: &str) -> Result<()> {
+    anyhow::ensure!(
+        (1..=LOG_NAME_BYTES_MAX).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
+        "the log name {:?} must be 1 to {LOG_NAME_BYTES_MAX} letters, digits, '.', '_' or '-' \
+         (from --log-name, or --server-id on PostgreSQL)",
+        micropay::system::terminal::escape(name)
+    );
+    Ok(())
+}
+
 fn serve(args: &Args) -> Result<ExitCode> {
     let config = |what| Exit {
         code: EXIT_CONFIG,
@@ -416,6 +507,7 @@ fn serve(args: &Args) -> Result<ExitCode> {
         presence: PresenceOptions {
             server_id,
             lease_ms: args.presence_lease_ms,
+            log_name: log_name(args).context(config("bad flags"))?,
         },
         refusals_per_minute: args.refusals_per_minute,
         verify_batch_max: args.verify_batch_max,

@@ -279,6 +279,10 @@ pub const CHECKPOINT_NOTE_BYTES_MAX: usize = 4 * 1024;
 /// Longest log origin (the first line of a checkpoint), bytes.
 pub const LOG_ORIGIN_BYTES_MAX: usize = 128;
 
+/// Longest log name (`--log-name`), bytes: `micropay/`, 16 hex digits,
+/// `/` and the name stay within [`LOG_ORIGIN_BYTES_MAX`].
+pub const LOG_NAME_BYTES_MAX: usize = 64;
+
 /// Most hashes an inclusion or consistency proof may carry: a tree of
 /// 2^63 leaves needs at most 2 × 63.
 pub const PROOF_HASHES_MAX: usize = 128;

@@ -19,12 +19,18 @@
 //!   is n × value, a close's link hashes to the root and pays exactly
 //!   index × value, an expiry returns the hold after expiry plus grace;
 //!   and grants = available balances + open holds.
-//! - the log (docs/PROTOCOL.md, "The log"): the Merkle tree recomputed
-//!   from the stored payments reaches the root of every stored
-//!   checkpoint at its size, every checkpoint's note says what its row
-//!   says, and (given the server's key) its signature verifies; so a
-//!   rewritten, deleted or truncated payment is found even where the
-//!   other checks cannot see it.
+//! - the logs (docs/PROTOCOL.md §11): every stored row's record (payments,
+//!   key history, grants, refusals, channel opens and ends) is a leaf of
+//!   exactly one log and every leaf is some row's record; each log's
+//!   leaves run from 0 without gaps, its tree reaches the root of every
+//!   checkpoint stored for it, no leaf lies past its latest checkpoint,
+//!   every checkpoint's note says what its row says, and (given the
+//!   servers' keys) its signature verifies. So a row added, rewritten or
+//!   deleted around the server (a minted grant, a deleted refusal, an
+//!   edited channel) is found even where the other checks cannot see it,
+//!   and so is a log rewritten, truncated or rolled back under a
+//!   checkpoint. A ledger with no log at all (written without a server's
+//!   key) is reported as such (`unlogged_records`), not as a violation.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
@@ -32,7 +38,6 @@ use std::path::Path;
 use crate::core::keys::VerifyingKey;
 use crate::core::limits::{MEMO_BYTES_MAX, VERIFY_BATCH_MAX_DEFAULT};
 use crate::core::memory_ledger::MemoryLedger;
-use crate::core::merkle::MerkleTree;
 use crate::core::name::Name;
 use crate::core::payment::{Payment, PaymentId, SignedPayment};
 use crate::core::rotation::KeyChange;
@@ -40,10 +45,14 @@ use crate::core::rules::{Decision, VerifiedPayment};
 use crate::ledger::channel_rows::StoredChannel;
 use crate::ledger::key_audit::{audit_row, AuditedRow};
 use crate::ledger::location::DbLocation;
-use crate::ledger::log::{audit_checkpoints, stored_leaf};
+use crate::ledger::log::LogCheck;
+use crate::ledger::log_records::RowRef;
 use crate::ledger::postgres::PgStore;
 use crate::ledger::sqlite::SqliteStore;
-use crate::ledger::{AuditVisitor, LedgerError, LedgerStore, StoredKeyChange, StoredPayment};
+use crate::ledger::{
+    AuditVisitor, LedgerError, LedgerStore, StoredCheckpoint, StoredGrant, StoredKeyChange,
+    StoredPayment, StoredRefusal,
+};
 
 /// What `audit` found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -67,6 +76,14 @@ pub struct AuditReport {
     /// Of those, how many had their signature checked (with a key given
     /// to [`audit_at_with_keys`]).
     pub checkpoint_signatures: u64,
+    /// Log leaves read, over every log.
+    pub log_leaves: u64,
+    /// Logs (origins) found.
+    pub logs: u64,
+    /// When the ledger has no log at all: the records its rows would have
+    /// (0 for an empty ledger). A server always logs, so a server's
+    /// ledger with unlogged records lost its log.
+    pub unlogged_records: u64,
     /// Every violation found; empty means the ledger is sound.
     pub violations: Vec<String>,
 }
@@ -112,13 +129,7 @@ pub fn audit_store_with_keys(
     let mut auditor = Auditor::default();
     store.scan(&mut auditor)?;
     let checkpoints = store.checkpoints()?;
-    let tree = std::mem::take(&mut auditor.tree);
-    let mut report = auditor.finish();
-    let found = audit_checkpoints(&tree, &checkpoints, log_keys);
-    report.checkpoints = checkpoints.len() as u64;
-    report.checkpoint_signatures = found.signatures;
-    report.violations.extend(found.violations);
-    Ok(report)
+    Ok(auditor.finish_with(&checkpoints, log_keys))
 }
 
 /// The checks, fed row by row.
@@ -144,8 +155,8 @@ pub struct Auditor {
     /// Every key each account ever had, to check channel commitments
     /// signed before a rotation.
     all_keys: HashMap<String, Vec<VerifyingKey>>,
-    /// The log's tree, recomputed from the payment rows.
-    tree: MerkleTree,
+    /// The rows against the logs.
+    log: LogCheck,
     /// Payments whose signatures are checked in the next batch, in order,
     /// each with the key registered when it settled.
     unverified: Vec<Unverified>,
@@ -191,7 +202,9 @@ impl AuditVisitor for Auditor {
         }
     }
 
-    fn grant(&mut self, name: &str, amount: i64) {
+    fn grant(&mut self, row: StoredGrant) {
+        self.log.row(RowRef::Grant(&row));
+        let (name, amount) = (row.name.as_str(), row.amount);
         self.report.total_granted += amount.max(0) as u128;
         *self.expected.entry(name.to_owned()).or_insert(0) += i128::from(amount);
         let total = self.grants.entry(name.to_owned()).or_insert(0);
@@ -199,6 +212,7 @@ impl AuditVisitor for Auditor {
     }
 
     fn key_change(&mut self, row: StoredKeyChange) {
+        self.log.row(RowRef::Key(&row));
         let (hseq, name) = (row.hseq, row.name.clone());
         match audit_row(&row, self.history_key.get(&name)) {
             Err(e) => self.violate(format!("key history {hseq} ({name}): {e}")),
@@ -243,7 +257,7 @@ impl AuditVisitor for Auditor {
 
     fn payment(&mut self, row: StoredPayment) {
         self.report.payments += 1;
-        self.tree.push(stored_leaf(&row));
+        self.log.row(RowRef::Payment(&row));
         let seq = row.seq;
         self.apply_key_changes(u64::try_from(seq).unwrap_or(0));
         if seq != self.next_seq + 1 {
@@ -284,11 +298,17 @@ impl AuditVisitor for Auditor {
         }
     }
 
-    fn refusal(&mut self) {
+    fn refusal(&mut self, row: StoredRefusal) {
+        self.log.row(RowRef::Refusal(&row));
         self.report.rejections += 1;
     }
 
+    fn log_leaf(&mut self, origin: &str, leaf_index: i64, record: &[u8]) {
+        self.log.leaf(origin, leaf_index, record);
+    }
+
     fn channel(&mut self, row: StoredChannel) {
+        self.log.row(RowRef::Channel(&row));
         self.report.channels += 1;
         let keys = self.all_keys.get(&row.payer).cloned().unwrap_or_default();
         match crate::ledger::channel_rows::audit_row(&row, &keys) {
@@ -398,8 +418,27 @@ impl Auditor {
         }
     }
 
-    /// The report, with the balance checks.
-    pub fn finish(mut self) -> AuditReport {
+    /// The report, with the balance checks and the logs checked against
+    /// the rows and `checkpoints` (signatures with one of `log_keys`, if
+    /// any are given).
+    pub fn finish_with(
+        mut self,
+        checkpoints: &[StoredCheckpoint],
+        log_keys: &[VerifyingKey],
+    ) -> AuditReport {
+        let log = std::mem::take(&mut self.log).finish(checkpoints, log_keys);
+        let mut report = self.finish();
+        report.checkpoints = checkpoints.len() as u64;
+        report.checkpoint_signatures = log.signatures;
+        report.log_leaves = log.leaves;
+        report.logs = log.logs;
+        report.unlogged_records = log.unlogged_records;
+        report.violations.extend(log.violations);
+        report
+    }
+
+    /// The report, with the balance checks (not the logs').
+    fn finish(mut self) -> AuditReport {
         self.verify_and_replay();
         self.check_final_keys();
         let mut names: Vec<_> = self.stored.keys().cloned().collect();

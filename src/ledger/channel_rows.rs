@@ -57,6 +57,30 @@ pub struct StoredChannel {
     pub close_hash: Option<Vec<u8>>,
 }
 
+impl StoredChannel {
+    /// The row a channel's open writes (both backends write exactly these
+    /// columns at the open; the end columns come at the close or expiry).
+    pub fn opened(record: &ChannelRecord) -> StoredChannel {
+        let s = &record.signed;
+        let k = &s.commitment;
+        StoredChannel {
+            id: k.id.0.to_vec(),
+            payer: k.payer.as_str().to_owned(),
+            payee: k.payee.as_str().to_owned(),
+            root: k.root.0.to_vec(),
+            value: int(k.value_minor),
+            links: int(k.links),
+            expires_at: int(k.expires_at_s),
+            signature: s.signature.clone(),
+            content_hash: s.content_hash().to_vec(),
+            hold: int(record.hold_minor),
+            opened_at_ms: int(record.opened_at_ms),
+            state: STATE_OPEN.to_owned(),
+            ..StoredChannel::default()
+        }
+    }
+}
+
 fn corrupt(what: &str) -> LedgerError {
     LedgerError::Corrupt(format!("channel row: {what}"))
 }

@@ -13,7 +13,7 @@ use crate::ledger::LedgerError;
 #[derive(Debug, Clone)]
 pub(crate) struct KeyRow<'a> {
     pub(crate) name: &'a str,
-    pub(crate) kind: &'static str,
+    pub(crate) kind: &'a str,
     pub(crate) key: &'a [u8],
     pub(crate) not_after_s: i64,
     pub(crate) serial: &'a [u8],

@@ -1,25 +1,27 @@
-//! The log in the ledger: the Merkle tree of every settled payment (leaf
-//! index = seq − 1), kept in memory by the server and extended by the
-//! group-commit writer, which signs one checkpoint per batch that settled
-//! payments and has the store write it in the batch's own transaction.
-//! Handlers read proofs from it for receipts, `checkpoint` and
-//! `consistency`.
+//! The log in the ledger: the Merkle tree of every change this server
+//! wrote (docs/PROTOCOL.md §11), kept in memory and extended by the
+//! group-commit writer, which hands each batch's records and one signed
+//! checkpoint over them to the store, to be written in the batch's own
+//! transaction (table `log_leaves`, beside `checkpoints`). Handlers read
+//! proofs from it for receipts, `checkpoint` and `consistency`.
 //!
-//! With several servers writing one PostgreSQL database, a server sees
-//! sequence numbers it did not write; its tree would then miss leaves, so
-//! it stops signing checkpoints (with a warning) until it restarts and
-//! reads the whole tree again: a per-server log on a shared database is
-//! future work (docs/PROTOCOL.md, "The log").
+//! Each server keeps its own log (its origin names its key, and on a
+//! shared PostgreSQL database also its `--log-name`): servers sharing a
+//! database each append only what they decided, and audit checks every
+//! log and that together they hold exactly the stored rows.
 
 use std::sync::{Arc, RwLock};
+
+use std::collections::{BTreeMap, HashMap};
 
 use crate::core::batch::Effect;
 use crate::core::checkpoint::Checkpoint;
 use crate::core::keys::SigningKey;
-use crate::core::limits::MEMO_BYTES_MAX;
-use crate::core::log_record::{settlement_leaf, settlement_record_raw};
+use crate::core::log_record::settlement_seq;
 use crate::core::merkle::{leaf_hash, Hash, MerkleTree, ProofError};
-use crate::ledger::audit::parse_payment;
+use crate::ledger::channel_rows::StoredChannel;
+use crate::ledger::log_records::{effect_records, row_records, RowRef};
+use crate::ledger::migrate::{StoredGrant, StoredRefusal};
 use crate::ledger::{AuditVisitor, LedgerError, LedgerStore, StoredKeyChange, StoredPayment};
 
 /// A checkpoint as stored, one row per signed tree head.
@@ -37,22 +39,36 @@ pub struct StoredCheckpoint {
     pub at_ms: u64,
 }
 
+/// What a store writes beside a batch's rows, in the same transaction:
+/// the batch's records, appended to the log `checkpoint.origin` from leaf
+/// `first_index` on, and the checkpoint signed over them.
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    /// The leaf index of the first record.
+    pub first_index: u64,
+    /// The records, in leaf order.
+    pub records: Vec<Vec<u8>>,
+    /// The signed tree head that covers them.
+    pub checkpoint: StoredCheckpoint,
+}
+
 /// What the writer does with each batch's effects, inside its
-/// transaction: [`Sealer::seal`] returns the checkpoint to write with
-/// the batch, [`Sealer::settle`] says whether the batch committed.
+/// transaction: [`Sealer::seal`] returns the records and checkpoint to
+/// write with the batch, [`Sealer::settle`] says whether it committed.
 pub trait Sealer: Send {
-    /// Appends the batch's settled payments; returns the checkpoint to
-    /// store in the same transaction, if any.
-    fn seal(&mut self, effects: &[Effect], now_ms: u64) -> Option<StoredCheckpoint>;
+    /// Appends the batch's records; returns what to store in the same
+    /// transaction, if anything.
+    fn seal(&mut self, effects: &[Effect], now_ms: u64) -> Option<Sealed>;
     /// After the transaction: whether it committed.
     fn settle(&mut self, committed: bool);
 }
 
-/// A sealer that logs nothing (tools that open a ledger without a key).
+/// A sealer that logs nothing (tests and tools that open a ledger without
+/// the server's key; audit then finds the ledger without a log).
 pub struct NoSealer;
 
 impl Sealer for NoSealer {
-    fn seal(&mut self, _: &[Effect], _: u64) -> Option<StoredCheckpoint> {
+    fn seal(&mut self, _: &[Effect], _: u64) -> Option<Sealed> {
         None
     }
     fn settle(&mut self, _: bool) {}
@@ -75,8 +91,29 @@ struct LogState {
     committed: u64,
     latest: Option<StoredCheckpoint>,
     pending: Option<StoredCheckpoint>,
-    /// Set when sequence numbers arrived that this server did not write.
-    stale: bool,
+    /// The leaf of each settled payment in this log, as (seq, leaf
+    /// index), both ascending: a receipt's proof starts from it.
+    payments: Vec<(u64, u64)>,
+    /// Records of rows written before the ledger had a log, logged with
+    /// the next batch (see [`Log::load`]).
+    adopt: Vec<Vec<u8>>,
+}
+
+impl LogState {
+    fn push(&mut self, record: &[u8]) {
+        let index = self.tree.size();
+        if let Some(seq) = settlement_seq(record) {
+            self.payments.push((seq, index));
+        }
+        self.tree.push(leaf_hash(record));
+    }
+
+    fn truncate(&mut self, size: u64) {
+        self.tree.truncate(size);
+        while self.payments.last().is_some_and(|&(_, leaf)| leaf >= size) {
+            self.payments.pop();
+        }
+    }
 }
 
 /// The shared log: the writer extends it, handlers read it.
@@ -89,7 +126,7 @@ pub struct Log {
 /// What a receipt carries to prove its payment is in the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InclusionProof {
-    /// Leaf index (seq − 1).
+    /// The payment's leaf index in this log.
     pub leaf_index: u64,
     /// The proof, leaf side first.
     pub proof: Vec<Hash>,
@@ -106,38 +143,70 @@ impl Log {
         }
     }
 
-    /// Reads every stored payment into the tree and the latest stored
-    /// checkpoint of `config.origin`; refuses a ledger whose payments no
-    /// longer lead to that checkpoint's root.
+    /// Reads the log `config.origin` from the store, and checks, as
+    /// audit does (without signatures or the replay), that every stored
+    /// row is in some log and every log reaches its checkpoints; refuses
+    /// a ledger that was rewritten, truncated or written around a server.
+    ///
+    /// A ledger written before every change was logged (schema 6 and
+    /// older: only payments were leaves, or no log at all) has its rows
+    /// adopted first, in one transaction with one checkpoint: payments in
+    /// `seq` order (so that earlier checkpoints stay prefixes of the log),
+    /// then every other row.
     pub fn load(store: &dyn LedgerStore, config: LogConfig) -> Result<Log, LedgerError> {
-        let mut leaves = LeafReader::default();
-        store.scan(&mut leaves)?;
-        let tree = leaves.tree;
-        let latest = store
-            .checkpoints()?
-            .into_iter()
-            .filter(|c| c.origin == config.origin)
-            .max_by_key(|c| c.size);
-        if let Some(c) = &latest {
-            if tree.root_at(c.size).ok() != Some(c.root) {
-                return Err(LedgerError::Corrupt(format!(
-                    "the stored payments do not lead to the root of the log's checkpoint of size {}: \
-                     the ledger was rewritten or truncated; run micropay-server audit",
-                    c.size
-                )));
-            }
-        }
-        let committed = tree.size();
-        let state = LogState {
-            tree,
-            committed,
-            latest,
-            ..LogState::default()
-        };
-        Ok(Log {
-            state: Arc::new(RwLock::new(state)),
+        let log = Log {
+            state: Arc::default(),
             config: Some(config),
-        })
+        };
+        if store.log_sizes()?.is_empty() {
+            log.adopt(store)?;
+        }
+        let origin = log.origin().unwrap_or_default().to_owned();
+        let mut reader = LoadReader {
+            origin: &origin,
+            state: LogState::default(),
+            check: LogCheck::default(),
+        };
+        store.scan(&mut reader)?;
+        let checkpoints = store.checkpoints()?;
+        let found = reader.check.finish(&checkpoints, &[]);
+        if let Some(first) = found.violations.first() {
+            return Err(LedgerError::Corrupt(format!(
+                "{first} ({} finding(s) in all); run micropay-server audit",
+                found.violations.len()
+            )));
+        }
+        let mut state = reader.state;
+        state.latest = checkpoints
+            .into_iter()
+            .filter(|c| c.origin == origin)
+            .max_by_key(|c| c.size);
+        state.committed = state.tree.size();
+        *log.write() = state;
+        Ok(log)
+    }
+
+    /// Logs the rows of a ledger that has no log yet (see [`Log::load`]).
+    fn adopt(&self, store: &dyn LedgerStore) -> Result<(), LedgerError> {
+        let mut rows = RowCollector::default();
+        store.scan(&mut rows)?;
+        let mut records = rows.payments;
+        records.extend(rows.others);
+        if records.is_empty() {
+            return Ok(());
+        }
+        let count = records.len();
+        self.write().adopt = records;
+        let mut sealer = self.clone();
+        let committed = store.commit(&[], crate::system::clock::now_ms(), &mut sealer);
+        sealer.settle(committed.is_ok());
+        committed?;
+        tracing::info!(
+            records = count,
+            origin = self.origin().unwrap_or_default(),
+            "logged the rows of a ledger written before every change was logged"
+        );
+        Ok(())
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, LogState> {
@@ -158,11 +227,14 @@ impl Log {
         self.read().latest.clone()
     }
 
-    /// The inclusion proof of payment `seq` under the latest checkpoint.
+    /// The inclusion proof of payment `seq` under the latest checkpoint;
+    /// `None` when this log does not hold it (no log, or a payment
+    /// another server settled).
     pub fn inclusion(&self, seq: u64) -> Option<InclusionProof> {
         let state = self.read();
         let latest = state.latest.as_ref()?;
-        let leaf_index = seq.checked_sub(1)?;
+        let at = state.payments.binary_search_by_key(&seq, |p| p.0).ok()?;
+        let leaf_index = state.payments[at].1;
         let proof = state.tree.inclusion_proof(leaf_index, latest.size).ok()?;
         Some(InclusionProof {
             leaf_index,
@@ -182,41 +254,17 @@ impl Log {
 }
 
 impl Sealer for Log {
-    fn seal(&mut self, effects: &[Effect], now_ms: u64) -> Option<StoredCheckpoint> {
+    fn seal(&mut self, effects: &[Effect], now_ms: u64) -> Option<Sealed> {
         let config = self.config.clone()?;
         let mut state = self.write();
-        if state.stale {
+        let mut records = std::mem::take(&mut state.adopt);
+        records.extend(effects.iter().flat_map(effect_records));
+        if records.is_empty() {
             return None;
         }
-        let mut added = false;
-        for effect in effects {
-            let Effect::Payment {
-                seq,
-                payment,
-                at_ms,
-                ..
-            } = effect
-            else {
-                continue;
-            };
-            if *seq != state.tree.size() + 1 {
-                tracing::warn!(
-                    seq,
-                    tree_size = state.tree.size(),
-                    "payments settled by another server: this server stops signing checkpoints until it restarts"
-                );
-                let committed = state.committed;
-                state.tree.truncate(committed);
-                state.stale = true;
-                return None;
-            }
-            state
-                .tree
-                .push(settlement_leaf(payment.signed(), *seq, *at_ms));
-            added = true;
-        }
-        if !added {
-            return None;
+        let first_index = state.tree.size();
+        for record in &records {
+            state.push(record);
         }
         let checkpoint = Checkpoint {
             origin: config.origin.clone(),
@@ -231,7 +279,11 @@ impl Sealer for Log {
             at_ms: now_ms,
         };
         state.pending = Some(stored.clone());
-        Some(stored)
+        Some(Sealed {
+            first_index,
+            records,
+            checkpoint: stored,
+        })
     }
 
     fn settle(&mut self, committed: bool) {
@@ -244,82 +296,256 @@ impl Sealer for Log {
             }
         } else {
             let size = state.committed;
-            state.tree.truncate(size);
+            state.truncate(size);
         }
     }
 }
 
-/// The leaf of a stored payment row; a row that does not parse gets a
-/// leaf no honest record has, so the tree (and audit) notice it.
-pub fn stored_leaf(row: &StoredPayment) -> Hash {
-    let seq = u64::try_from(row.seq).unwrap_or(0);
-    let at_ms = u64::try_from(row.settled_at_ms).unwrap_or(0);
-    // An over-long memo cannot be in canonical bytes: report, never panic.
-    let parsed = (row.memo.len() <= MEMO_BYTES_MAX)
-        .then(|| parse_payment(row))
-        .flatten();
-    match parsed {
-        Some(payment) => settlement_leaf(&payment, seq, at_ms),
-        None => leaf_hash(&settlement_record_raw(
-            b"unparseable",
-            &row.signature,
-            seq,
-            at_ms,
-        )),
-    }
+/// What [`Log::load`] reads: this server's log, and everything the check
+/// of rows against logs needs.
+struct LoadReader<'a> {
+    origin: &'a str,
+    state: LogState,
+    check: LogCheck,
 }
 
-/// Builds the tree from a store's payment rows.
-#[derive(Default)]
-pub struct LeafReader {
-    /// The tree of the rows read so far.
-    pub tree: MerkleTree,
-}
-
-impl AuditVisitor for LeafReader {
+impl AuditVisitor for LoadReader<'_> {
     fn account(&mut self, _: &str, _: &[u8], _: i64, _: i64) {}
-    fn grant(&mut self, _: &str, _: i64) {}
-    fn key_change(&mut self, _: StoredKeyChange) {}
-    fn payment(&mut self, row: StoredPayment) {
-        self.tree.push(stored_leaf(&row));
+    fn grant(&mut self, row: StoredGrant) {
+        self.check.row(RowRef::Grant(&row));
     }
-    fn refusal(&mut self) {}
-    fn channel(&mut self, _: crate::ledger::channel_rows::StoredChannel) {}
+    fn key_change(&mut self, row: StoredKeyChange) {
+        self.check.row(RowRef::Key(&row));
+    }
+    fn payment(&mut self, row: StoredPayment) {
+        self.check.row(RowRef::Payment(&row));
+    }
+    fn refusal(&mut self, row: StoredRefusal) {
+        self.check.row(RowRef::Refusal(&row));
+    }
+    fn channel(&mut self, row: StoredChannel) {
+        self.check.row(RowRef::Channel(&row));
+    }
+    fn log_leaf(&mut self, origin: &str, index: i64, record: &[u8]) {
+        self.check.leaf(origin, index, record);
+        if origin == self.origin {
+            self.state.push(record);
+        }
+    }
 }
 
-/// What checking the stored checkpoints found.
+/// Gathers the records of every stored row (to adopt them into a new
+/// log): payments apart, in `seq` order.
+#[derive(Default)]
+struct RowCollector {
+    payments: Vec<Vec<u8>>,
+    others: Vec<Vec<u8>>,
+}
+
+impl RowCollector {
+    fn add(&mut self, row: RowRef<'_>) {
+        let out = match row {
+            RowRef::Payment(_) => &mut self.payments,
+            _ => &mut self.others,
+        };
+        row_records(&mut |r| out.push(r), row);
+    }
+}
+
+impl AuditVisitor for RowCollector {
+    fn account(&mut self, _: &str, _: &[u8], _: i64, _: i64) {}
+    fn grant(&mut self, row: StoredGrant) {
+        self.add(RowRef::Grant(&row));
+    }
+    fn key_change(&mut self, row: StoredKeyChange) {
+        self.add(RowRef::Key(&row));
+    }
+    fn payment(&mut self, row: StoredPayment) {
+        self.add(RowRef::Payment(&row));
+    }
+    fn refusal(&mut self, row: StoredRefusal) {
+        self.add(RowRef::Refusal(&row));
+    }
+    fn channel(&mut self, row: StoredChannel) {
+        self.add(RowRef::Channel(&row));
+    }
+    fn log_leaf(&mut self, _: &str, _: i64, _: &[u8]) {}
+}
+
+/// The name of a record kind, from its type byte, for reports.
+fn kind_name(kind: u8) -> &'static str {
+    match kind {
+        1 => "settlement",
+        2 => "key-history",
+        3 => "grant",
+        4 => "refusal",
+        5 => "channel-open",
+        6 => "channel-end",
+        _ => "unknown",
+    }
+}
+
+/// Audit's check of the logs against the rows: every stored row's record
+/// must be a leaf of exactly one log, every leaf must be some row's
+/// record, each log's leaves run from 0 without gaps, and each log
+/// reaches the root of every checkpoint stored for it, with none of its
+/// leaves left outside its latest checkpoint. Memory: one entry (a hash
+/// and a count) per record, and each log's tree.
+#[derive(Default)]
+pub struct LogCheck {
+    /// Leaf hashes of the records the rows call for: how many rows, and
+    /// the record type.
+    wanted: HashMap<Hash, (u32, u8)>,
+    trees: BTreeMap<String, MerkleTree>,
+    leaves: u64,
+    /// Leaves that are no row's record, per record type; and the first
+    /// few, by log and index.
+    stray: BTreeMap<u8, u64>,
+    stray_first: Vec<String>,
+    violations: Vec<String>,
+}
+
+/// What [`LogCheck::finish`] found.
 #[derive(Debug, Default)]
-pub struct CheckpointAudit {
-    /// Signatures checked.
+pub struct LogFindings {
+    /// Leaves read, over all logs.
+    pub leaves: u64,
+    /// Logs (origins) with leaves or checkpoints.
+    pub logs: u64,
+    /// With no log at all: how many row records no log covers (a ledger
+    /// written without a server's key, or whose log was deleted).
+    pub unlogged_records: u64,
+    /// Checkpoint signatures checked.
     pub signatures: u64,
     /// What is wrong.
     pub violations: Vec<String>,
 }
 
-/// Checks every stored checkpoint against `tree` (recomputed from the
-/// stored payments): its note must say what its row says, the tree must
-/// reach its root at its size, and with `keys` given its signature must
-/// verify with one of them.
-pub fn audit_checkpoints(
-    tree: &MerkleTree,
+/// The first stray leaves a report names one by one.
+const STRAY_NAMED_MAX: usize = 3;
+
+impl LogCheck {
+    /// A stored row: its records must be leaves.
+    pub fn row(&mut self, row: RowRef<'_>) {
+        let wanted = &mut self.wanted;
+        row_records(
+            &mut |record| {
+                let kind = record.first().copied().unwrap_or(0);
+                wanted.entry(leaf_hash(&record)).or_insert((0, kind)).0 += 1;
+            },
+            row,
+        );
+    }
+
+    /// A stored leaf, in log and index order.
+    pub fn leaf(&mut self, origin: &str, index: i64, record: &[u8]) {
+        self.leaves += 1;
+        let tree = self.trees.entry(origin.to_owned()).or_default();
+        if u64::try_from(index).ok() != Some(tree.size()) {
+            self.violations.push(format!(
+                "log {origin}: leaf {index} where leaf {} was due (a leaf was deleted or moved)",
+                tree.size()
+            ));
+        }
+        let hash = leaf_hash(record);
+        tree.push(hash);
+        match self.wanted.get_mut(&hash) {
+            Some((count, _)) if *count > 0 => *count -= 1,
+            _ => {
+                let kind = record.first().copied().unwrap_or(0);
+                *self.stray.entry(kind).or_default() += 1;
+                if self.stray_first.len() < STRAY_NAMED_MAX {
+                    self.stray_first
+                        .push(format!("{origin} leaf {index} ({})", kind_name(kind)));
+                }
+            }
+        }
+    }
+
+    /// The findings, with every checkpoint checked against its log (and
+    /// its signature against one of `keys`, if any are given).
+    pub fn finish(
+        mut self,
+        checkpoints: &[StoredCheckpoint],
+        keys: &[crate::core::keys::VerifyingKey],
+    ) -> LogFindings {
+        let unlogged: u64 = self.wanted.values().map(|&(n, _)| u64::from(n)).sum();
+        if self.leaves == 0 && checkpoints.is_empty() {
+            return LogFindings {
+                unlogged_records: unlogged,
+                ..LogFindings::default()
+            };
+        }
+        self.report_unmatched();
+        let found = audit_checkpoints(&self.trees, checkpoints, keys);
+        self.violations.extend(found.violations);
+        let mut origins: Vec<&str> = self.trees.keys().map(String::as_str).collect();
+        origins.extend(checkpoints.iter().map(|c| c.origin.as_str()));
+        origins.sort_unstable();
+        origins.dedup();
+        LogFindings {
+            leaves: self.leaves,
+            logs: origins.len() as u64,
+            unlogged_records: 0,
+            signatures: found.signatures,
+            violations: self.violations,
+        }
+    }
+
+    fn report_unmatched(&mut self) {
+        let mut missing: BTreeMap<u8, u64> = BTreeMap::new();
+        for &(count, kind) in self.wanted.values() {
+            if count > 0 {
+                *missing.entry(kind).or_default() += u64::from(count);
+            }
+        }
+        for (kind, count) in missing {
+            self.violations.push(format!(
+                "{count} stored {} row record(s) are in no log: written around the server \
+                 (added, minted or rewritten)",
+                kind_name(kind)
+            ));
+        }
+        for (kind, count) in &self.stray {
+            self.violations.push(format!(
+                "{count} logged {} record(s) match no stored row: the rows were deleted or \
+                 rewritten (first: {})",
+                kind_name(*kind),
+                self.stray_first.join(", ")
+            ));
+        }
+    }
+}
+
+/// What checking the stored checkpoints found.
+#[derive(Debug, Default)]
+struct CheckpointAudit {
+    signatures: u64,
+    violations: Vec<String>,
+}
+
+/// Checks every stored checkpoint against the tree of its log: its note
+/// must say what its row says, the tree must reach its root at its size,
+/// its signature must verify with one of `keys` (when given), and no log
+/// may hold leaves past its latest checkpoint.
+fn audit_checkpoints(
+    trees: &BTreeMap<String, MerkleTree>,
     checkpoints: &[StoredCheckpoint],
     keys: &[crate::core::keys::VerifyingKey],
 ) -> CheckpointAudit {
     let mut found = CheckpointAudit::default();
-    // A rewritten early payment breaks every later checkpoint: report
-    // the first of them and how many there are, not one line each.
+    let empty = MerkleTree::new();
+    // A rewritten early leaf breaks every later checkpoint: report the
+    // first of them and how many there are, not one line each.
     let (mut short, mut wrong): (Vec<&StoredCheckpoint>, Vec<&StoredCheckpoint>) =
         (Vec::new(), Vec::new());
+    let mut latest: BTreeMap<&str, u64> = BTreeMap::new();
     for c in checkpoints {
+        let tree = trees.get(&c.origin).unwrap_or(&empty);
         let at = format!("checkpoint {} of size {}", c.origin, c.size);
-        match crate::core::checkpoint::parse(&c.note) {
-            Ok((note, _, _))
-                if note.origin == c.origin && note.size == c.size && note.root == c.root => {}
-            Ok(_) => found
-                .violations
-                .push(format!("{at}: its note says something else")),
-            Err(e) => found.violations.push(format!("{at}: {e}")),
-        }
+        check_note(c, &at, &mut found);
+        let newest = latest.entry(&c.origin).or_default();
+        *newest = (*newest).max(c.size);
         if c.size > tree.size() {
             short.push(c);
         } else if tree.root_at(c.size).ok() != Some(c.root) {
@@ -338,22 +564,43 @@ pub fn audit_checkpoints(
         }
     }
     if let Some(c) = short.first() {
+        let size = trees.get(&c.origin).map_or(0, MerkleTree::size);
         found.violations.push(format!(
-            "checkpoint {} of size {} (and {} more): only {} payments are stored (deleted or truncated)",
+            "checkpoint {} of size {} (and {} more): the log holds only {size} leaves (deleted or truncated)",
             c.origin,
             c.size,
             short.len() - 1,
-            tree.size()
         ));
     }
     if let Some(c) = wrong.first() {
         found.violations.push(format!(
-            "checkpoint {} of size {} (and {} later): the stored payments do not lead to its root \
-             (a payment was rewritten, deleted or reordered)",
+            "checkpoint {} of size {} (and {} later): the log does not lead to its root \
+             (a leaf was rewritten, deleted or reordered)",
             c.origin,
             c.size,
             wrong.len() - 1
         ));
     }
+    for (origin, tree) in trees {
+        let covered = latest.get(origin.as_str()).copied().unwrap_or(0);
+        if tree.size() > covered {
+            found.violations.push(format!(
+                "log {origin}: {} leaves past its latest checkpoint (size {covered}): \
+                 leaves no server signed",
+                tree.size() - covered
+            ));
+        }
+    }
     found
+}
+
+fn check_note(c: &StoredCheckpoint, at: &str, found: &mut CheckpointAudit) {
+    match crate::core::checkpoint::parse(&c.note) {
+        Ok((note, _, _))
+            if note.origin == c.origin && note.size == c.size && note.root == c.root => {}
+        Ok(_) => found
+            .violations
+            .push(format!("{at}: its note says something else")),
+        Err(e) => found.violations.push(format!("{at}: {e}")),
+    }
 }

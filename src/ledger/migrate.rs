@@ -10,7 +10,9 @@
 //! only when the audit of the source found nothing; a target that already
 //! holds any account, grant, payment, refusal or channel is refused.
 //! Payment channels come along in whatever state they are (open ones
-//! keep their hold, and the payee closes them on the new ledger). After the
+//! keep their hold, and the payee closes them on the new ledger), and so
+//! do the logs' leaves and checkpoints: the servers' logs go on where they
+//! were, and clients that remember a checkpoint find it. After the
 //! commit the target is audited on its own and must agree with the source
 //! on every count and total.
 
@@ -21,7 +23,9 @@ use crate::ledger::channel_rows::StoredChannel;
 use crate::ledger::location::DbLocation;
 use crate::ledger::postgres::import::PgImport;
 use crate::ledger::sqlite::SqliteStore;
-use crate::ledger::{AuditReport, AuditVisitor, LedgerError, StoredKeyChange, StoredPayment};
+use crate::ledger::{
+    AuditReport, AuditVisitor, LedgerError, LedgerStore, StoredKeyChange, StoredPayment,
+};
 
 /// An account row as stored.
 #[derive(Debug, Clone)]
@@ -85,6 +89,48 @@ pub trait RowSink {
     fn refusal(&mut self, row: StoredRefusal) -> Result<(), LedgerError>;
     /// A payment channel (open, closed or expired), after every refusal.
     fn channel(&mut self, row: StoredChannel) -> Result<(), LedgerError>;
+    /// A leaf of a log, after every row: by origin, then leaf index.
+    fn log_leaf(
+        &mut self,
+        origin: &str,
+        leaf_index: i64,
+        record: Vec<u8>,
+    ) -> Result<(), LedgerError>;
+}
+
+/// An export fed to an audit visitor: audit reads what a migration reads.
+pub(crate) struct Visiting<'a>(pub(crate) &'a mut dyn AuditVisitor);
+
+impl RowSink for Visiting<'_> {
+    fn account(&mut self, r: StoredAccount) -> Result<(), LedgerError> {
+        self.0
+            .account(&r.name, &r.public_key, r.balance, r.key_not_after_s);
+        Ok(())
+    }
+    fn grant(&mut self, row: StoredGrant) -> Result<(), LedgerError> {
+        self.0.grant(row);
+        Ok(())
+    }
+    fn key_change(&mut self, row: StoredKeyChange) -> Result<(), LedgerError> {
+        self.0.key_change(row);
+        Ok(())
+    }
+    fn payment(&mut self, row: StoredPayment) -> Result<(), LedgerError> {
+        self.0.payment(row);
+        Ok(())
+    }
+    fn refusal(&mut self, row: StoredRefusal) -> Result<(), LedgerError> {
+        self.0.refusal(row);
+        Ok(())
+    }
+    fn channel(&mut self, row: StoredChannel) -> Result<(), LedgerError> {
+        self.0.channel(row);
+        Ok(())
+    }
+    fn log_leaf(&mut self, origin: &str, index: i64, record: Vec<u8>) -> Result<(), LedgerError> {
+        self.0.log_leaf(origin, index, &record);
+        Ok(())
+    }
 }
 
 /// Why a migration did not happen; the target was left as it was.
@@ -147,8 +193,9 @@ impl RowSink for Copier<'_> {
     }
 
     fn grant(&mut self, row: StoredGrant) -> Result<(), LedgerError> {
-        self.auditor.grant(&row.name, row.amount);
-        self.write_target(|t| t.grant(&row))
+        self.write_target(|t| t.grant(&row))?;
+        self.auditor.grant(row);
+        Ok(())
     }
 
     fn key_change(&mut self, row: StoredKeyChange) -> Result<(), LedgerError> {
@@ -165,14 +212,20 @@ impl RowSink for Copier<'_> {
     }
 
     fn refusal(&mut self, row: StoredRefusal) -> Result<(), LedgerError> {
-        self.auditor.refusal();
-        self.write_target(|t| t.refusal(&row))
+        self.write_target(|t| t.refusal(&row))?;
+        self.auditor.refusal(row);
+        Ok(())
     }
 
     fn channel(&mut self, row: StoredChannel) -> Result<(), LedgerError> {
         self.write_target(|t| t.channel(&row))?;
         self.auditor.channel(row);
         Ok(())
+    }
+
+    fn log_leaf(&mut self, origin: &str, index: i64, record: Vec<u8>) -> Result<(), LedgerError> {
+        self.auditor.log_leaf(origin, index, &record);
+        self.write_target(|t| t.log_leaf(origin, index, &record))
     }
 }
 
@@ -200,7 +253,13 @@ pub fn migrate(from: &Path, to_url: &str) -> Result<MigrationReport, MigrateErro
         });
     }
     let last_seq = copier.last_seq;
-    let report = copier.auditor.finish();
+    // The checkpoints come along with the logs they sign, so that clients
+    // that remember them find the same logs on the new ledger.
+    let checkpoints = source.checkpoints().map_err(MigrateError::Source)?;
+    let report = copier.auditor.finish_with(&checkpoints, &[]);
+    for c in &checkpoints {
+        target.checkpoint(c).map_err(MigrateError::Target)?;
+    }
     if !report.violations.is_empty() {
         return Err(MigrateError::Violations(report.violations));
     }

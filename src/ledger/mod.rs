@@ -8,7 +8,8 @@
 //! | [`group_commit`] | the single writer thread: drains the queue into batches, one commit each, answers after the commit |
 //! | [`observer`] | [`CommitObserver`]: what the writer reports after each commit (batch size, commit time), for metrics |
 //! | [`mod@audit`] | the checks every backend shares: signatures, replay through the rules, conservation, the log's checkpoints |
-//! | [`log`] | the Merkle log of settled payments: the tree in memory, one signed checkpoint per batch (stored in the batch's transaction), proofs for replies |
+//! | [`log`] | the server's Merkle log of every change: the tree in memory, the batch's records and one signed checkpoint per batch (stored in the batch's transaction), proofs for replies |
+//! | [`log_records`] | the record of each stored row kind, built once for the writer (from a batch's effects) and for audit (from the rows read back) |
 //! | [`migrate`] | copying a whole SQLite ledger into an empty PostgreSQL database, audited on the way |
 //! | [`channel_rows`] | payment channels as stored: the raw row, decoding it, what audit checks of it |
 //! | [`key_history`] | the key-history rows (every key an account had) as written, stored and read |
@@ -31,6 +32,7 @@ mod key_audit;
 pub mod key_history;
 pub mod location;
 pub mod log;
+pub mod log_records;
 pub mod migrate;
 pub mod observer;
 pub mod postgres;
@@ -49,7 +51,8 @@ pub use audit::{audit, audit_at, audit_at_with_keys, AuditReport};
 pub use handle::{KeyRegistry, Ledger, LedgerConfig};
 pub use key_history::{KeyEntry, StoredKeyChange};
 pub use location::{DbLocation, DbLocationError};
-pub use log::{Log, LogConfig, NoSealer, Sealer, StoredCheckpoint};
+pub use log::{Log, LogConfig, NoSealer, Sealed, Sealer, StoredCheckpoint};
+pub use migrate::{StoredGrant, StoredRefusal};
 pub use observer::{CommitObserver, NoCommitObserver};
 
 /// Why the ledger could not do what was asked (as opposed to a
@@ -253,16 +256,18 @@ pub trait AuditVisitor {
     /// certificate behind its key.
     fn account(&mut self, name: &str, key_spki: &[u8], balance: i64, key_not_after_s: i64);
     /// A grant.
-    fn grant(&mut self, name: &str, amount: i64);
+    fn grant(&mut self, row: StoredGrant);
     /// A key-history row; called for every row in ascending `hseq`
     /// order, after the accounts and before the payments.
     fn key_change(&mut self, row: StoredKeyChange);
     /// A settled payment; called in ascending `seq` order.
     fn payment(&mut self, row: StoredPayment);
     /// A recorded refusal.
-    fn refusal(&mut self);
+    fn refusal(&mut self, row: StoredRefusal);
     /// A payment channel as stored; called after the payments.
     fn channel(&mut self, row: channel_rows::StoredChannel);
+    /// A leaf of a log, after every row: by origin, then leaf index.
+    fn log_leaf(&mut self, origin: &str, leaf_index: i64, record: &[u8]);
 }
 
 /// A settled payment row as stored, before any interpretation: audit must
@@ -303,8 +308,8 @@ pub trait LedgerStore: Send + Sync + 'static {
     /// account).
     fn key_history(&self, name: &Name) -> Result<Vec<KeyEntry>, LedgerError>;
     /// Decides `batch` at `now_ms` with the rules and commits the effects
-    /// in one durable transaction, together with the checkpoint `sealer`
-    /// returns for the batch's effects; answers in the batch's order. On
+    /// in one durable transaction, together with the log records and
+    /// checkpoint `sealer` returns for the batch's effects; answers in the batch's order. On
     /// error nothing of the batch is applied (the caller tells `sealer`).
     fn commit(
         &self,
@@ -314,6 +319,10 @@ pub trait LedgerStore: Send + Sync + 'static {
     ) -> Result<Vec<Answer>, LedgerError>;
     /// Every stored checkpoint, by origin then tree size.
     fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, LedgerError>;
+    /// Every log with leaves: its origin and how many.
+    fn log_sizes(&self) -> Result<Vec<(String, u64)>, LedgerError>;
+    /// Feeds the records of the log `origin` to `visit`, in leaf order.
+    fn log_leaves(&self, origin: &str, visit: &mut dyn FnMut(&[u8])) -> Result<(), LedgerError>;
     /// The committed balance of `name`.
     fn balance(&self, name: &Name) -> Result<Option<u64>, LedgerError>;
     /// Up to `limit` of `name`'s payments with `seq < before_seq`, newest

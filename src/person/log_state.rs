@@ -3,8 +3,10 @@
 //! since: on every check the client fetches the latest checkpoint, and a
 //! consistency proof from the size it saw before, and refuses (with
 //! [`LogStateError::HistoryChanged`]) when the proof does not verify, the
-//! log shrank, or one size has two roots. The file maps each server key's
-//! fingerprint to the note of the last checkpoint verified from it.
+//! log shrank, or one size has two roots. The file maps each log's origin
+//! to the note of the last checkpoint verified from it: servers sharing a
+//! PostgreSQL database keep one log each (docs/PROTOCOL.md §11.5), so a
+//! client that talks to several of them remembers each log apart.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -105,8 +107,10 @@ pub async fn check_log(server: &Link, state: &Path) -> Result<LogCheck, LogState
     let latest: CheckpointJson = server.call(&ServerRequest::Checkpoint {}).await?;
     let now = open_note(&latest.checkpoint, &key)?;
     let mut remembered = load(state)?;
-    let fingerprint = key.fingerprint();
-    let seen = match remembered.get(&fingerprint) {
+    // The origin is bound to the server's key by the note's key id, which
+    // `open_note` checked.
+    let origin = now.origin.clone();
+    let seen = match remembered.get(&origin) {
         Some(note) => Some(open_note(note, &key)?),
         None => None,
     };
@@ -129,7 +133,7 @@ pub async fn check_log(server: &Link, state: &Path) -> Result<LogCheck, LogState
         verify_consistency(seen.size, now.size, &seen.root, &now.root, &hashes)
             .map_err(|_| changed("does not extend it"))?;
     }
-    remembered.insert(fingerprint, latest.checkpoint);
+    remembered.insert(origin, latest.checkpoint);
     save(state, &remembered)?;
     Ok(LogCheck {
         seen_size: seen.map(|s| s.size),

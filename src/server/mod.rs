@@ -67,7 +67,8 @@ pub struct ServerOptions {
     pub verify_batch_max: usize,
 }
 
-/// Shared presence settings (`--server-id`, `--presence-lease-ms`).
+/// How this server shares a database with others (`--server-id`,
+/// `--presence-lease-ms`, `--log-name`).
 #[derive(Debug, Clone)]
 pub struct PresenceOptions {
     /// This server's name among those sharing the database; must be
@@ -75,6 +76,11 @@ pub struct PresenceOptions {
     pub server_id: String,
     /// The presence lease, ms.
     pub lease_ms: u64,
+    /// The name of this server's log among those sharing the database
+    /// (see [`log_origin`]); servers that share a key and a database must
+    /// each have their own, kept across restarts. `None`: the key alone
+    /// names the log.
+    pub log_name: Option<String>,
 }
 
 impl Default for PresenceOptions {
@@ -83,6 +89,7 @@ impl Default for PresenceOptions {
         PresenceOptions {
             server_id: random_server_id(),
             lease_ms: PRESENCE_LEASE_MS_DEFAULT,
+            log_name: None,
         }
     }
 }
@@ -226,7 +233,10 @@ async fn open_shared(options: ServerOptions) -> Result<Arc<Shared>, ServerError>
     let observer = metrics.clone();
     let signing_key = Arc::new(options.signing_key);
     let log = LogConfig {
-        origin: log_origin(signing_key.verifying_key()),
+        origin: log_origin(
+            signing_key.verifying_key(),
+            options.presence.log_name.as_deref(),
+        ),
         key: signing_key.clone(),
     };
     let ledger =
@@ -381,9 +391,14 @@ impl Exposition for Scrape {
 }
 
 /// The origin of the log a server keeps: `micropay/` and the first 16 hex
-/// digits of its key's fingerprint, so that it stays the same across
-/// restarts and differs between servers with their own keys.
-pub fn log_origin(key: &crate::core::keys::VerifyingKey) -> String {
+/// digits of its key's fingerprint, then `/` and its log name if it has
+/// one; so it stays the same across restarts and differs between servers
+/// with their own keys, or with their own names on a shared database.
+pub fn log_origin(key: &crate::core::keys::VerifyingKey, log_name: Option<&str>) -> String {
     let fingerprint = key.fingerprint();
-    format!("micropay/{}", &fingerprint[..16.min(fingerprint.len())])
+    let base = format!("micropay/{}", &fingerprint[..16.min(fingerprint.len())]);
+    match log_name {
+        Some(name) => format!("{base}/{name}"),
+        None => base,
+    }
 }

@@ -248,6 +248,21 @@ pub async fn start_server_on_with(
     start_server_at(pki, db, dir, pg, options).await
 }
 
+/// The log a server started with [`server_options`] keeps: for tools
+/// that write its ledger directly (as `micropay-server rebind` does).
+pub fn server_log(pki: &TestPki) -> micropay::ledger::LogConfig {
+    let key = server_options(
+        pki,
+        DbLocation::Sqlite("unused".into()),
+        ServerLimits::default(),
+    )
+    .signing_key;
+    micropay::ledger::LogConfig {
+        origin: micropay::server::log_origin(key.verifying_key(), None),
+        key: Arc::new(key),
+    }
+}
+
 /// Starts a server on `db` with `options` (whose ledger must be `db`).
 pub async fn start_server_at(
     pki: Arc<TestPki>,

@@ -9,7 +9,7 @@ use crate::core::limits::MIGRATE_PAYMENT_BATCH_ROWS;
 use crate::ledger::channel_rows::{int, StoredChannel};
 use crate::ledger::location::redact_url;
 use crate::ledger::migrate::{StoredAccount, StoredGrant, StoredRefusal};
-use crate::ledger::{LedgerError, StoredKeyChange, StoredPayment};
+use crate::ledger::{LedgerError, StoredCheckpoint, StoredKeyChange, StoredPayment};
 
 use super::{connect, pg_config, pg_error, schema};
 
@@ -26,6 +26,9 @@ pub(crate) struct PgImport {
     /// Payments not yet written, sent [`MIGRATE_PAYMENT_BATCH_ROWS`] at a
     /// time: one round trip per row would make large ledgers slow.
     pending: Vec<StoredPayment>,
+    /// Log leaves not yet written (origin, index, record), sent the same
+    /// way.
+    pending_leaves: (Vec<String>, Vec<i64>, Vec<Vec<u8>>),
 }
 
 const INSERT_ACCOUNT: &str =
@@ -40,6 +43,10 @@ const INSERT_KEY_CHANGE: &str = "INSERT INTO key_history (hseq, name, kind, publ
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 const INSERT_CHANNEL: &str = "INSERT INTO channels (id, payer, payee, root, value, links, expires_at, signature, content_hash, hold, opened_at_ms, expirable_at_ms, state, close_index, close_link, paid, released, ended_at_ms, close_hash)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)";
+const INSERT_LEAVES: &str = "INSERT INTO log_leaves (origin, leaf_index, record)
+     SELECT * FROM unnest($1::text[], $2::int8[], $3::bytea[])";
+const INSERT_CHECKPOINT: &str =
+    "INSERT INTO checkpoints (origin, tree_size, root, note, created_at_ms) VALUES ($1, $2, $3, $4, $5)";
 const INSERT_REFUSAL: &str =
     "INSERT INTO rejections (id, payer, payee, content_hash, code, message, decided_at_ms)
      VALUES ($1, $2, $3, $4, $5, $6, $7)";
@@ -60,7 +67,7 @@ impl PgImport {
             client
                 .batch_execute(
                     "BEGIN ISOLATION LEVEL SERIALIZABLE;
-                     LOCK TABLE accounts, grants, key_history, payments, rejections, channels, ledger_meta IN EXCLUSIVE MODE",
+                     LOCK TABLE accounts, grants, key_history, payments, rejections, channels, log_leaves, checkpoints, ledger_meta IN EXCLUSIVE MODE",
                 )
                 .await
                 .map_err(pg_error)?;
@@ -83,6 +90,7 @@ impl PgImport {
             key_change,
             channel,
             pending: Vec::new(),
+            pending_leaves: Default::default(),
         })
     }
 
@@ -93,7 +101,8 @@ impl PgImport {
             .block_on(self.client.query_one(
                 "SELECT (SELECT count(*) FROM accounts) + (SELECT count(*) FROM grants)
                       + (SELECT count(*) FROM payments) + (SELECT count(*) FROM rejections)
-                      + (SELECT count(*) FROM channels)",
+                      + (SELECT count(*) FROM channels) + (SELECT count(*) FROM log_leaves)
+                      + (SELECT count(*) FROM checkpoints)",
                 &[],
             ))
             .map_err(pg_error)?;
@@ -240,10 +249,57 @@ impl PgImport {
         )
     }
 
+    /// Copies a log leaf as it is.
+    pub(crate) fn log_leaf(
+        &mut self,
+        origin: &str,
+        index: i64,
+        record: &[u8],
+    ) -> Result<(), LedgerError> {
+        self.flush_payments()?;
+        let (origins, indexes, records) = &mut self.pending_leaves;
+        origins.push(origin.to_owned());
+        indexes.push(index);
+        records.push(record.to_vec());
+        if records.len() >= MIGRATE_PAYMENT_BATCH_ROWS {
+            self.flush_leaves()?;
+        }
+        Ok(())
+    }
+
+    fn flush_leaves(&mut self) -> Result<(), LedgerError> {
+        if self.pending_leaves.0.is_empty() {
+            return Ok(());
+        }
+        let (origins, indexes, records) = std::mem::take(&mut self.pending_leaves);
+        self.runtime
+            .block_on(
+                self.client
+                    .execute(INSERT_LEAVES, &[&origins, &indexes, &records]),
+            )
+            .map(|_| ())
+            .map_err(pg_error)
+    }
+
+    /// Copies a checkpoint as it is.
+    pub(crate) fn checkpoint(&mut self, c: &StoredCheckpoint) -> Result<(), LedgerError> {
+        self.flush_leaves()?;
+        let size = int(c.size);
+        let at_ms = int(c.at_ms);
+        self.runtime
+            .block_on(self.client.execute(
+                INSERT_CHECKPOINT,
+                &[&c.origin, &size, &&c.root[..], &c.note, &at_ms],
+            ))
+            .map(|_| ())
+            .map_err(pg_error)
+    }
+
     /// Sets the ledger's last payment seq and the grants' sequence (so
     /// the next server continues both), and commits.
     pub(crate) fn commit(mut self, last_seq: i64) -> Result<(), LedgerError> {
         self.flush_payments()?;
+        self.flush_leaves()?;
         let client = &mut self.client;
         self.runtime.block_on(async {
             client

@@ -274,6 +274,16 @@ impl LedgerStore for PgStore {
         self.block_on(async { read::checkpoints(self.reader().await?.client()?).await })
     }
 
+    fn log_sizes(&self) -> Result<Vec<(String, u64)>, LedgerError> {
+        self.block_on(async { read::log_sizes(self.reader().await?.client()?).await })
+    }
+
+    fn log_leaves(&self, origin: &str, visit: &mut dyn FnMut(&[u8])) -> Result<(), LedgerError> {
+        self.block_on(async {
+            read::log_leaves(self.reader().await?.client()?, origin, visit).await
+        })
+    }
+
     fn balance(&self, name: &Name) -> Result<Option<u64>, LedgerError> {
         self.block_on(async { read::balance(self.reader().await?.client()?, name).await })
     }

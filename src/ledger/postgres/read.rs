@@ -16,7 +16,7 @@ use crate::ledger::{
 
 use super::pg_error;
 use crate::ledger::decode::{hash32, to_u64};
-use crate::ledger::StoredCheckpoint;
+use crate::ledger::{StoredCheckpoint, StoredGrant, StoredRefusal};
 
 /// Payment rows fetched at a time by the audit scan.
 const SCAN_PAGE_ROWS: i32 = 1_000;
@@ -211,14 +211,19 @@ pub(super) async fn scan(
         visitor.account(&n, &spki, balance, r.try_get(3).map_err(pg_error)?);
     }
     for r in tx
-        .query("SELECT name, amount FROM grants ORDER BY seq", &[])
+        .query(
+            "SELECT seq, name, amount, granted_at_ms FROM grants ORDER BY seq",
+            &[],
+        )
         .await
         .map_err(pg_error)?
     {
-        visitor.grant(
-            &r.try_get::<_, String>(0).map_err(pg_error)?,
-            r.try_get(1).map_err(pg_error)?,
-        );
+        visitor.grant(StoredGrant {
+            seq: r.try_get(0).map_err(pg_error)?,
+            name: r.try_get(1).map_err(pg_error)?,
+            amount: r.try_get(2).map_err(pg_error)?,
+            granted_at_ms: r.try_get(3).map_err(pg_error)?,
+        });
     }
     scan_key_history(&tx, visitor).await?;
     let stmt = tx
@@ -241,16 +246,101 @@ pub(super) async fn scan(
             visitor.payment(stored_payment(r)?);
         }
     }
-    let refusals: i64 = tx
-        .query_one("SELECT count(*) FROM rejections", &[])
-        .await
-        .map_err(pg_error)?
-        .try_get(0)
-        .map_err(pg_error)?;
-    for _ in 0..refusals {
-        visitor.refusal();
-    }
+    scan_refusals(&tx, visitor).await?;
     super::channels::scan(&tx, visitor).await?;
+    scan_log(&tx, visitor).await?;
+    tx.commit().await.map_err(pg_error)
+}
+
+/// Feeds the recorded refusals to the audit.
+async fn scan_refusals(
+    tx: &tokio_postgres::Transaction<'_>,
+    visitor: &mut dyn AuditVisitor,
+) -> Result<(), LedgerError> {
+    let sql = "SELECT id, payer, payee, content_hash, code, message, decided_at_ms FROM rejections
+               ORDER BY decided_at_ms, payer, id";
+    for r in tx.query(sql, &[]).await.map_err(pg_error)? {
+        visitor.refusal(StoredRefusal {
+            id: r.try_get(0).map_err(pg_error)?,
+            payer: r.try_get(1).map_err(pg_error)?,
+            payee: r.try_get(2).map_err(pg_error)?,
+            content_hash: r.try_get(3).map_err(pg_error)?,
+            code: r.try_get(4).map_err(pg_error)?,
+            message: r.try_get(5).map_err(pg_error)?,
+            decided_at_ms: r.try_get(6).map_err(pg_error)?,
+        });
+    }
+    Ok(())
+}
+
+/// Feeds every log's leaves to the audit, page by page.
+async fn scan_log(
+    tx: &tokio_postgres::Transaction<'_>,
+    visitor: &mut dyn AuditVisitor,
+) -> Result<(), LedgerError> {
+    let stmt = tx
+        .prepare("SELECT origin, leaf_index, record FROM log_leaves ORDER BY origin, leaf_index")
+        .await
+        .map_err(pg_error)?;
+    let portal = tx.bind(&stmt, &[]).await.map_err(pg_error)?;
+    loop {
+        let rows = tx
+            .query_portal(&portal, SCAN_PAGE_ROWS)
+            .await
+            .map_err(pg_error)?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        for r in &rows {
+            let origin: &str = r.try_get(0).map_err(pg_error)?;
+            let record: &[u8] = r.try_get(2).map_err(pg_error)?;
+            visitor.log_leaf(origin, r.try_get(1).map_err(pg_error)?, record);
+        }
+    }
+}
+
+/// Every log with leaves, and how many.
+pub(super) async fn log_sizes(client: &Client) -> Result<Vec<(String, u64)>, LedgerError> {
+    let rows = client
+        .query(
+            "SELECT origin, count(*) FROM log_leaves GROUP BY origin ORDER BY origin",
+            &[],
+        )
+        .await
+        .map_err(pg_error)?;
+    rows.iter()
+        .map(|r| {
+            let n: i64 = r.try_get(1).map_err(pg_error)?;
+            Ok((r.try_get(0).map_err(pg_error)?, to_u64(n, "leaf count")?))
+        })
+        .collect()
+}
+
+/// Feeds the records of the log `origin` to `visit`, in leaf order, page
+/// by page, from one snapshot.
+pub(super) async fn log_leaves(
+    c: &mut Client,
+    origin: &str,
+    visit: &mut dyn FnMut(&[u8]),
+) -> Result<(), LedgerError> {
+    let tx = snapshot(c).await?;
+    let stmt = tx
+        .prepare("SELECT record FROM log_leaves WHERE origin = $1 ORDER BY leaf_index")
+        .await
+        .map_err(pg_error)?;
+    let portal = tx.bind(&stmt, &[&origin]).await.map_err(pg_error)?;
+    loop {
+        let rows = tx
+            .query_portal(&portal, SCAN_PAGE_ROWS)
+            .await
+            .map_err(pg_error)?;
+        if rows.is_empty() {
+            break;
+        }
+        for r in &rows {
+            visit(r.try_get(0).map_err(pg_error)?);
+        }
+    }
     tx.commit().await.map_err(pg_error)
 }
 

@@ -12,8 +12,24 @@ use super::pg_error;
 
 /// The schema version this program writes.
 /// Version 3 adds the key history; version 4 the payment channels;
-/// version 5 the log's checkpoints.
-pub const SCHEMA_VERSION: i32 = 5;
+/// version 5 the log's checkpoints; version 6 the log's leaves.
+pub const SCHEMA_VERSION: i32 = 6;
+
+/// The log's leaves, added by version 6 (as in SQLite's schema): the
+/// record of every change, per log (origin). Each server sharing the
+/// database appends to its own log only.
+const LOG_LEAVES: &str = "
+CREATE TABLE IF NOT EXISTS log_leaves (
+    origin     TEXT NOT NULL,
+    leaf_index BIGINT NOT NULL CHECK (leaf_index >= 0),
+    record     BYTEA NOT NULL,
+    PRIMARY KEY (origin, leaf_index)
+);
+";
+
+/// From version 5: an empty leaves table (the first server to open the
+/// ledger logs the rows already stored).
+const MIGRATE_5_TO_6: &str = "INSERT INTO micropay_schema (version) VALUES (6);";
 
 /// The log's checkpoints, added by version 5 (as in SQLite's schema).
 const CHECKPOINTS: &str = "
@@ -126,7 +142,7 @@ pub(super) async fn migrate(client: &mut Client, shown: &str) -> Result<(), Ledg
         .await
         .map_err(pg_error)?;
     if let Some(version) = stored_version(&tx).await? {
-        if (2..=4).contains(&version) {
+        if (2..=5).contains(&version) {
             if version == 2 {
                 tx.batch_execute(KEY_HISTORY).await.map_err(pg_error)?;
                 tx.batch_execute(MIGRATE_2_TO_3).await.map_err(pg_error)?;
@@ -134,8 +150,12 @@ pub(super) async fn migrate(client: &mut Client, shown: &str) -> Result<(), Ledg
             if version <= 3 {
                 migrate_3_to_4(&tx).await?;
             }
-            tx.batch_execute(CHECKPOINTS).await.map_err(pg_error)?;
-            tx.batch_execute(MIGRATE_4_TO_5).await.map_err(pg_error)?;
+            if version <= 4 {
+                tx.batch_execute(CHECKPOINTS).await.map_err(pg_error)?;
+                tx.batch_execute(MIGRATE_4_TO_5).await.map_err(pg_error)?;
+            }
+            tx.batch_execute(LOG_LEAVES).await.map_err(pg_error)?;
+            tx.batch_execute(MIGRATE_5_TO_6).await.map_err(pg_error)?;
         } else {
             check_version(version, shown)?;
         }
@@ -147,6 +167,7 @@ pub(super) async fn migrate(client: &mut Client, shown: &str) -> Result<(), Ledg
         .await
         .map_err(pg_error)?;
     tx.batch_execute(CHECKPOINTS).await.map_err(pg_error)?;
+    tx.batch_execute(LOG_LEAVES).await.map_err(pg_error)?;
     tx.execute(
         "INSERT INTO micropay_schema (version) VALUES ($1)",
         &[&SCHEMA_VERSION],

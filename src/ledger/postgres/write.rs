@@ -33,7 +33,7 @@ use crate::core::payment::{content_hash, PaymentId};
 use crate::core::rules::{LedgerView, Prior, PriorOutcome, RegisteredKey};
 use crate::ledger::decode::{hash32, name, payment_id, refusal, to_u64};
 use crate::ledger::key_history::KeyRow;
-use crate::ledger::{decide_command, Answer, Command, LedgerError, Sealer, StoredCheckpoint};
+use crate::ledger::{decide_command, Answer, Command, LedgerError, Sealed, Sealer};
 
 use super::{connect, pg_error, retriable, PgStore};
 
@@ -171,8 +171,8 @@ async fn attempt_once(
         .collect();
     let (effects, last_seq) = decided.finish();
     write_effects(&tx, &effects).await?;
-    if let Some(c) = sealer.seal(&effects, now_ms) {
-        write_checkpoint(&tx, &c).await?;
+    if let Some(sealed) = sealer.seal(&effects, now_ms) {
+        write_log(&tx, &sealed).await?;
     }
     let last_seq = i64::try_from(last_seq)
         .map_err(|_| LedgerError::Corrupt(format!("payment seq {last_seq} out of range")))?;
@@ -588,8 +588,38 @@ async fn write_effects(tx: &Transaction<'_>, effects: &[Effect]) -> Result<(), F
     Ok(())
 }
 
-/// Stores the batch's checkpoint in the batch's transaction.
-async fn write_checkpoint(tx: &Transaction<'_>, c: &StoredCheckpoint) -> Result<(), Failure> {
+/// A leaf this server's log expected to be free is taken: another server
+/// appends to the same log, which would fork it. Nothing of the batch is
+/// applied, and every later batch fails the same way until the operator
+/// gives each server its own log.
+fn log_conflict(error: tokio_postgres::Error, origin: &str) -> Failure {
+    let taken = error
+        .as_db_error()
+        .is_some_and(|d| d.constraint() == Some("log_leaves_pkey"));
+    if taken {
+        Failure::Ledger(LedgerError::Database(format!(
+            "another server appends to the log {origin}: servers that share a database and a \
+             key need their own --log-name (or --server-id)"
+        )))
+    } else {
+        Failure::from(error)
+    }
+}
+
+/// Stores the batch's log records and checkpoint in the batch's
+/// transaction.
+async fn write_log(tx: &Transaction<'_>, sealed: &Sealed) -> Result<(), Failure> {
+    let c = &sealed.checkpoint;
+    let first = i64::try_from(sealed.first_index).map_err(|_| {
+        LedgerError::Corrupt(format!("leaf index {} out of range", sealed.first_index))
+    })?;
+    tx.execute(
+        "INSERT INTO log_leaves (origin, leaf_index, record)
+         SELECT $1, $2 + ord - 1, record FROM unnest($3::bytea[]) WITH ORDINALITY AS u(record, ord)",
+        &[&c.origin, &first, &sealed.records],
+    )
+    .await
+    .map_err(|e| log_conflict(e, &c.origin))?;
     let size = i64::try_from(c.size)
         .map_err(|_| LedgerError::Corrupt(format!("tree size {} out of range", c.size)))?;
     let at_ms = i64::try_from(c.at_ms).unwrap_or(i64::MAX);

@@ -9,7 +9,7 @@ use crate::core::channel::ChannelId;
 use crate::core::channel_rules::{expirable_from_ms, ChannelRecord};
 use crate::core::name::Name;
 use crate::ledger::channel_rows::{int, StoredChannel, STATE_CLOSED, STATE_EXPIRED, STATE_OPEN};
-use crate::ledger::{AuditVisitor, LedgerError};
+use crate::ledger::LedgerError;
 
 /// The table, added by schema version 5. `expirable_at_ms` is the first
 /// millisecond the hold may return to the payer, indexed for the expiry
@@ -145,18 +145,6 @@ pub(super) fn expirable(
         out.push(ChannelId(id));
     }
     Ok(out)
-}
-
-/// Feeds every channel row to `visitor`.
-pub(super) fn scan(c: &Connection, visitor: &mut dyn AuditVisitor) -> Result<(), rusqlite::Error> {
-    let mut stmt = c.prepare(&format!(
-        "SELECT {COLUMNS} FROM channels ORDER BY opened_at_ms, id"
-    ))?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        visitor.channel(stored(r)?);
-    }
-    Ok(())
 }
 
 fn set_balance(c: &Connection, (name, minor): &(Name, u64)) -> Result<(), rusqlite::Error> {

@@ -34,16 +34,25 @@ impl SqliteStore {
     }
 
     /// Sends every stored row to `sink` (accounts, grants, the key history,
-    /// payments in `seq` order, refusals, payment channels), all read in
-    /// one transaction.
+    /// payments in `seq` order, refusals, payment channels, the logs'
+    /// leaves), all read in one transaction.
     pub fn export(&self, sink: &mut dyn RowSink) -> Result<(), LedgerError> {
-        self.with_reader(|c| {
-            let tx = c.unchecked_transaction()?;
-            let result = export_all(&tx, sink)?;
-            tx.finish()?;
-            Ok(result)
-        })?
+        export_in_snapshot(self, sink)
     }
+}
+
+/// Sends every row to `sink` from one read transaction (one snapshot, even
+/// while a server writes the ledger).
+pub(super) fn export_in_snapshot(
+    store: &SqliteStore,
+    sink: &mut dyn RowSink,
+) -> Result<(), LedgerError> {
+    store.with_reader(|c| {
+        let tx = c.unchecked_transaction()?;
+        let result = export_all(&tx, sink)?;
+        tx.finish()?;
+        Ok(result)
+    })?
 }
 
 /// Runs `sink` on each row of `sql`, made by `row`; stops at the first
@@ -112,11 +121,20 @@ fn export_all(c: &Connection, sink: &mut dyn RowSink) -> Read<()> {
     if refusals.is_err() {
         return Ok(refusals);
     }
-    each(
+    let channels = each(
         c,
         &format!("SELECT {CHANNEL_COLUMNS} FROM channels ORDER BY opened_at_ms, id"),
         stored_channel,
         |row| sink.channel(row),
+    )?;
+    if channels.is_err() {
+        return Ok(channels);
+    }
+    each(
+        c,
+        "SELECT origin, leaf_index, record FROM log_leaves ORDER BY origin, leaf_index",
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        |(origin, index, record): (String, i64, Vec<u8>)| sink.log_leaf(&origin, index, record),
     )
 }
 

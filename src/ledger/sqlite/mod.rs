@@ -142,6 +142,14 @@ impl LedgerStore for SqliteStore {
         self.with_reader(read::checkpoints)?
     }
 
+    fn log_sizes(&self) -> Result<Vec<(String, u64)>, LedgerError> {
+        self.with_reader(read::log_sizes)?
+    }
+
+    fn log_leaves(&self, origin: &str, visit: &mut dyn FnMut(&[u8])) -> Result<(), LedgerError> {
+        self.with_reader(|c| read::log_leaves(c, origin, visit))
+    }
+
     fn balance(&self, name: &Name) -> Result<Option<u64>, LedgerError> {
         self.with_reader(|c| read::balance(c, name))?
     }
@@ -176,7 +184,7 @@ impl LedgerStore for SqliteStore {
     }
 
     fn scan(&self, visitor: &mut dyn AuditVisitor) -> Result<(), LedgerError> {
-        self.with_reader(|c| read::scan(c, visitor).and_then(|()| channels::scan(c, visitor)))
+        export::export_in_snapshot(self, &mut crate::ledger::migrate::Visiting(visitor))
     }
 
     fn close(&self) -> Result<(), LedgerError> {

@@ -11,8 +11,8 @@ use crate::core::name::Name;
 use crate::core::payment::{content_hash, PaymentId};
 use crate::core::rules::RegisteredKey;
 use crate::ledger::{
-    AuditVisitor, HistoryPage, HistoryRow, KeyEntry, LedgerError, Outcome, StoredCheckpoint,
-    StoredKeyChange, StoredPayment,
+    HistoryPage, HistoryRow, KeyEntry, LedgerError, Outcome, StoredCheckpoint, StoredKeyChange,
+    StoredPayment,
 };
 
 type Read<T> = Result<Result<T, LedgerError>, rusqlite::Error>;
@@ -265,35 +265,31 @@ fn stored_settlement(
     }))
 }
 
-/// Feeds every row to the audit, payments in `seq` order.
-pub(super) fn scan(c: &Connection, visitor: &mut dyn AuditVisitor) -> Result<(), rusqlite::Error> {
-    let mut stmt = c.prepare("SELECT name, public_key, balance, key_not_after_s FROM accounts")?;
-    let mut rows = stmt.query([])?;
+/// Every log with leaves, and how many.
+pub(super) fn log_sizes(c: &Connection) -> Read<Vec<(String, u64)>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT origin, COUNT(*) FROM log_leaves GROUP BY origin ORDER BY origin",
+    )?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows
+        .into_iter()
+        .map(|(origin, n)| Ok((origin, to_u64(n, "leaf count")?)))
+        .collect())
+}
+
+/// Feeds the records of the log `origin` to `visit`, in leaf order.
+pub(super) fn log_leaves(
+    c: &Connection,
+    origin: &str,
+    visit: &mut dyn FnMut(&[u8]),
+) -> Result<(), rusqlite::Error> {
+    let mut stmt =
+        c.prepare_cached("SELECT record FROM log_leaves WHERE origin = ?1 ORDER BY leaf_index")?;
+    let mut rows = stmt.query([origin])?;
     while let Some(r) = rows.next()? {
-        let (n, spki, balance): (String, Vec<u8>, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
-        visitor.account(&n, &spki, balance, r.get(3)?);
-    }
-    let mut stmt = c.prepare("SELECT name, amount FROM grants ORDER BY seq")?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        visitor.grant(&r.get::<_, String>(0)?, r.get(1)?);
-    }
-    let mut stmt = c.prepare(&format!(
-        "SELECT {KEY_HISTORY_COLUMNS} FROM key_history ORDER BY hseq"
-    ))?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        visitor.key_change(stored_key_change(r)?);
-    }
-    let mut stmt = c.prepare(STORED_PAYMENTS_IN_ORDER)?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        visitor.payment(stored_payment(r)?);
-    }
-    let mut stmt = c.prepare("SELECT 1 FROM rejections")?;
-    let mut rows = stmt.query([])?;
-    while rows.next()?.is_some() {
-        visitor.refusal();
+        visit(r.get_ref(0)?.as_blob()?);
     }
     Ok(())
 }

@@ -16,8 +16,22 @@ use crate::ledger::LedgerError;
 /// notAfter of the certificate behind each registered key; version 4 adds
 /// the key history (every key an account had, with its proof); version 5
 /// adds the payment channels (`channels`, see `channels.rs`); version 6
-/// adds the log's signed checkpoints.
-pub const SCHEMA_VERSION: i64 = 6;
+/// adds the log's signed checkpoints; version 7 adds the log's leaves
+/// (every change of state is a record; see `ledger::log_records`).
+pub const SCHEMA_VERSION: i64 = 7;
+
+/// The log's leaves, added by version 7: the record of every change, per
+/// log (origin), written with its batch. Created empty by the migration
+/// from an older version; the first server to open the ledger then logs
+/// the rows already stored (`Log::load`).
+const LOG_LEAVES: &str = "
+CREATE TABLE IF NOT EXISTS log_leaves (
+    origin     TEXT NOT NULL,
+    leaf_index INTEGER NOT NULL CHECK (leaf_index >= 0),
+    record     BLOB NOT NULL,
+    PRIMARY KEY (origin, leaf_index)
+) STRICT, WITHOUT ROWID;
+";
 
 /// The log's checkpoints, added by version 6: one signed tree head per
 /// commit batch that settled payments (docs/PROTOCOL.md, "The log").
@@ -161,6 +175,7 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), LedgerError> {
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(KEY_HISTORY)?;
         conn.execute_batch(CHECKPOINTS)?;
+        conn.execute_batch(LOG_LEAVES)?;
         if version == 3 && existing {
             conn.execute_batch(MIGRATE_3_TO_4)?;
         }

@@ -13,7 +13,7 @@ use crate::core::name::Name;
 use crate::core::payment::PaymentId;
 use crate::core::rules::{LedgerView, Prior, PriorOutcome, Refusal, RefusalKind, RegisteredKey};
 use crate::ledger::key_history::KeyRow;
-use crate::ledger::{decide_command, Answer, Command, LedgerError, Sealer, StoredCheckpoint};
+use crate::ledger::{decide_command, Answer, Command, LedgerError, Sealed, Sealer};
 
 use super::read;
 use super::schema::db;
@@ -90,8 +90,8 @@ impl Writer {
             .map(|command| decide_command(&mut decided, command, self.initial_balance, now_ms))
             .collect();
         let (effects, last_seq) = decided.finish();
-        let checkpoint = sealer.seal(&effects, now_ms);
-        if let Err(e) = self.write(&effects, checkpoint.as_ref()) {
+        let sealed = sealer.seal(&effects, now_ms);
+        if let Err(e) = self.write(&effects, sealed.as_ref()) {
             // Nothing of the batch may stay: the cache never saw it.
             let _ = self.conn.execute_batch("ROLLBACK");
             return Err(e);
@@ -175,33 +175,39 @@ impl Writer {
     }
 
     /// Writes every effect in one transaction and commits.
-    fn write(
-        &self,
-        effects: &[Effect],
-        checkpoint: Option<&StoredCheckpoint>,
-    ) -> Result<(), LedgerError> {
+    fn write(&self, effects: &[Effect], sealed: Option<&Sealed>) -> Result<(), LedgerError> {
         self.conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
         for effect in effects {
             self.write_effect(effect).map_err(db)?;
         }
-        if let Some(c) = checkpoint {
-            self.conn
-                .prepare_cached(
-                    "INSERT INTO checkpoints (origin, tree_size, root, note, created_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        c.origin,
-                        c.size as i64,
-                        &c.root[..],
-                        c.note,
-                        c.at_ms as i64
-                    ])
-                })
-                .map_err(db)?;
+        if let Some(sealed) = sealed {
+            self.write_log(sealed).map_err(db)?;
         }
         self.conn.execute_batch("COMMIT").map_err(db)
+    }
+
+    /// The batch's log records and its checkpoint.
+    fn write_log(&self, sealed: &Sealed) -> Result<(), rusqlite::Error> {
+        let c = &sealed.checkpoint;
+        let mut leaf = self.conn.prepare_cached(
+            "INSERT INTO log_leaves (origin, leaf_index, record) VALUES (?1, ?2, ?3)",
+        )?;
+        for (index, record) in (sealed.first_index..).zip(&sealed.records) {
+            leaf.execute(params![c.origin, index as i64, record])?;
+        }
+        self.conn
+            .prepare_cached(
+                "INSERT INTO checkpoints (origin, tree_size, root, note, created_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                c.origin,
+                c.size as i64,
+                &c.root[..],
+                c.note,
+                c.at_ms as i64
+            ])?;
+        Ok(())
     }
 
     fn write_effect(&self, effect: &Effect) -> Result<(), rusqlite::Error> {
