@@ -94,7 +94,7 @@ fn the_whole_story_from_register_to_audit() {
         .stdout_has(&format!(
             "paid bob 250 at {bob_addr} (memo: coffee and cake)"
         ))
-        .stdout_has("server signature verified")
+        .stdout_has("in the server's log (inclusion proof verified")
         .stdout_has("balance: 9750");
     let id = payment_id_of(&sent);
 
@@ -402,8 +402,16 @@ fn json_output_of_every_command_parses() {
         receipt["settled_at_ms"].as_u64().is_some_and(|ms| ms > 0),
         "{sent}"
     );
+    // Proven by the server's log, so not signed: the line carries the
+    // proof for checking again offline.
+    assert_eq!(sent["verified_by"], "log_proof", "{sent}");
+    assert!(receipt.get("signature").is_none(), "{sent}");
+    assert!(sent["log"]["leaf_index"].as_u64().is_some(), "{sent}");
+    assert!(sent["log"]["inclusion_proof"].is_array(), "{sent}");
     assert!(
-        receipt["signature"].as_str().is_some_and(|s| !s.is_empty()),
+        sent["log"]["checkpoint"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("micropay/")),
         "{sent}"
     );
     assert!(

@@ -15,13 +15,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{link, person, TestServer};
-use micropay::core::payment::{Payment, PaymentId, SignedPayment, SignedReceipt};
+use micropay::core::payment::{Payment, PaymentId, Receipt, SignedPayment};
 use micropay::net::link::{CallError, Link};
 use micropay::person::Person;
 use micropay::system::clock::now_s;
-use micropay::wire::{
-    Balance, ErrorCode, PaymentJson, ReceiptJson, Registered, ServerRequest, Settled,
-};
+use micropay::wire::{Balance, ErrorCode, PaymentJson, Registered, ServerRequest, Settled};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -77,7 +75,7 @@ fn sign(payer: &Person, payee: &Person, amount: u64) -> SignedPayment {
 /// One submission and what came back.
 struct Submission {
     payment: SignedPayment,
-    outcome: Result<ReceiptJson, ErrorCode>,
+    outcome: Result<Settled, ErrorCode>,
 }
 
 async fn submit(link: &Link, payment: SignedPayment) -> Submission {
@@ -87,7 +85,7 @@ async fn submit(link: &Link, payment: SignedPayment) -> Submission {
         })
         .await;
     let outcome = match result {
-        Ok(settled) => Ok(settled.receipt),
+        Ok(settled) => Ok(settled),
         Err(CallError::Refused(e)) => Err(e.code),
         Err(e) => panic!("settle failed outside the protocol: {e}"),
     };
@@ -98,7 +96,7 @@ async fn submit(link: &Link, payment: SignedPayment) -> Submission {
 /// one receipt (all submissions of a settled payment got the same one) or
 /// the one refusal.
 struct Learnt {
-    receipts: BTreeMap<PaymentId, (SignedPayment, SignedReceipt)>,
+    receipts: BTreeMap<PaymentId, (SignedPayment, Receipt)>,
     refused: BTreeMap<PaymentId, ErrorCode>,
 }
 
@@ -106,14 +104,18 @@ fn reconcile(
     submissions: &[Submission],
     server_key: &micropay::core::keys::VerifyingKey,
 ) -> Learnt {
-    let mut receipts: BTreeMap<PaymentId, (SignedPayment, SignedReceipt)> = BTreeMap::new();
+    let mut receipts: BTreeMap<PaymentId, (SignedPayment, Receipt)> = BTreeMap::new();
     let mut refused: BTreeMap<PaymentId, ErrorCode> = BTreeMap::new();
     for s in submissions {
         let id = s.payment.payment.id;
         match &s.outcome {
-            Ok(json) => {
-                let receipt = SignedReceipt::try_from(json).expect("receipt parses");
-                receipt.verify(server_key).expect("receipt verifies");
+            Ok(settled) => {
+                let (receipt, _) = common::check_reply(
+                    server_key,
+                    &settled.receipt,
+                    settled.log.as_ref(),
+                    &s.payment,
+                );
                 assert!(receipt.matches(&s.payment), "receipt is for this payment");
                 assert!(!refused.contains_key(&id), "{id} both settled and refused");
                 if let Some((_, earlier)) = receipts.get(&id) {
@@ -133,7 +135,7 @@ fn reconcile(
         }
     }
     // Distinct payments have distinct, gapless sequence numbers.
-    let seqs: BTreeSet<u64> = receipts.values().map(|(_, r)| r.receipt.seq).collect();
+    let seqs: BTreeSet<u64> = receipts.values().map(|(_, r)| r.seq).collect();
     assert_eq!(seqs.len(), receipts.len(), "two payments share a seq");
     if let (Some(first), Some(last)) = (seqs.first(), seqs.last()) {
         assert_eq!(*first, 1);
@@ -319,7 +321,7 @@ async fn a_contended_payer_never_overdraws(backend) {
         let reply = rx.await.expect("reply");
         let outcome = reply
             .into_result::<Settled>()
-            .map(|s| s.receipt)
+
             .map_err(|e| e.code);
         submissions.push(Submission { payment, outcome });
     }

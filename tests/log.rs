@@ -8,7 +8,7 @@ mod common;
 
 use common::{link, person, start_server_on, TestServer};
 use micropay::core::checkpoint;
-use micropay::core::payment::{SignedPayment, SignedReceipt};
+use micropay::core::payment::SignedPayment;
 use micropay::ledger::{audit_at_with_keys, DbLocation};
 use micropay::net::link::Link;
 use micropay::person::Person;
@@ -90,26 +90,27 @@ async fn three_payments(
 }
 
 backend_test! {
-    /// Every settle reply carries its leaf index, an inclusion proof
-    /// and a checkpoint signed by the server's key, and the proof
-    /// verifies; `status` carries the same; another key, another payment
-    /// or another settlement time does not verify. Audit (with the
+    /// Every settle reply carries its leaf index, an inclusion proof and
+    /// a checkpoint signed by the server's key, and no receipt signature
+    /// (the proof stands in for it); the proof verifies; `status` carries
+    /// the same; another key, another payment or another settlement time
+    /// does not verify. Audit (with the
     /// server's key) checks every stored checkpoint and finds nothing.
     async fn receipts_carry_inclusion_proofs_that_verify(backend) {
         let (server, alice, la, settled) = three_payments(&backend).await;
         let key = la.server_key().expect("server key");
         for (signed, reply) in &settled {
-            let receipt = SignedReceipt::try_from(&reply.receipt).expect("receipt");
+            let receipt = common::check_proven(&la, &reply.receipt, reply.log.as_ref(), signed);
             let log = reply.log.as_ref().expect("a log proof");
             // Both registrations came first, two records each (key, grant).
-            assert_eq!(log.leaf_index, 3 + receipt.receipt.seq);
+            assert_eq!(log.leaf_index, 3 + receipt.seq);
             let cp = alice.verify_in_log(&key, signed, &receipt, log).expect("proof verifies");
-            assert!(cp.size >= receipt.receipt.seq);
+            assert!(cp.size > log.leaf_index);
             assert!(cp.origin.starts_with("micropay/"));
-            let other = &settled[(receipt.receipt.seq as usize) % 3].0;
+            let other = &settled[(receipt.seq as usize) % 3].0;
             assert!(alice.verify_in_log(&key, other, &receipt, log).is_err());
             let mut later = receipt.clone();
-            later.receipt.settled_at_ms += 1;
+            later.settled_at_ms += 1;
             assert!(alice.verify_in_log(&key, signed, &later, log).is_err());
             let stranger = micropay::core::keys::SigningKey::ed25519_from_seed(&[9; 32]);
             let mut fresh = checkpoint::CheckpointCache::new(1);
@@ -122,7 +123,7 @@ backend_test! {
             let PaymentStatus::Settled { receipt: r, log: Some(log) } = status else {
                 panic!("settled with a log proof");
             };
-            let r = SignedReceipt::try_from(&r).expect("receipt");
+            let r = common::check_proven(&la, &r, Some(&log), signed);
             alice.verify_in_log(&key, signed, &r, &log).expect("status proof verifies");
         }
         let (db, _dir, _pg) = common::stop_keeping_ledger(server).await;

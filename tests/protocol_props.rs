@@ -1226,12 +1226,32 @@ proptest! {
         seq in any::<u64>(),
         settled_at_ms in any::<u64>(),
         payment_hash in prop_oneof!["[0-9a-f]{64}", "[0-9a-fA-F]{60,68}", any::<String>()],
-        signature in prop_oneof!["[0-9a-f]{0,160}", any::<String>()],
+        signature in proptest::option::of(prop_oneof!["[0-9a-f]{0,160}", any::<String>()]),
     ) {
         let j = ReceiptJson { payment_id, payer, payee, amount, seq, settled_at_ms, payment_hash, signature };
         if let Err(e) = SignedReceipt::try_from(&j) {
             prop_assert_eq!(e.code, ErrorCode::BadRequest);
         }
+        if let Err(e) = Receipt::try_from(&j) {
+            prop_assert_eq!(e.code, ErrorCode::BadRequest);
+        }
+        if let Err(e) = j.signature_bytes() {
+            prop_assert_eq!(e.code, ErrorCode::BadRequest);
+        }
+    }
+
+    /// An unsigned receipt (a reply with a log proof) round-trips through
+    /// JSON without a `signature` field, and is no `SignedReceipt`.
+    #[test]
+    fn unsigned_receipt_json_round_trips(r in receipt()) {
+        let j = ReceiptJson::from(&r);
+        let text = serde_json::to_string(&j).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert!(!text.contains("signature"), "{}", text);
+        let parsed: ReceiptJson = serde_json::from_str(&text).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(&parsed, &j);
+        prop_assert_eq!(Receipt::try_from(&parsed).map_err(|e| TestCaseError::fail(e.to_string()))?, r);
+        prop_assert_eq!(parsed.signature_bytes().map_err(|e| TestCaseError::fail(e.to_string()))?, None);
+        prop_assert!(SignedReceipt::try_from(&parsed).is_err());
     }
 }
 

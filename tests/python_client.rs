@@ -55,6 +55,8 @@ async fn a_python_client_written_from_the_protocol_document_works() {
     assert_eq!(summary["seq"], 1);
     assert_eq!(summary["receipt_verified"], true);
     assert_eq!(summary["log_proof_verified"], true);
+    // A server keeping a log proves the receipt and does not sign it.
+    assert_eq!(summary["receipt_signed"], false);
     server.running.shutdown().await.expect("shutdown");
     let audit = common::audit(&server.db).await;
     assert!(audit.violations.is_empty(), "{:?}", audit.violations);

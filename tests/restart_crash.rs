@@ -18,7 +18,7 @@ use common::{person_from, pki, server_options, TestServer};
 use micropay::certs::CertifiedPem;
 use micropay::core::keys::VerifyingKey;
 use micropay::core::name::Name;
-use micropay::core::payment::{Payment, PaymentId, SignedPayment, SignedReceipt};
+use micropay::core::payment::{Payment, PaymentId, SignedPayment};
 use micropay::ledger::DbLocation;
 use micropay::net::link::{CallError, Link};
 use micropay::person::Person;
@@ -168,8 +168,7 @@ async fn check_seen(people: &[Person], links: &[Link], seen: &Seen) {
         // ...and so does a replay, which moves nothing.
         let again = settle(&links[payee], signed).await.expect("replay");
         assert_eq!(&again.receipt, receipt);
-        let parsed = SignedReceipt::try_from(receipt).expect("receipt");
-        parsed.verify(&server_key).expect("same server key");
+        common::check_reply(&server_key, &again.receipt, again.log.as_ref(), signed);
     }
     for (signed, refusal) in &seen.refused {
         let payee = people
@@ -475,9 +474,9 @@ async fn verify_book(
                 (Known::Refused(c), other) => {
                     panic!("{id}: acknowledged refusal ({c}) changed after the crash: {other:?}")
                 }
-                (Known::Unknown, Ok(PaymentStatus::Settled { receipt, .. })) => {
-                    let parsed = SignedReceipt::try_from(&receipt).expect("receipt");
-                    parsed.verify(server_key).expect("receipt verifies");
+                (Known::Unknown, Ok(PaymentStatus::Settled { receipt, log })) => {
+                    let (parsed, _) =
+                        common::check_reply(server_key, &receipt, log.as_ref(), &entry.0);
                     assert!(parsed.matches(&entry.0));
                     entry.1 = Known::Receipt(receipt);
                 }

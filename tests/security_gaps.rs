@@ -22,7 +22,8 @@ use micropay::certs::{CertifiedPem, KeyType, Validity};
 use micropay::core::keys::SigningKey;
 use micropay::core::limits::FRAME_BYTES_MAX;
 use micropay::core::name::Name;
-use micropay::core::payment::{PaymentId, Receipt, SignedPayment, SignedReceipt};
+use micropay::core::payment::{PaymentId, Receipt, SignedPayment};
+use micropay::core::receipt_check::{Evidence, ReceiptError};
 use micropay::net::link::{CallError, Link};
 use micropay::net::tls::{self, Material};
 use micropay::person::{self, PeerError, Person, SendOptions};
@@ -525,6 +526,10 @@ enum Forgery {
     /// Does not settle; returns a genuine server receipt for an earlier
     /// payment.
     OtherPayment,
+    /// Settles, then flips a bit of the log proof's first hash.
+    AlteredProof,
+    /// Settles, then drops the log proof: an unsigned receipt alone.
+    StrippedProof,
     /// Settles, then tells the payer the payment was refused.
     SettleThenRefuse,
     /// Does not settle, and says the payment was refused.
@@ -539,6 +544,8 @@ struct FakePayee {
     server: Link,
     /// Payment ids handed to the fake, in order.
     seen: Mutex<Vec<PaymentId>>,
+    /// The payments handed to the fake, by id.
+    paid: Mutex<std::collections::HashMap<PaymentId, SignedPayment>>,
     /// The last genuine receipt the server gave.
     genuine: Mutex<Option<ReceiptJson>>,
 }
@@ -556,6 +563,7 @@ async fn fake_take(fake: &FakePayee, request: PeerRequest) -> Result<Settled, Wi
     };
     let signed = SignedPayment::try_from(&payment)?;
     lock(&fake.seen).push(signed.payment.id);
+    lock(&fake.paid).insert(signed.payment.id, signed.clone());
     let mode = *lock(&fake.mode);
     let forward = || async {
         let settled: Settled = fake
@@ -591,6 +599,24 @@ async fn fake_take(fake: &FakePayee, request: PeerRequest) -> Result<Settled, Wi
         Forgery::ChangedAmount => {
             let mut settled = forward().await?;
             settled.receipt.amount += 1;
+            Ok(settled)
+        }
+        Forgery::AlteredProof => {
+            let mut settled = forward().await?;
+            let log = settled.log.as_mut().ok_or_else(|| {
+                WireError::new(ErrorCode::Internal, "the server sent no log proof")
+            })?;
+            let first = log.inclusion_proof.first_mut().ok_or_else(|| {
+                WireError::new(ErrorCode::Internal, "the proof has no hash to alter")
+            })?;
+            // Flip the low bit of the first hex digit.
+            let flipped = if first.starts_with('0') { "1" } else { "0" };
+            first.replace_range(0..1, flipped);
+            Ok(settled)
+        }
+        Forgery::StrippedProof => {
+            let mut settled = forward().await?;
+            settled.log = None;
             Ok(settled)
         }
         Forgery::SettleThenRefuse => {
@@ -686,6 +712,7 @@ async fn a_payer_rejects_a_forged_receipt_from_the_payee() {
         mode: Mutex::new(Forgery::Honest),
         server: lb,
         seen: Mutex::new(Vec::new()),
+        paid: Mutex::new(std::collections::HashMap::new()),
         genuine: Mutex::new(None),
     });
     let bob_material = Material::from_pem(
@@ -712,7 +739,11 @@ async fn a_payer_rejects_a_forged_receipt_from_the_payee() {
         .await
         .expect("an honest payee is paid");
     let server_key = la.peer_key().expect("server key");
-    sent.receipt.verify(&server_key).expect("genuine receipt");
+    assert!(
+        matches!(sent.evidence, Evidence::Log(_)),
+        "proven by the log"
+    );
+    assert_eq!(sent.signature, None, "a proven receipt is not signed");
     assert_eq!(sent.balance, 9_990);
 
     let mut balance_now = 9_990;
@@ -720,13 +751,23 @@ async fn a_payer_rejects_a_forged_receipt_from_the_payee() {
         (Forgery::WrongKey, false),
         (Forgery::ChangedAmount, true),
         (Forgery::OtherPayment, false),
+        (Forgery::AlteredProof, true),
+        (Forgery::StrippedProof, true),
     ] {
         *lock(&fake.mode) = mode;
         let result = send(&alice, &server).await;
         let id = *lock(&fake.seen).last().expect("the fake got the payment");
-        match result {
-            Err(PeerError::BadReceipt(bad)) => assert_eq!(bad, id, "{mode:?}"),
-            other => panic!("{mode:?}: expected BadReceipt, got {other:?}"),
+        match (mode, result) {
+            (Forgery::WrongKey, Err(PeerError::BadReceipt(bad, ReceiptError::BadSignature)))
+            | (
+                Forgery::ChangedAmount | Forgery::OtherPayment,
+                Err(PeerError::BadReceipt(bad, ReceiptError::NotThisPayment)),
+            )
+            | (Forgery::AlteredProof, Err(PeerError::BadLogProof(bad, _)))
+            | (Forgery::StrippedProof, Err(PeerError::BadReceipt(bad, ReceiptError::Unproven))) => {
+                assert_eq!(bad, id, "{mode:?}")
+            }
+            (_, other) => panic!("{mode:?}: expected a refused receipt, got {other:?}"),
         }
         // The payer's recourse: ask the server what really happened.
         let status = call::<PaymentStatus>(
@@ -738,13 +779,15 @@ async fn a_payer_rejects_a_forged_receipt_from_the_payee() {
         .await;
         if settles {
             balance_now -= 10;
-            let Ok(PaymentStatus::Settled { receipt, .. }) = status else {
+            let Ok(PaymentStatus::Settled { receipt, log }) = status else {
                 panic!("{mode:?}: expected settled, got {status:?}");
             };
-            SignedReceipt::try_from(&receipt)
-                .expect("receipt")
-                .verify(&server_key)
-                .expect("the server's own receipt verifies");
+            // The server's own reply is proven.
+            let paid = lock(&fake.paid)
+                .get(&id)
+                .cloned()
+                .expect("the fake kept it");
+            common::check_reply(&server_key, &receipt, log.as_ref(), &paid);
         } else {
             assert_eq!(code(status), ErrorCode::NotFound, "{mode:?}");
         }
@@ -758,7 +801,10 @@ async fn a_payer_rejects_a_forged_receipt_from_the_payee() {
     let sent = send(&alice, &server)
         .await
         .expect("the server's record wins over the payee's word");
-    sent.receipt.verify(&server_key).expect("genuine receipt");
+    assert!(
+        matches!(sent.evidence, Evidence::Log(_)),
+        "proven by the log"
+    );
     balance_now -= 10;
     assert_eq!(sent.balance, balance_now);
     // A payee that says no without forwarding: the outcome is unknown
@@ -802,7 +848,7 @@ async fn a_payer_rejects_a_forged_receipt_from_the_payee() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("bad_receipt"), "{stderr}");
     assert!(
-        stderr.contains("does not carry a valid server signature"),
+        stderr.contains("signature does not verify with the server's key"),
         "{stderr}"
     );
     assert_eq!(balance(&la).await, balance_now);
@@ -1026,7 +1072,8 @@ fn private_keys_are_never_logged_even_at_trace_level() {
         ),
         "alice -vv send",
     );
-    sent.expect(0).stdout_has("server signature verified");
+    sent.expect(0)
+        .stdout_has("in the server's log (inclusion proof verified");
     outputs.push((sent.what.clone(), format!("{}{}", sent.stdout, sent.stderr)));
     serve.line_where("bob's `received` line", |l| l.starts_with("received 25"));
     let mut serve_out = serve.seen.join("\n");

@@ -9,15 +9,18 @@ mod common;
 use std::fmt::Debug;
 
 use common::{link, person, person_from, TestServer};
+use micropay::core::checkpoint::CheckpointCache;
+use micropay::core::keys::VerifyingKey;
 use micropay::core::limits::{MEMO_BYTES_MAX, PAYMENT_LIFETIME_MAX_S};
 use micropay::core::name::Name;
-use micropay::core::payment::{Payment, PaymentId, SignedPayment, SignedReceipt};
+use micropay::core::payment::{Payment, PaymentId, Receipt, SignedPayment};
+use micropay::core::receipt_check::{check_receipt as check_receipt_core, LogPlace, ReceiptError};
 use micropay::net::link::{CallError, Link};
 use micropay::person::Person;
 use micropay::system::clock::now_s;
 use micropay::wire::{
-    Balance, ErrorCode, History, Listing, PaymentJson, PaymentStatus, ReceiptJson, Registered,
-    ServerRequest, Settled,
+    Balance, ErrorCode, History, Listing, LogProofJson, PaymentJson, PaymentStatus, ReceiptJson,
+    Registered, ServerRequest, Settled,
 };
 
 use common::GRANT;
@@ -80,13 +83,15 @@ fn code<T: Debug>(result: Result<T, CallError>) -> ErrorCode {
     }
 }
 
-/// Checks a receipt: the server's signature and the payment it binds.
-fn check_receipt(link: &Link, receipt: &ReceiptJson, signed: &SignedPayment) -> SignedReceipt {
-    let parsed = SignedReceipt::try_from(receipt).expect("receipt parses");
-    let server_key = link.peer_key().expect("server key");
-    parsed
-        .verify(&server_key)
-        .expect("receipt signature verifies");
+/// Checks a receipt as a client does: proven by the log (no signature
+/// on it) and bound to this exact payment.
+fn check_receipt(
+    link: &Link,
+    receipt: &ReceiptJson,
+    log: Option<&LogProofJson>,
+    signed: &SignedPayment,
+) -> Receipt {
+    let parsed = common::check_proven(link, receipt, log, signed);
     assert!(parsed.matches(signed), "receipt is for this exact payment");
     parsed
 }
@@ -196,7 +201,7 @@ async fn everything_but_register_needs_an_account(backend) {
     assert_eq!(balance(&l).await, GRANT);
     // The payment dave signed before registering is now settleable.
     let settled = settle(&bob.link, &signed).await.expect("settles");
-    check_receipt(&bob.link, &settled.receipt, &signed);
+    check_receipt(&bob.link, &settled.receipt, settled.log.as_ref(), &signed);
     assert_eq!(balance(&l).await, GRANT - 5);
     finish(server).await;
 }
@@ -212,24 +217,45 @@ async fn payee_settles_and_money_moves_exactly(backend) {
     signed.payment.memo = "lunch".into();
     let signed = signed.payment.sign(&alice.person.key);
     let settled = settle(&bob.link, &signed).await.expect("payee settles");
-    let receipt = check_receipt(&bob.link, &settled.receipt, &signed);
-    assert_eq!(receipt.receipt.seq, 1);
-    assert_eq!(receipt.receipt.amount_minor, 250);
-    assert_eq!(receipt.receipt.payer.as_str(), "alice");
-    assert_eq!(receipt.receipt.payee.as_str(), "bob");
-    assert_eq!(receipt.receipt.payment_id, signed.payment.id);
+    let receipt = check_receipt(&bob.link, &settled.receipt, settled.log.as_ref(), &signed);
+    assert_eq!(receipt.seq, 1);
+    assert_eq!(receipt.amount_minor, 250);
+    assert_eq!(receipt.payer.as_str(), "alice");
+    assert_eq!(receipt.payee.as_str(), "bob");
+    assert_eq!(receipt.payment_id, signed.payment.id);
     assert_eq!(
         balances(&[&alice, &bob, &carol]).await,
         vec![GRANT - 250, GRANT + 250, GRANT]
     );
-    // A receipt from this server does not verify with anyone else's key.
-    assert!(receipt.verify(alice.person.key.verifying_key()).is_err());
-    // A forged receipt (amount changed) does not verify.
+    let log = settled.log.as_ref().expect("proof");
+    let check = |key: &VerifyingKey, receipt: &Receipt, place: Option<LogPlace<'_>>| {
+        let mut cache = CheckpointCache::new(4);
+        check_receipt_core(&mut cache, key, &signed, receipt, None, place)
+    };
+    let server_key = bob.link.peer_key().expect("server key");
+    // The proof does not verify with anyone else's key.
+    assert!(matches!(
+        check(alice.person.key.verifying_key(), &receipt, Some(log.place())),
+        Err(ReceiptError::BadLogProof(_))
+    ));
+    // A forged receipt (amount or time changed) is refused.
     let mut forged = receipt.clone();
-    forged.receipt.amount_minor = 2500;
-    assert!(forged
-        .verify(&bob.link.peer_key().expect("server key"))
-        .is_err());
+    forged.amount_minor = 2500;
+    assert_eq!(
+        check(&server_key, &forged, Some(log.place())),
+        Err(ReceiptError::NotThisPayment)
+    );
+    let mut forged = receipt.clone();
+    forged.settled_at_ms += 1;
+    assert!(matches!(
+        check(&server_key, &forged, Some(log.place())),
+        Err(ReceiptError::BadLogProof(_))
+    ));
+    // Without its proof the unsigned receipt proves nothing.
+    assert_eq!(
+        check(&server_key, &receipt, None),
+        Err(ReceiptError::Unproven)
+    );
     // Nor does a receipt match a different payment.
     assert!(!receipt.matches(&pay(&alice.person, "bob", 250)));
     let report = finish(server).await;
@@ -244,7 +270,7 @@ async fn payer_may_submit_directly(backend) {
     let bob = party(&server, "bob").await;
     let signed = pay(&alice.person, "bob", 1);
     let settled = settle(&alice.link, &signed).await.expect("payer submits");
-    check_receipt(&alice.link, &settled.receipt, &signed);
+    check_receipt(&alice.link, &settled.receipt, settled.log.as_ref(), &signed);
     assert_eq!(balances(&[&alice, &bob]).await, vec![GRANT - 1, GRANT + 1]);
     // The whole balance may be spent; then nothing more.
     let all = pay(&alice.person, "bob", GRANT - 1);
@@ -379,7 +405,7 @@ async fn a_replay_returns_the_original_receipt_and_moves_nothing(backend) {
     let bob = party(&server, "bob").await;
     let signed = pay(&alice.person, "bob", 700);
     let first = settle(&bob.link, &signed).await.expect("settles");
-    check_receipt(&bob.link, &first.receipt, &signed);
+    check_receipt(&bob.link, &first.receipt, first.log.as_ref(), &signed);
     // Again by the payee, by the payer, and on a fresh connection.
     let again = settle(&bob.link, &signed).await.expect("replay");
     assert_eq!(again.receipt, first.receipt);
@@ -443,7 +469,7 @@ async fn concurrent_first_submissions_of_one_payment_move_money_once(backend) {
     let mut receipts: Vec<Option<ReceiptJson>> = vec![None; payments.len()];
     for (i, rx) in waiting {
         let settled: Settled = rx.await.expect("reply").into_result().expect("settles");
-        check_receipt(&alice.link, &settled.receipt, &payments[i]);
+        check_receipt(&alice.link, &settled.receipt, settled.log.as_ref(), &payments[i]);
         match &receipts[i] {
             Some(r) => assert_eq!(r, &settled.receipt),
             None => receipts[i] = Some(settled.receipt),
@@ -680,7 +706,7 @@ async fn a_third_party_may_not_forward_a_payment(backend) {
     assert_eq!(balances(&[&alice, &bob, &carol]).await, vec![GRANT; 3]);
     // Nor learn its status once settled.
     let settled = settle(&bob.link, &signed).await.expect("payee settles");
-    check_receipt(&bob.link, &settled.receipt, &signed);
+    check_receipt(&bob.link, &settled.receipt, settled.log.as_ref(), &signed);
     assert_eq!(
         code(status(&carol.link, &signed.payment.id).await),
         ErrorCode::NotFound
@@ -776,8 +802,8 @@ async fn status_is_for_payer_and_payee_only(backend) {
     let settled = settle(&bob.link, &signed).await.expect("settles");
     for l in [&alice.link, &bob.link] {
         match status(l, &signed.payment.id).await.expect("status") {
-            PaymentStatus::Settled { receipt, .. } => {
-                check_receipt(l, &receipt, &signed);
+            PaymentStatus::Settled { receipt, log } => {
+                check_receipt(l, &receipt, log.as_ref(), &signed);
                 assert_eq!(receipt, settled.receipt);
             }
             other => panic!("expected settled, got {other:?}"),

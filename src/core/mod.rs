@@ -15,6 +15,7 @@ pub mod memory_ledger;
 pub mod merkle;
 pub mod name;
 pub mod payment;
+pub mod receipt_check;
 pub mod refusal_budget;
 pub mod rotation;
 pub mod rules;

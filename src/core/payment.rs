@@ -233,6 +233,17 @@ impl Receipt {
         out
     }
 
+    /// Whether this receipt is for exactly `payment`: same id, parties,
+    /// amount and canonical bytes (memo and expiry included).
+    pub fn matches(&self, payment: &SignedPayment) -> bool {
+        let p = &payment.payment;
+        self.payment_id == p.id
+            && self.payer == p.payer
+            && self.payee == p.payee
+            && self.amount_minor == p.amount_minor
+            && self.payment_hash == payment.content_hash()
+    }
+
     /// Signs the receipt with the server's key.
     pub fn sign(self, server_key: &SigningKey) -> SignedReceipt {
         let signature = server_key.sign(&self.canonical_bytes());
@@ -258,14 +269,9 @@ impl SignedReceipt {
         server_key.verify(&self.receipt.canonical_bytes(), &self.signature)
     }
 
-    /// Whether this receipt is for exactly `payment`.
+    /// Whether this receipt is for exactly `payment` ([`Receipt::matches`]).
     pub fn matches(&self, payment: &SignedPayment) -> bool {
-        let p = &payment.payment;
-        self.receipt.payment_id == p.id
-            && self.receipt.payer == p.payer
-            && self.receipt.payee == p.payee
-            && self.receipt.amount_minor == p.amount_minor
-            && self.receipt.payment_hash == payment.content_hash()
+        self.receipt.matches(payment)
     }
 }
 

@@ -28,7 +28,8 @@ use crate::core::limits::{CHECKPOINT_CACHE_MAX, CONNECT_TIMEOUT_MS_DEFAULT};
 use crate::core::log_proof::{verify_in_log, LogClaim, LogProofError};
 use crate::core::name::Name;
 use crate::core::payment::PaymentId;
-use crate::core::payment::{SignedPayment, SignedReceipt};
+use crate::core::payment::{Receipt, SignedPayment};
+use crate::core::receipt_check::{check_receipt, Evidence, ReceiptError};
 use crate::net::identity::Identity;
 use crate::net::link::{host_of, CallError, Link};
 use crate::net::revocation::{Crl, CrlError};
@@ -103,9 +104,11 @@ pub enum PeerError {
     /// A rotation statement could not be made.
     #[error("cannot make the rotation statement: {0}")]
     Statement(crate::core::rotation::StatementError),
-    /// The receipt did not verify against the server's key.
-    #[error("the receipt for {0} does not carry a valid server signature for this payment")]
-    BadReceipt(PaymentId),
+    /// The receipt is not a genuine one for this payment: not for it, a
+    /// signature that does not verify, or neither a log proof nor a
+    /// signature (a failed log proof is [`PeerError::BadLogProof`]).
+    #[error("the receipt for {0} is refused: {1}")]
+    BadReceipt(PaymentId, ReceiptError),
     /// The receipt's log proof did not verify: the server's log does not
     /// hold the payment it signed a receipt for.
     #[error("the log proof for {0} does not verify: {1}")]
@@ -191,18 +194,42 @@ impl Person {
         &self,
         server_key: &VerifyingKey,
         payment: &SignedPayment,
-        receipt: &SignedReceipt,
+        receipt: &Receipt,
         log: &LogProofJson,
     ) -> Result<Checkpoint, LogProofError> {
         let claim = LogClaim {
-            seq: receipt.receipt.seq,
-            settled_at_ms: receipt.receipt.settled_at_ms,
+            seq: receipt.seq,
+            settled_at_ms: receipt.settled_at_ms,
             leaf_index: log.leaf_index,
             proof: &log.inclusion_proof,
             checkpoint: &log.checkpoint,
         };
         let mut cache = self.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
         verify_in_log(&mut cache, server_key, payment, &claim)
+    }
+
+    /// Checks a settle or status reply's receipt for `payment` from the
+    /// server whose key is `server_key`: proven by its log proof, or,
+    /// without one, by its signature; neither is
+    /// [`ReceiptError::Unproven`] (docs/PROTOCOL.md §5). Each distinct
+    /// checkpoint's signature is checked once.
+    pub fn check_receipt(
+        &self,
+        server_key: &VerifyingKey,
+        payment: &SignedPayment,
+        receipt: &Receipt,
+        signature: Option<&[u8]>,
+        log: Option<&LogProofJson>,
+    ) -> Result<Evidence, ReceiptError> {
+        let mut cache = self.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
+        check_receipt(
+            &mut cache,
+            server_key,
+            payment,
+            receipt,
+            signature,
+            log.map(LogProofJson::place),
+        )
     }
 
     /// The configuration for dialling a payee (see [`tls::payer_config`]).

@@ -1,22 +1,25 @@
 //! `send`: pay a peer directly. Find the payee through the server, dial
 //! them with their name as the TLS server name (so the handshake proves
 //! who answers), hand them a signed payment and verify the server's
-//! receipt they hand back.
+//! receipt they hand back (by its log proof, or without one by the
+//! server's signature).
 
 use super::{PeerError, Person};
 use std::time::{Duration, Instant};
 
+use crate::core::keys::VerifyingKey;
 use crate::core::limits::{
     CONNECT_TIMEOUT_MS_DEFAULT, PAYMENT_LIFETIME_DEFAULT_S, SEND_TIMEOUT_MS_DEFAULT,
     STATUS_AFTER_FAILURE_TIMEOUT_MS,
 };
 use crate::core::name::Name;
-use crate::core::payment::{Payment, PaymentId, SignedPayment, SignedReceipt};
+use crate::core::payment::{Payment, PaymentId, Receipt, SignedPayment};
+use crate::core::receipt_check::{Evidence, ReceiptError};
 use crate::net::link::{CallError, Link};
 use crate::system::clock::now_s;
 use crate::wire::{
     Balance, ErrorCode, LogProofJson, OnlinePeer, PaymentJson, PaymentStatus, PeerRequest,
-    ServerRequest, Settled,
+    ReceiptJson, ServerRequest, Settled,
 };
 
 /// What `send` asks for.
@@ -65,7 +68,14 @@ impl SendOptions {
 #[derive(Debug, Clone)]
 pub struct Sent {
     /// The verified receipt.
-    pub receipt: SignedReceipt,
+    pub receipt: Receipt,
+    /// The server's signature over it, when the reply carried one (only
+    /// when it carried no log proof, from a server of this version).
+    pub signature: Option<Vec<u8>>,
+    /// The receipt's place in the server's log, when the reply had one.
+    pub log: Option<LogProofJson>,
+    /// What proved the receipt: the log proof, or the signature.
+    pub evidence: Evidence,
     /// My balance afterwards.
     pub balance: u64,
     /// Where the payee was reached.
@@ -102,7 +112,10 @@ pub async fn send(person: &Person, options: &SendOptions) -> Result<Sent, PeerEr
         .await?;
     // The key of the certificate carrying the server-role mark, never a
     // person's (connect_server has refused anything else).
-    let server_key = server.server_key().ok();
+    let server_key = server.server_key().map_err(|e| CallError::NotTheServer {
+        addr: options.server.clone(),
+        reason: e.to_string(),
+    })?;
     server.set_request_timeout_ms(deadline.left_ms());
     let located: OnlinePeer = server
         .call(&ServerRequest::Locate {
@@ -118,38 +131,49 @@ pub async fn send(person: &Person, options: &SendOptions) -> Result<Sent, PeerEr
         })
         .await;
     let (receipt, log) = match handed {
-        Ok(settled) => (
-            SignedReceipt::try_from(&settled.receipt).map_err(CallError::Refused)?,
-            settled.log,
-        ),
+        Ok(settled) => (settled.receipt, settled.log),
         Err(payee_error) => {
             server.set_request_timeout_ms(STATUS_AFTER_FAILURE_TIMEOUT_MS);
             outcome_from_server(&server, options, &signed, payee_error).await?
         }
     };
-    let genuine = server_key
-        .as_ref()
-        .is_some_and(|k| receipt.verify(k).is_ok() && receipt.matches(&signed));
-    let (true, Some(server_key)) = (genuine, server_key) else {
-        return Err(PeerError::BadReceipt(signed.payment.id));
-    };
-    // A server that keeps a log proves the payment is in it; a receipt
-    // without a proof (a server without a log) stands on its signature.
-    if let Some(log) = &log {
-        person
-            .verify_in_log(&server_key, &signed, &receipt, log)
-            .map_err(|e| PeerError::BadLogProof(signed.payment.id, e))?;
-        if let Some(state) = &options.log_state {
-            check_history(&server, state, signed.payment.id).await?;
-        }
+    let (receipt, signature, evidence) =
+        check_reply(person, &server_key, &signed, &receipt, log.as_ref())?;
+    if let (Evidence::Log(_), Some(state)) = (&evidence, &options.log_state) {
+        check_history(&server, state, signed.payment.id).await?;
     }
     server.set_request_timeout_ms(STATUS_AFTER_FAILURE_TIMEOUT_MS);
     let balance: Balance = server.call(&ServerRequest::Balance {}).await?;
     Ok(Sent {
         receipt,
+        signature,
+        log,
+        evidence,
         balance: balance.balance,
         payee_address: located.address,
     })
+}
+
+/// Decodes and checks the receipt of `signed`. The payee relays the
+/// reply, so nothing in it is taken on its word: its log proof, or without
+/// one the server's signature, must verify with the server's key.
+fn check_reply(
+    person: &Person,
+    server_key: &VerifyingKey,
+    signed: &SignedPayment,
+    json: &ReceiptJson,
+    log: Option<&LogProofJson>,
+) -> Result<(Receipt, Option<Vec<u8>>, Evidence), PeerError> {
+    let id = signed.payment.id;
+    let receipt = Receipt::try_from(json).map_err(CallError::Refused)?;
+    let signature = json.signature_bytes().map_err(CallError::Refused)?;
+    let evidence = person
+        .check_receipt(server_key, signed, &receipt, signature.as_deref(), log)
+        .map_err(|e| match e {
+            ReceiptError::BadLogProof(e) => PeerError::BadLogProof(id, e),
+            other => PeerError::BadReceipt(id, other),
+        })?;
+    Ok((receipt, signature, evidence))
 }
 
 /// The signed payment: new, or the identical one again for a retry.
@@ -212,7 +236,7 @@ async fn outcome_from_server(
     options: &SendOptions,
     signed: &SignedPayment,
     payee_error: CallError,
-) -> Result<(SignedReceipt, Option<LogProofJson>), PeerError> {
+) -> Result<(ReceiptJson, Option<LogProofJson>), PeerError> {
     let id = signed.payment.id;
     let unknown = |reason: String| PeerError::OutcomeUnknown {
         payee: options.payee.clone(),
@@ -226,10 +250,7 @@ async fn outcome_from_server(
         })
         .await;
     match status {
-        Ok(PaymentStatus::Settled { receipt, log }) => Ok((
-            SignedReceipt::try_from(&receipt).map_err(CallError::Refused)?,
-            log,
-        )),
+        Ok(PaymentStatus::Settled { receipt, log }) => Ok((receipt, log)),
         Ok(PaymentStatus::Rejected { error }) => Err(CallError::Refused(error).into()),
         Err(CallError::Refused(e)) if e.code == ErrorCode::NotFound => Err(unknown(format!(
             "the payee said: {payee_error}; the server has no record of it yet"

@@ -23,7 +23,7 @@ use crate::core::limits::{
     SERVE_KEEPALIVE_MS_DEFAULT, SERVE_KEEPALIVE_MS_MIN, SERVE_RECONNECT_MS_MAX,
     SERVE_RECONNECT_MS_MIN,
 };
-use crate::core::payment::{SignedPayment, SignedReceipt};
+use crate::core::payment::{Receipt, SignedPayment};
 use crate::metrics::{PeerMetrics, SettlementOutcome};
 use crate::net::identity::Identity;
 use crate::net::link::{CallError, Link};
@@ -638,24 +638,14 @@ async fn take_payment(
             CallError::Refused(w) => w,
             other => away(other.to_string()),
         })?;
-    // The receipt came over my own authenticated server connection, and
-    // the payer verifies its signature; checking that it is for this
-    // payment is enough here and saves a signature check per payment.
-    let receipt = SignedReceipt::try_from(&settled.receipt)?;
-    if !receipt.matches(&signed) {
-        return Err(WireError::new(
-            ErrorCode::Internal,
-            "the server's receipt is for a different payment",
-        ));
-    }
-    check_log_proof(ctx, &server, &signed, &receipt, &settled)?;
-    info!(payer = %p.payer, amount = p.amount_minor, seq = receipt.receipt.seq, "received");
+    let receipt = check_receipt(ctx, &server, &signed, &settled)?;
+    info!(payer = %p.payer, amount = p.amount_minor, seq = receipt.seq, "received");
     let event = ServeEvent::Received {
         payment_id: p.id.to_hex(),
         payer: p.payer.to_string(),
         amount: p.amount_minor,
         memo: p.memo.clone(),
-        seq: receipt.receipt.seq,
+        seq: receipt.seq,
         replay: settled.replay,
     };
     Ok((settled, event))
@@ -709,29 +699,34 @@ fn check_handed(ctx: &PayeeCtx, payer: &Identity, signed: &SignedPayment) -> Res
     })
 }
 
-/// The payee's check of the server's log proof for a payment it settled:
-/// the proof must lead to a checkpoint signed by the server's key (each
-/// distinct checkpoint is checked once). A reply without a proof comes
-/// from a server that keeps no log.
-fn check_log_proof(
+/// The payee's check of the server's reply for a payment it settled, as
+/// every client checks it (docs/PROTOCOL.md §5): for this payment, and
+/// proven by its log proof (each distinct checkpoint's signature checked
+/// once), or without one by the server's signature. A reply with neither
+/// is refused, so the payer is never handed a receipt nobody can check.
+fn check_receipt(
     ctx: &PayeeCtx,
     server: &Link,
     signed: &SignedPayment,
-    receipt: &SignedReceipt,
     settled: &Settled,
-) -> Result<(), WireError> {
-    let Some(log) = &settled.log else {
-        return Ok(());
-    };
+) -> Result<Receipt, WireError> {
+    let receipt = Receipt::try_from(&settled.receipt)?;
+    let signature = settled.receipt.signature_bytes()?;
     let bad = |why: String| {
         WireError::new(
             ErrorCode::Internal,
-            format!("the server's log proof does not verify: {why}"),
+            format!("the server's receipt is refused: {why}"),
         )
     };
     let key = server.server_key().map_err(|e| bad(e.to_string()))?;
     ctx.person
-        .verify_in_log(&key, signed, receipt, log)
-        .map(|_| ())
-        .map_err(|e| bad(e.to_string()))
+        .check_receipt(
+            &key,
+            signed,
+            &receipt,
+            signature.as_deref(),
+            settled.log.as_ref(),
+        )
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(receipt)
 }

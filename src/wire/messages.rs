@@ -8,6 +8,7 @@ use crate::core::name::Name;
 use crate::core::payment::{
     is_lower_hex, Payment, PaymentError, PaymentId, Receipt, SignedPayment, SignedReceipt,
 };
+use crate::core::receipt_check::LogPlace;
 use crate::wire::errors::{ErrorCode, WireError};
 
 /// A payment as JSON. Transport only: the signature covers the canonical
@@ -82,7 +83,9 @@ impl TryFrom<&PaymentJson> for SignedPayment {
     }
 }
 
-/// A receipt as JSON.
+/// A receipt as JSON. `signature` is present only when the reply carries
+/// no log proof (docs/PROTOCOL.md §5): a proof leads to a checkpoint the
+/// server signed once for its whole batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiptJson {
@@ -100,13 +103,15 @@ pub struct ReceiptJson {
     pub settled_at_ms: u64,
     /// SHA-256 of the payment's canonical bytes, hex.
     pub payment_hash: String,
-    /// The server's signature over the receipt's canonical bytes, hex.
-    pub signature: String,
+    /// The server's signature over the receipt's canonical bytes, hex;
+    /// absent when the reply proves the receipt by the log instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
-impl From<&SignedReceipt> for ReceiptJson {
-    fn from(s: &SignedReceipt) -> ReceiptJson {
-        let r = &s.receipt;
+impl From<&Receipt> for ReceiptJson {
+    /// The unsigned form, for a reply that carries a log proof.
+    fn from(r: &Receipt) -> ReceiptJson {
         ReceiptJson {
             payment_id: r.payment_id.to_hex(),
             payer: r.payer.to_string(),
@@ -115,15 +120,25 @@ impl From<&SignedReceipt> for ReceiptJson {
             seq: r.seq,
             settled_at_ms: r.settled_at_ms,
             payment_hash: hex::encode(r.payment_hash),
-            signature: hex::encode(&s.signature),
+            signature: None,
         }
     }
 }
 
-impl TryFrom<&ReceiptJson> for SignedReceipt {
+impl From<&SignedReceipt> for ReceiptJson {
+    fn from(s: &SignedReceipt) -> ReceiptJson {
+        ReceiptJson {
+            signature: Some(hex::encode(&s.signature)),
+            ..ReceiptJson::from(&s.receipt)
+        }
+    }
+}
+
+impl TryFrom<&ReceiptJson> for Receipt {
     type Error = WireError;
 
-    fn try_from(j: &ReceiptJson) -> Result<SignedReceipt, WireError> {
+    /// Decodes the attested fields; the signature is not looked at.
+    fn try_from(j: &ReceiptJson) -> Result<Receipt, WireError> {
         let bad = |m: &str| WireError::new(ErrorCode::BadRequest, m);
         let mut payment_hash = [0u8; 32];
         if !is_lower_hex(&j.payment_hash) {
@@ -131,20 +146,49 @@ impl TryFrom<&ReceiptJson> for SignedReceipt {
         }
         hex::decode_to_slice(&j.payment_hash, &mut payment_hash)
             .map_err(|_| bad("payment_hash must be 64 lowercase hex digits"))?;
-        Ok(SignedReceipt {
-            receipt: Receipt {
-                payment_id: PaymentId::from_hex(&j.payment_id)
-                    .ok_or_else(|| bad("payment_id must be 32 lowercase hex digits"))?,
-                payer: Name::parse(&j.payer).map_err(|_| bad("bad payer name"))?,
-                payee: Name::parse(&j.payee).map_err(|_| bad("bad payee name"))?,
-                amount_minor: j.amount,
-                seq: j.seq,
-                settled_at_ms: j.settled_at_ms,
-                payment_hash,
-            },
-            signature: lower_hex_bytes(&j.signature)
-                .ok_or_else(|| bad("signature must be lowercase hex"))?,
+        Ok(Receipt {
+            payment_id: PaymentId::from_hex(&j.payment_id)
+                .ok_or_else(|| bad("payment_id must be 32 lowercase hex digits"))?,
+            payer: Name::parse(&j.payer).map_err(|_| bad("bad payer name"))?,
+            payee: Name::parse(&j.payee).map_err(|_| bad("bad payee name"))?,
+            amount_minor: j.amount,
+            seq: j.seq,
+            settled_at_ms: j.settled_at_ms,
+            payment_hash,
         })
+    }
+}
+
+impl ReceiptJson {
+    /// The decoded signature, `None` when the receipt is unsigned.
+    pub fn signature_bytes(&self) -> Result<Option<Vec<u8>>, WireError> {
+        let Some(signature) = &self.signature else {
+            return Ok(None);
+        };
+        // Bounded before decoding: the text comes from a peer.
+        if signature.len() > 2 * SIGNATURE_BYTES_MAX {
+            return Err(PaymentError::SignatureTooLong.into());
+        }
+        lower_hex_bytes(signature)
+            .map(Some)
+            .ok_or_else(|| WireError::new(ErrorCode::BadRequest, "signature must be lowercase hex"))
+    }
+}
+
+impl TryFrom<&ReceiptJson> for SignedReceipt {
+    type Error = WireError;
+
+    /// A signed receipt; an unsigned one (proven by the log instead) is
+    /// refused here.
+    fn try_from(j: &ReceiptJson) -> Result<SignedReceipt, WireError> {
+        let receipt = Receipt::try_from(j)?;
+        let signature = j.signature_bytes()?.ok_or_else(|| {
+            WireError::new(
+                ErrorCode::BadRequest,
+                "the receipt is not signed (its reply proves it by the log)",
+            )
+        })?;
+        Ok(SignedReceipt { receipt, signature })
     }
 }
 
@@ -252,7 +296,7 @@ pub struct History {
 pub enum PaymentStatus {
     /// Settled; here is the receipt.
     Settled {
-        /// The server-signed receipt.
+        /// The receipt: signed only when `log` is absent.
         receipt: ReceiptJson,
         /// The log's proof that the payment is in its tree, when the
         /// server keeps a log.
@@ -269,7 +313,7 @@ pub enum PaymentStatus {
 /// `settle` and `pay`: the receipt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settled {
-    /// The server-signed receipt.
+    /// The receipt: signed only when `log` is absent.
     pub receipt: ReceiptJson,
     /// Whether this payment had settled before: the receipt is the
     /// original one and nothing moved now.
@@ -285,12 +329,25 @@ pub struct Settled {
 /// its leaf, the inclusion proof and the signed checkpoint it leads to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogProofJson {
-    /// Leaf index: the payment's seq − 1.
+    /// The payment's leaf index, as the server gives it (records of other
+    /// kinds share the log: not derived from `seq`).
     pub leaf_index: u64,
     /// The RFC 9162 inclusion proof, lowercase hex hashes, leaf side first.
     pub inclusion_proof: Vec<String>,
     /// The checkpoint (a C2SP signed note) whose root the proof reaches.
     pub checkpoint: String,
+}
+
+impl LogProofJson {
+    /// The place this proof claims, as [`crate::core::receipt_check`]
+    /// checks it.
+    pub fn place(&self) -> LogPlace<'_> {
+        LogPlace {
+            leaf_index: self.leaf_index,
+            proof: &self.inclusion_proof,
+            checkpoint: &self.checkpoint,
+        }
+    }
 }
 
 /// `checkpoint`: the log's latest signed checkpoint.

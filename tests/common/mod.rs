@@ -421,3 +421,56 @@ pub fn signed_payment(
     }
     .sign(&payer.key)
 }
+
+/// Checks a settle or status reply's receipt for `signed` from the server
+/// whose key is `key` as every client does
+/// ([`micropay::core::receipt_check`]): by its log proof, or without one
+/// by its signature. Returns the receipt and what proved it.
+pub fn check_reply(
+    key: &micropay::core::keys::VerifyingKey,
+    receipt: &micropay::wire::ReceiptJson,
+    log: Option<&micropay::wire::LogProofJson>,
+    signed: &micropay::core::payment::SignedPayment,
+) -> (
+    micropay::core::payment::Receipt,
+    micropay::core::receipt_check::Evidence,
+) {
+    use micropay::core::checkpoint::CheckpointCache;
+    use micropay::core::receipt_check::check_receipt;
+    let parsed = micropay::core::payment::Receipt::try_from(receipt).expect("receipt parses");
+    let signature = receipt.signature_bytes().expect("signature decodes");
+    let mut cache = CheckpointCache::new(4);
+    let evidence = check_receipt(
+        &mut cache,
+        key,
+        signed,
+        &parsed,
+        signature.as_deref(),
+        log.map(|l| l.place()),
+    )
+    .expect("the receipt is proven");
+    (parsed, evidence)
+}
+
+/// Like [`check_reply`] with the key of the server `link` reached, and
+/// requiring what a server keeping a log sends: a log proof and no
+/// receipt signature. Returns the receipt.
+pub fn check_proven(
+    link: &Link,
+    receipt: &micropay::wire::ReceiptJson,
+    log: Option<&micropay::wire::LogProofJson>,
+    signed: &micropay::core::payment::SignedPayment,
+) -> micropay::core::payment::Receipt {
+    assert_eq!(
+        receipt.signature, None,
+        "a reply with a log proof carries no receipt signature"
+    );
+    assert!(log.is_some(), "a server with a log proves every receipt");
+    let key = link.peer_key().expect("server key");
+    let (parsed, evidence) = check_reply(&key, receipt, log, signed);
+    assert!(
+        matches!(evidence, micropay::core::receipt_check::Evidence::Log(_)),
+        "{evidence:?}"
+    );
+    parsed
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use micropay::core::keys::VerifyingKey;
 use micropay::core::limits::CONNECT_TIMEOUT_MS_DEFAULT;
 use micropay::core::name::Name;
-use micropay::core::payment::{Payment, PaymentId, SignedPayment, SignedReceipt};
+use micropay::core::payment::{Payment, PaymentId, Receipt, SignedPayment};
 use micropay::net::link::Link;
 use micropay::net::session::SessionLimits;
 use micropay::person::{self, Person, ServeEvent, ServeOptions};
@@ -151,8 +151,9 @@ async fn connect_payers(
 }
 
 /// `count` payments from `payer` to `payee`, each signed in the timed
-/// path, as a real payer does, and judged by verifying the server's
-/// signature on its receipt.
+/// path, as a real payer does, and judged as `send` judges a receipt: by
+/// its log proof (one checkpoint signature per batch, through the payer's
+/// cache), or without one by the server's signature.
 fn payer_source(
     payer: Arc<Person>,
     payee: Name,
@@ -175,13 +176,16 @@ fn payer_source(
             payment: PaymentJson::from(&signed),
         });
         let server_key = server_key.clone();
-        let judge: Box<dyn FnOnce(Reply) -> bool + Send> =
-            Box::new(move |r: Reply| receipt_ok(r.into_result::<Settled>(), &signed, &server_key));
+        let payer = payer.clone();
+        let judge: Box<dyn FnOnce(Reply) -> bool + Send> = Box::new(move |r: Reply| {
+            receipt_ok(&payer, r.into_result::<Settled>(), &signed, &server_key)
+        });
         Some((body, judge))
     }
 }
 
 fn receipt_ok(
+    payer: &Person,
     settled: Result<Settled, WireError>,
     signed: &SignedPayment,
     server_key: &VerifyingKey,
@@ -189,6 +193,19 @@ fn receipt_ok(
     let Ok(settled) = settled else {
         return false;
     };
-    SignedReceipt::try_from(&settled.receipt)
-        .is_ok_and(|r| r.verify(server_key).is_ok() && r.matches(signed))
+    let (Ok(receipt), Ok(signature)) = (
+        Receipt::try_from(&settled.receipt),
+        settled.receipt.signature_bytes(),
+    ) else {
+        return false;
+    };
+    payer
+        .check_receipt(
+            server_key,
+            signed,
+            &receipt,
+            signature.as_deref(),
+            settled.log.as_ref(),
+        )
+        .is_ok()
 }

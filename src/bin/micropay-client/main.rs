@@ -321,7 +321,7 @@ impl From<PeerError> for Failure {
             // The address may be fine and merely taken: not a usage error.
             PeerError::Listen { .. } => Failure::new(3, "listen_failed", e.to_string()),
             PeerError::Channels(_) => Failure::new(3, "channels_dir", e.to_string()),
-            PeerError::BadReceipt(_) => Failure::new(1, "bad_receipt", e.to_string()),
+            PeerError::BadReceipt(..) => Failure::new(1, "bad_receipt", e.to_string()),
             PeerError::BadLogProof(..) => Failure::new(1, "bad_log_proof", e.to_string()),
             PeerError::LogHistoryChanged(payment_id, _) => Failure {
                 payment_id: Some(payment_id.to_hex()),

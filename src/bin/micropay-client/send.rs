@@ -3,7 +3,8 @@
 use micropay::core::limits::MEMO_BYTES_MAX;
 use micropay::core::name::Name;
 use micropay::core::payment::PaymentId;
-use micropay::person::{self, Person, SendOptions};
+use micropay::core::receipt_check::Evidence;
+use micropay::person::{self, Person, SendOptions, Sent};
 use micropay::system::localtime::local_datetime_ms;
 use micropay::system::terminal::escape;
 use micropay::wire::ReceiptJson;
@@ -36,13 +37,9 @@ pub async fn run(
 ) -> Result<(), Failure> {
     let options = options(person, server, request)?;
     let sent = person::send(person, &options).await?;
-    let r = &sent.receipt.receipt;
+    let r = &sent.receipt;
     if json {
-        println!(
-            "{}",
-            json!({"ok": true, "payment_id": r.payment_id.to_hex(), "payee": r.payee.as_str(), "amount": r.amount_minor,
-                   "receipt": ReceiptJson::from(&sent.receipt), "receipt_verified": true, "balance": sent.balance})
-        );
+        println!("{}", json_line(&sent));
         return Ok(());
     }
     let memo = if request.memo.is_empty() {
@@ -57,13 +54,45 @@ pub async fn run(
         escape(&sent.payee_address)
     );
     println!(
-        "receipt: payment {} settled as ledger seq {} at {}; server signature verified",
+        "receipt: payment {} settled as ledger seq {} at {}; {}",
         r.payment_id,
         r.seq,
-        local_datetime_ms(r.settled_at_ms)
+        local_datetime_ms(r.settled_at_ms),
+        proven_by(&sent.evidence)
     );
     println!("balance: {}", sent.balance);
     Ok(())
+}
+
+/// What verified the receipt, for people.
+fn proven_by(evidence: &Evidence) -> String {
+    match evidence {
+        Evidence::Log(checkpoint) => format!(
+            "in the server's log (inclusion proof verified against its signed checkpoint of {} entries)",
+            checkpoint.size
+        ),
+        Evidence::Signature => "server signature verified (no log proof came with it)".to_owned(),
+    }
+}
+
+/// The `--json` line: the receipt as the server gave it (signed only when
+/// no log proof came with it) and the proof, so that it can be checked
+/// again offline (docs/PROTOCOL.md §11.4).
+fn json_line(sent: &Sent) -> serde_json::Value {
+    let r = &sent.receipt;
+    let mut receipt = ReceiptJson::from(r);
+    receipt.signature = sent.signature.as_ref().map(hex::encode);
+    let verified_by = match sent.evidence {
+        Evidence::Log(_) => "log_proof",
+        Evidence::Signature => "signature",
+    };
+    let mut line = json!({"ok": true, "payment_id": r.payment_id.to_hex(), "payee": r.payee.as_str(),
+        "amount": r.amount_minor, "receipt": receipt, "receipt_verified": true,
+        "verified_by": verified_by, "balance": sent.balance});
+    if let Some(log) = &sent.log {
+        line["log"] = json!(log);
+    }
+    line
 }
 
 /// The checked options, or a usage error that says what is wrong.

@@ -218,6 +218,24 @@ async fn gate(cx: &Context, caller: &Caller, may: May) -> Result<(), WireError> 
     }
 }
 
+/// A settled payment's receipt and its log proof. The receipt is signed
+/// only when there is no proof (no log, or a payment this server's tree
+/// does not hold): the proof's checkpoint is signed once per batch, so a
+/// per-payment signature would be redundant work on the hot path
+/// (docs/PROTOCOL.md §5).
+fn receipt_reply(
+    cx: &Context,
+    receipt: crate::core::payment::Receipt,
+) -> (crate::wire::ReceiptJson, Option<crate::wire::LogProofJson>) {
+    match log_proof(cx, receipt.seq) {
+        Some(log) => (crate::wire::ReceiptJson::from(&receipt), Some(log)),
+        None => {
+            let signed = receipt.sign(&cx.signing_key);
+            (crate::wire::ReceiptJson::from(&signed), None)
+        }
+    }
+}
+
 /// The log's proof for payment `seq` under the latest checkpoint (none
 /// when the server keeps no log or the payment is not yet under one).
 fn log_proof(cx: &Context, seq: u64) -> Option<crate::wire::LogProofJson> {

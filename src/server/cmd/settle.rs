@@ -11,7 +11,7 @@ use crate::system::clock::now_ms;
 use super::{Caller, Context};
 use crate::core::payment::SignedPayment;
 use crate::core::rules::VerifiedPayment;
-use crate::wire::{ErrorCode, PaymentJson, ReceiptJson, Settled, WireError};
+use crate::wire::{ErrorCode, PaymentJson, Settled, WireError};
 
 /// Rule 1 (who may settle) and rule 2 (the signature verifies with the
 /// payer's registered key) here, rule 2 in batches on the verifier threads
@@ -47,7 +47,7 @@ pub async fn run(
     };
     let signed = verified.signed();
     let p = &signed.payment;
-    let receipt = settlement.receipt(signed).sign(&cx.signing_key);
+    let (receipt, log) = super::receipt_reply(cx, settlement.receipt(signed));
     if settlement.replay {
         debug!(id = %p.id, "replayed settlement answered with its original receipt");
     } else {
@@ -57,9 +57,9 @@ pub async fn run(
         );
     }
     Ok(Settled {
-        receipt: ReceiptJson::from(&receipt),
+        receipt,
         replay: settlement.replay,
-        log: super::log_proof(cx, settlement.seq),
+        log,
     })
 }
 

@@ -3,7 +3,7 @@
 use super::{reply, Caller, Context};
 use crate::core::payment::PaymentId;
 use crate::ledger::Outcome;
-use crate::wire::{ErrorCode, PaymentStatus, ReceiptJson, ResultJson, WireError};
+use crate::wire::{ErrorCode, PaymentStatus, ResultJson, WireError};
 
 /// The receipt of a settled payment or the refusal of a refused one, for
 /// its payer or payee only; anyone else hears `not_found`.
@@ -18,11 +18,8 @@ pub async fn run(cx: &Context, caller: &Caller, payment_id: &str) -> Result<Resu
             if &p.payer != me && &p.payee != me {
                 return Err(not_found());
             }
-            let receipt = settlement.receipt(&payment).sign(&cx.signing_key);
-            reply(PaymentStatus::Settled {
-                receipt: ReceiptJson::from(&receipt),
-                log: super::log_proof(cx, settlement.seq),
-            })
+            let (receipt, log) = super::receipt_reply(cx, settlement.receipt(&payment));
+            reply(PaymentStatus::Settled { receipt, log })
         }
         Outcome::Refused {
             payer,
