@@ -77,6 +77,7 @@ async fn server_on(
         lease_ms,
         // Both servers share one key: each keeps its own log.
         log_name: Some(id.to_owned()),
+        log_peers: Vec::new(),
     };
     let dir = tempfile::tempdir().expect("tempdir");
     common::start_server_at(pki.clone(), db.clone(), dir, Some(pg.clone()), options).await
@@ -210,6 +211,7 @@ async fn a_server_whose_log_another_extended_refuses_to_fork_it() {
         server_id: "b".to_owned(),
         lease_ms: 10_000,
         log_name: Some("a".to_owned()),
+        log_peers: Vec::new(),
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let b = common::start_server_at(pki.clone(), db.clone(), dir, Some(pg.clone()), options).await;

@@ -440,3 +440,57 @@ backend_test! {
         drop((dir, pg));
     }
 }
+
+backend_test! {
+    /// Money minted together with a log of its own: a grant row, the
+    /// balance raised by as much, the grant's record as leaf 0 of a made-up
+    /// log, and a checkpoint over it signed by some other key. Every row
+    /// is then in a log, so only the signature tells: a server refuses to
+    /// start on the ledger, and audit with the server's key reports it.
+    async fn a_log_nobody_trusted_signed_is_refused(backend) {
+        use micropay::core::checkpoint::Checkpoint;
+        use micropay::core::merkle::leaf_hash;
+        use micropay::ledger::log_records::grant_record;
+        let (server, _alice, _bob, la, _lb) = alice_and_bob(&backend).await;
+        let pki = server.pki.clone();
+        let (db, dir, pg) = common::stop_keeping_ledger(server).await;
+        let record = grant_record(&micropay::ledger::StoredGrant {
+            seq: 0,
+            name: "alice".into(),
+            amount: 1_000_000,
+            granted_at_ms: 1,
+        });
+        let origin = "micropay/forged";
+        let root = leaf_hash(&record);
+        let stranger = micropay::core::keys::SigningKey::ed25519_from_seed(&[9; 32]);
+        let note = Checkpoint { origin: origin.into(), size: 1, root }.sign(&stranger);
+        let blob = |b: &[u8]| match &db {
+            DbLocation::Sqlite(_) => format!("X'{}'", hex::encode(b)),
+            DbLocation::Postgres(_) => format!("'\\x{}'::bytea", hex::encode(b)),
+        };
+        common::tamper(
+            &db,
+            &format!(
+                "INSERT INTO grants (name, amount, granted_at_ms) VALUES ('alice', 1000000, 1);
+                 UPDATE accounts SET balance = balance + 1000000 WHERE name = 'alice';
+                 INSERT INTO log_leaves (origin, leaf_index, record) VALUES ('{origin}', 0, {});
+                 INSERT INTO checkpoints (origin, tree_size, root, note, created_at_ms)
+                 VALUES ('{origin}', 1, {}, '{note}', 1);",
+                blob(&record),
+                blob(&root)
+            ),
+        )
+        .await;
+        let options = common::server_options(&pki, db.clone(), Default::default());
+        let refused = micropay::server::spawn("127.0.0.1:0".parse().expect("addr"), options).await;
+        let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("signed neither by this server's key"), "{message}");
+        let report = audit_with_key(&db, &la).await;
+        assert!(
+            report.violations.iter().any(|v| v.contains("micropay/forged") && v.contains("not signed")),
+            "{:?}",
+            report.violations
+        );
+        drop((dir, pg));
+    }
+}

@@ -68,6 +68,11 @@ struct Args {
     /// --server-id, when one is given on PostgreSQL.
     #[arg(long, env = "MICROPAY_LOG_NAME")]
     log_name: Option<String>,
+    /// The certificate (PEM) of another server sharing the PostgreSQL
+    /// ledger with its own key (repeat for each): its log is accepted
+    /// beside this server's. A log signed by no known key stops the start.
+    #[arg(long = "log-peer-cert", value_name = "FILE")]
+    log_peer_certs: Vec<PathBuf>,
     /// How long a person's presence lasts in a shared PostgreSQL ledger
     /// unless this server renews it (every third of it), ms.
     #[arg(long, default_value_t = PRESENCE_LEASE_MS_DEFAULT)]
@@ -190,6 +195,10 @@ enum Command {
         /// The server's log name, as the server has it (`--log-name`).
         #[arg(long, env = "MICROPAY_LOG_NAME")]
         log_name: Option<String>,
+        /// The other servers' certificates, as the server has them
+        /// (`--log-peer-cert`).
+        #[arg(long = "log-peer-cert", value_name = "FILE")]
+        log_peer_certs: Vec<PathBuf>,
     },
 }
 
@@ -207,7 +216,13 @@ fn main() -> ExitCode {
             db,
             key,
             log_name,
-        }) => run_rebind(name, (cert, ca), db, (key, log_name.as_deref())),
+            log_peer_certs,
+        }) => run_rebind(
+            name,
+            (cert, ca),
+            db,
+            (key, log_name.as_deref(), log_peer_certs),
+        ),
         None => serve(&args),
     };
     match result {
@@ -311,6 +326,14 @@ fn run_audit_with(db: &DbLocation, server_certs: &[PathBuf]) -> Result<ExitCode>
         "checkpoints {} ({} signatures checked)",
         report.checkpoints, report.checkpoint_signatures
     );
+    if keys.is_empty() && report.checkpoints > 0 {
+        // Without the servers' keys a log made up in the database (leaves
+        // and a checkpoint signed by anyone) cannot be told from a real one.
+        println!(
+            "WARNING     checkpoint signatures not checked: give --server-cert FILE for each \
+             server key, or a made-up log would pass"
+        );
+    }
     println!(
         "log leaves  {} in {} log(s)",
         report.log_leaves, report.logs
@@ -344,13 +367,14 @@ fn run_rebind(
     name: &str,
     (cert, ca): (&Path, &Path),
     db: &DbLocation,
-    (key, log_name): (&Path, Option<&str>),
+    (key, log_name, peers): (&Path, Option<&str>, &[PathBuf]),
 ) -> Result<ExitCode> {
     let name = Name::parse(name).with_context(|| format!("{name:?} is not a valid name"))?;
     if let Some(log_name) = log_name {
         check_log_name(log_name)?;
     }
-    let log = server_log(key, log_name)?;
+    let mut log = server_log(key, log_name)?;
+    log.peers = server_keys(peers)?;
     if let Some(path) = db.sqlite_path() {
         anyhow::ensure!(path.exists(), "no ledger at {}", path.display());
     }
@@ -408,6 +432,7 @@ fn server_log(key: &Path, log_name: Option<&str>) -> Result<LogConfig> {
     Ok(LogConfig {
         origin: micropay::server::log_origin(key.verifying_key(), log_name),
         key: Arc::new(key),
+        peers: Vec::new(),
     })
 }
 
@@ -508,6 +533,7 @@ fn serve(args: &Args) -> Result<ExitCode> {
             server_id,
             lease_ms: args.presence_lease_ms,
             log_name: log_name(args).context(config("bad flags"))?,
+            log_peers: server_keys(&args.log_peer_certs).context(config("--log-peer-cert"))?,
         },
         refusals_per_minute: args.refusals_per_minute,
         verify_batch_max: args.verify_batch_max,

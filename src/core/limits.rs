@@ -279,6 +279,10 @@ pub const CHECKPOINT_NOTE_BYTES_MAX: usize = 4 * 1024;
 /// Longest log origin (the first line of a checkpoint), bytes.
 pub const LOG_ORIGIN_BYTES_MAX: usize = 128;
 
+/// Log records written by one PostgreSQL statement: a whole ledger
+/// adopted into a log at once goes in chunks of this many.
+pub const LOG_INSERT_CHUNK_RECORDS: usize = 8 * 1024;
+
 /// Longest log name (`--log-name`), bytes: `micropay/`, 16 hex digits,
 /// `/` and the name stay within [`LOG_ORIGIN_BYTES_MAX`].
 pub const LOG_NAME_BYTES_MAX: usize = 64;

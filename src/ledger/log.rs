@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::core::batch::Effect;
 use crate::core::checkpoint::Checkpoint;
-use crate::core::keys::SigningKey;
+use crate::core::keys::{SigningKey, VerifyingKey};
 use crate::core::log_record::settlement_seq;
 use crate::core::merkle::{leaf_hash, Hash, MerkleTree, ProofError};
 use crate::ledger::channel_rows::StoredChannel;
@@ -50,6 +50,10 @@ pub struct Sealed {
     pub records: Vec<Vec<u8>>,
     /// The signed tree head that covers them.
     pub checkpoint: StoredCheckpoint,
+    /// Whether these records adopt the rows of a ledger that had no log:
+    /// the store then refuses if any log has leaves by now (another
+    /// server adopted them first).
+    pub adopting: bool,
 }
 
 /// What the writer does with each batch's effects, inside its
@@ -67,10 +71,15 @@ pub trait Sealer: Send {
     }
     /// Called by a store whose failed commit may still have happened
     /// (PostgreSQL: the connection lost during `COMMIT`) at the start of
-    /// each transaction, with the log's size as stored there: the sealer
-    /// takes the batch it last gave up on back if it did commit, and
-    /// refuses a log that someone else extended.
-    fn resync(&mut self, _durable_size: u64) -> Result<(), LedgerError> {
+    /// each transaction, with the log's size as stored there and the root
+    /// of the checkpoint stored at that size: the sealer takes the batch
+    /// it last gave up on back if it did commit (same size, same root),
+    /// and refuses a log that someone else extended.
+    fn resync(
+        &mut self,
+        _durable_size: u64,
+        _durable_root: Option<Hash>,
+    ) -> Result<(), LedgerError> {
         Ok(())
     }
 }
@@ -93,6 +102,18 @@ pub struct LogConfig {
     pub origin: String,
     /// The server's key.
     pub key: Arc<SigningKey>,
+    /// The keys of the other servers whose logs may share the database
+    /// (`--log-peer-cert`): a log whose latest checkpoint none of these
+    /// keys (nor this server's) signed makes the server refuse to start,
+    /// since anyone with the database could have written it.
+    pub peers: Vec<VerifyingKey>,
+}
+
+impl LogConfig {
+    /// The keys a log on this ledger may be signed with.
+    fn trusted(&self) -> impl Iterator<Item = &VerifyingKey> {
+        std::iter::once(self.key.verifying_key()).chain(&self.peers)
+    }
 }
 
 #[derive(Default)]
@@ -202,6 +223,7 @@ impl Log {
                 found.violations.len()
             )));
         }
+        check_signed(&checkpoints, log.config.as_ref())?;
         let mut state = reader.state;
         state.latest = checkpoints
             .into_iter()
@@ -213,23 +235,40 @@ impl Log {
     }
 
     /// Logs the rows of a ledger that has no log yet (see [`Log::load`]).
+    ///
+    /// Checkpoints from before (schema 6: one per batch, over the settled
+    /// payments alone, in `seq` order) must match the stored payments, or
+    /// nothing is adopted; the rows go into the log those checkpoints
+    /// name when this server's key signed them, so that they stay
+    /// prefixes of it, and into this server's own log when there are none.
     fn adopt(&self, store: &dyn LedgerStore) -> Result<(), LedgerError> {
+        let Some(config) = self.config.clone() else {
+            return Ok(());
+        };
         let mut rows = RowCollector::default();
         store.scan(&mut rows)?;
+        let mut payments = MerkleTree::new();
+        for record in &rows.payments {
+            payments.push(leaf_hash(record));
+        }
+        let origin = legacy_origin(&rows.checkpoints, &payments, &config)?;
         let mut records = rows.payments;
         records.extend(rows.others);
         if records.is_empty() {
             return Ok(());
         }
         let count = records.len();
-        self.write().adopt = records;
-        let mut sealer = self.clone();
+        let mut sealer = Log {
+            state: Arc::default(),
+            config: Some(LogConfig { origin, ..config }),
+        };
+        sealer.write().adopt = records;
         let committed = store.commit(&[], crate::system::clock::now_ms(), &mut sealer);
         sealer.settle(committed.is_ok());
         committed?;
         tracing::info!(
             records = count,
-            origin = self.origin().unwrap_or_default(),
+            origin = sealer.origin().unwrap_or_default(),
             "logged the rows of a ledger written before every change was logged"
         );
         Ok(())
@@ -284,6 +323,7 @@ impl Sealer for Log {
         let config = self.config.clone()?;
         let mut state = self.write();
         let mut records = std::mem::take(&mut state.adopt);
+        let adopting = !records.is_empty();
         records.extend(effects.iter().flat_map(effect_records));
         if records.is_empty() {
             return None;
@@ -308,6 +348,7 @@ impl Sealer for Log {
             first_index,
             records,
             checkpoint: stored,
+            adopting,
         })
     }
 
@@ -337,7 +378,7 @@ impl Sealer for Log {
         Log::origin(self)
     }
 
-    fn resync(&mut self, durable_size: u64) -> Result<(), LedgerError> {
+    fn resync(&mut self, durable_size: u64, durable_root: Option<Hash>) -> Result<(), LedgerError> {
         let mut state = self.write();
         let unsure = state.unsure.take();
         if durable_size == state.committed {
@@ -345,7 +386,8 @@ impl Sealer for Log {
         }
         match unsure {
             Some((batch, checkpoint))
-                if state.committed.checked_add(batch.len() as u64) == Some(durable_size) =>
+                if state.committed.checked_add(batch.len() as u64) == Some(durable_size)
+                    && checkpoint.as_ref().map(|c| c.root) == durable_root =>
             {
                 // The commit we gave up on happened: its leaves are ours.
                 for leaf in batch {
@@ -405,12 +447,86 @@ impl AuditVisitor for LoadReader<'_> {
     }
 }
 
+/// The log a ledger without leaves is adopted into: the one its earlier
+/// checkpoints name (every one of them must be a head of the stored
+/// payments' tree, and this server's key must have signed them), or this
+/// server's own when there are none.
+fn legacy_origin(
+    checkpoints: &[StoredCheckpoint],
+    payments: &MerkleTree,
+    config: &LogConfig,
+) -> Result<String, LedgerError> {
+    let mut origin: Option<&str> = None;
+    for c in checkpoints {
+        if payments.root_at(c.size).ok() != Some(c.root) {
+            return Err(LedgerError::Corrupt(format!(
+                "checkpoint {} of size {} from before every change was logged does not match the \
+                 stored payments: the ledger was rewritten; nothing was adopted",
+                c.origin, c.size
+            )));
+        }
+        if origin.is_some_and(|o| o != c.origin) {
+            return Err(LedgerError::Corrupt(format!(
+                "checkpoints of several logs from before every change was logged ({} and {}): \
+                 upgrade with one server, after removing the other servers' old checkpoints",
+                origin.unwrap_or_default(),
+                c.origin
+            )));
+        }
+        if crate::core::checkpoint::open(&c.note, &c.origin, config.key.verifying_key()).is_err() {
+            return Err(LedgerError::Corrupt(format!(
+                "checkpoint {} of size {} from before every change was logged is not signed by \
+                 this server's key: upgrade the ledger with the server that signed it",
+                c.origin, c.size
+            )));
+        }
+        origin = Some(&c.origin);
+    }
+    Ok(origin.map_or_else(|| config.origin.clone(), str::to_owned))
+}
+
+/// Refuses a ledger with a log whose latest checkpoint no trusted key
+/// signed: such a log (leaves and an unsigned or foreign checkpoint over
+/// them) could cover rows written around every server. Only the latest
+/// checkpoint of each log is checked: its root pins every leaf, and no
+/// leaf may lie past it ([`LogCheck`]).
+fn check_signed(
+    checkpoints: &[StoredCheckpoint],
+    config: Option<&LogConfig>,
+) -> Result<(), LedgerError> {
+    let Some(config) = config else {
+        return Ok(());
+    };
+    let mut latest: BTreeMap<&str, &StoredCheckpoint> = BTreeMap::new();
+    for c in checkpoints {
+        let newest = latest.entry(&c.origin).or_insert(c);
+        if c.size > newest.size {
+            *newest = c;
+        }
+    }
+    for (origin, c) in latest {
+        let signed = config
+            .trusted()
+            .any(|k| crate::core::checkpoint::open(&c.note, origin, k).is_ok());
+        if !signed {
+            return Err(LedgerError::Corrupt(format!(
+                "the latest checkpoint of the log {origin} (size {}) is signed neither by this \
+                 server's key nor by a --log-peer-cert key: a log written around the servers, or \
+                 one of a server this one does not know; run micropay-server audit --server-cert",
+                c.size
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Gathers the records of every stored row (to adopt them into a new
-/// log): payments apart, in `seq` order.
+/// log): payments apart, in `seq` order; and the checkpoints from before.
 #[derive(Default)]
 struct RowCollector {
     payments: Vec<Vec<u8>>,
     others: Vec<Vec<u8>>,
+    checkpoints: Vec<StoredCheckpoint>,
 }
 
 impl RowCollector {
@@ -441,7 +557,9 @@ impl AuditVisitor for RowCollector {
         self.add(RowRef::Channel(&row));
     }
     fn log_leaf(&mut self, _: &str, _: i64, _: &[u8]) {}
-    fn checkpoint(&mut self, _: StoredCheckpoint) {}
+    fn checkpoint(&mut self, checkpoint: StoredCheckpoint) {
+        self.checkpoints.push(checkpoint);
+    }
 }
 
 /// The name of a record kind, from its type byte, for reports.
@@ -689,6 +807,7 @@ mod tests {
             config: Some(LogConfig {
                 origin: "micropay/test".into(),
                 key: Arc::new(key),
+                peers: Vec::new(),
             }),
         }
     }
@@ -714,16 +833,89 @@ mod tests {
         log.settle(false);
         log.settle(false);
         assert_eq!(log.read().tree.size(), 0);
-        log.resync(2).expect("the commit happened after all");
+        let root = log
+            .read()
+            .unsure
+            .as_ref()
+            .and_then(|u| u.1.as_ref())
+            .map(|c| c.root);
+        assert!(
+            log.resync(2, None).is_err(),
+            "same size, another root: not ours"
+        );
+        log.seal(&[account("alice")], 5).expect("sealed again");
+        log.settle(false);
+        log.resync(2, root).expect("the commit happened after all");
         assert_eq!(log.read().committed, 2);
         assert_eq!(log.latest().map(|c| c.size), Some(2));
         // A batch that did not commit is dropped.
         log.seal(&[account("bob")], 6).expect("sealed");
         log.settle(false);
-        log.resync(2).expect("nothing happened");
+        log.resync(2, root).expect("nothing happened");
         assert_eq!((log.read().tree.size(), log.read().committed), (2, 2));
         // Leaves nobody here wrote: another server appends to this log.
-        assert!(log.resync(3).is_err());
+        assert!(log.resync(3, None).is_err());
+    }
+
+    fn stored(origin: &str, tree: &MerkleTree, size: u64, key: &SigningKey) -> StoredCheckpoint {
+        let root = tree.root_at(size).expect("size");
+        let note = Checkpoint {
+            origin: origin.into(),
+            size,
+            root,
+        }
+        .sign(key);
+        StoredCheckpoint {
+            origin: origin.into(),
+            size,
+            root,
+            note,
+            at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn only_logs_signed_by_a_trusted_key_are_accepted() {
+        let log = log();
+        let config = log.config.as_ref().expect("config");
+        let mut tree = MerkleTree::new();
+        tree.push(leaf_hash(b"a"));
+        let ours = stored("micropay/test", &tree, 1, &config.key);
+        let stranger = SigningKey::ed25519_from_seed(&[9; 32]);
+        let forged = stored("micropay/forged", &tree, 1, &stranger);
+        assert!(check_signed(std::slice::from_ref(&ours), Some(config)).is_ok());
+        assert!(check_signed(&[ours.clone(), forged.clone()], Some(config)).is_err());
+        let mut with_peer = config.clone();
+        with_peer.peers.push(stranger.verifying_key().clone());
+        assert!(check_signed(&[ours, forged], Some(&with_peer)).is_ok());
+    }
+
+    #[test]
+    fn a_ledger_without_leaves_is_adopted_into_the_log_its_checkpoints_name() {
+        let log = log();
+        let config = log.config.as_ref().expect("config");
+        let mut payments = MerkleTree::new();
+        for r in [b"p1", b"p2"] {
+            payments.push(leaf_hash(r));
+        }
+        assert_eq!(
+            legacy_origin(&[], &payments, config).expect("none"),
+            "micropay/test"
+        );
+        let old = stored("micropay/old", &payments, 2, &config.key);
+        assert_eq!(
+            legacy_origin(std::slice::from_ref(&old), &payments, config).expect("ours"),
+            "micropay/old"
+        );
+        let mut other = MerkleTree::new();
+        other.push(leaf_hash(b"x"));
+        let rewritten = stored("micropay/old", &other, 1, &config.key);
+        assert!(legacy_origin(&[rewritten], &payments, config).is_err());
+        let second = stored("micropay/second", &payments, 1, &config.key);
+        assert!(legacy_origin(&[old, second], &payments, config).is_err());
+        let stranger = SigningKey::ed25519_from_seed(&[9; 32]);
+        let foreign = stored("micropay/old", &payments, 2, &stranger);
+        assert!(legacy_origin(&[foreign], &payments, config).is_err());
     }
 
     #[test]

@@ -81,6 +81,9 @@ pub struct PresenceOptions {
     /// each have their own, kept across restarts. `None`: the key alone
     /// names the log.
     pub log_name: Option<String>,
+    /// The keys of the other servers sharing the database
+    /// (`--log-peer-cert`), whose logs this server accepts beside its own.
+    pub log_peers: Vec<crate::core::keys::VerifyingKey>,
 }
 
 impl Default for PresenceOptions {
@@ -90,6 +93,7 @@ impl Default for PresenceOptions {
             server_id: random_server_id(),
             lease_ms: PRESENCE_LEASE_MS_DEFAULT,
             log_name: None,
+            log_peers: Vec::new(),
         }
     }
 }
@@ -237,6 +241,7 @@ async fn open_shared(options: ServerOptions) -> Result<Arc<Shared>, ServerError>
             signing_key.verifying_key(),
             options.presence.log_name.as_deref(),
         ),
+        peers: options.presence.log_peers.clone(),
         key: signing_key.clone(),
     };
     let ledger =

@@ -260,6 +260,7 @@ pub fn server_log(pki: &TestPki) -> micropay::ledger::LogConfig {
     micropay::ledger::LogConfig {
         origin: micropay::server::log_origin(key.verifying_key(), None),
         key: Arc::new(key),
+        peers: Vec::new(),
     }
 }
 

@@ -210,21 +210,21 @@ pub(super) async fn scan(
         );
         visitor.account(&n, &spki, balance, r.try_get(3).map_err(pg_error)?);
     }
-    for r in tx
-        .query(
-            "SELECT seq, name, amount, granted_at_ms FROM grants ORDER BY seq",
-            &[],
-        )
-        .await
-        .map_err(pg_error)?
-    {
-        visitor.grant(StoredGrant {
-            seq: r.try_get(0).map_err(pg_error)?,
-            name: r.try_get(1).map_err(pg_error)?,
-            amount: r.try_get(2).map_err(pg_error)?,
-            granted_at_ms: r.try_get(3).map_err(pg_error)?,
-        });
-    }
+    for_each_row(
+        &tx,
+        "SELECT seq, name, amount, granted_at_ms FROM grants ORDER BY seq",
+        &[],
+        |r| {
+            visitor.grant(StoredGrant {
+                seq: r.try_get(0).map_err(pg_error)?,
+                name: r.try_get(1).map_err(pg_error)?,
+                amount: r.try_get(2).map_err(pg_error)?,
+                granted_at_ms: r.try_get(3).map_err(pg_error)?,
+            });
+            Ok(())
+        },
+    )
+    .await?;
     scan_key_history(&tx, visitor).await?;
     for_each_row(
         &tx,
@@ -251,20 +251,25 @@ async fn scan_refusals(
     tx: &tokio_postgres::Transaction<'_>,
     visitor: &mut dyn AuditVisitor,
 ) -> Result<(), LedgerError> {
-    let sql = "SELECT id, payer, payee, content_hash, code, message, decided_at_ms FROM rejections
-               ORDER BY decided_at_ms, payer, id";
-    for r in tx.query(sql, &[]).await.map_err(pg_error)? {
-        visitor.refusal(StoredRefusal {
-            id: r.try_get(0).map_err(pg_error)?,
-            payer: r.try_get(1).map_err(pg_error)?,
-            payee: r.try_get(2).map_err(pg_error)?,
-            content_hash: r.try_get(3).map_err(pg_error)?,
-            code: r.try_get(4).map_err(pg_error)?,
-            message: r.try_get(5).map_err(pg_error)?,
-            decided_at_ms: r.try_get(6).map_err(pg_error)?,
-        });
-    }
-    Ok(())
+    for_each_row(
+        tx,
+        "SELECT id, payer, payee, content_hash, code, message, decided_at_ms FROM rejections
+         ORDER BY decided_at_ms, payer, id",
+        &[],
+        |r| {
+            visitor.refusal(StoredRefusal {
+                id: r.try_get(0).map_err(pg_error)?,
+                payer: r.try_get(1).map_err(pg_error)?,
+                payee: r.try_get(2).map_err(pg_error)?,
+                content_hash: r.try_get(3).map_err(pg_error)?,
+                code: r.try_get(4).map_err(pg_error)?,
+                message: r.try_get(5).map_err(pg_error)?,
+                decided_at_ms: r.try_get(6).map_err(pg_error)?,
+            });
+            Ok(())
+        },
+    )
+    .await
 }
 
 /// Runs `f` on every row of `sql`, fetched [`SCAN_PAGE_ROWS`] at a time

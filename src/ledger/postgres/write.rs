@@ -27,7 +27,7 @@ use tokio_postgres::{Client, Transaction};
 
 use crate::core::batch::{Batch, Effect};
 use crate::core::channel_rules::ChannelRecord;
-use crate::core::limits::PG_COMMIT_ATTEMPTS;
+use crate::core::limits::{LOG_INSERT_CHUNK_RECORDS, PG_COMMIT_ATTEMPTS};
 use crate::core::name::Name;
 use crate::core::payment::{content_hash, PaymentId};
 use crate::core::rules::{LedgerView, Prior, PriorOutcome, RegisteredKey};
@@ -166,14 +166,18 @@ async fn attempt_once(
         // Under the ledger_meta lock every writer takes: the log's size
         // as stored, which tells the sealer whether a commit whose
         // outcome was unknown happened.
-        let size: i64 = tx
+        let row = tx
             .query_one(
-                "SELECT COALESCE(max(leaf_index) + 1, 0) FROM log_leaves WHERE origin = $1",
+                "SELECT l.size, c.root
+                 FROM (SELECT COALESCE(max(leaf_index) + 1, 0) AS size
+                       FROM log_leaves WHERE origin = $1) l
+                 LEFT JOIN checkpoints c ON c.origin = $1 AND c.tree_size = l.size",
                 &[&origin],
             )
-            .await?
-            .try_get(0)?;
-        sealer.resync(to_u64(size, "log size")?)?;
+            .await?;
+        let root: Option<&[u8]> = row.try_get(1)?;
+        let root = root.map(hash32).transpose()?;
+        sealer.resync(to_u64(row.try_get(0)?, "log size")?, root)?;
     }
     let base = load_base(&tx, batch).await?;
     let mut decided = Batch::new(&base, to_u64(last_seq, "last_seq")?);
@@ -601,6 +605,10 @@ async fn write_effects(tx: &Transaction<'_>, effects: &[Effect]) -> Result<(), F
     Ok(())
 }
 
+/// Why an adoption did not happen: a log appeared meanwhile.
+const ADOPTED_BY_ANOTHER: &str =
+    "another server logged this ledger's rows first; start this server again";
+
 /// A leaf this server's log expected to be free is taken: another server
 /// appends to the same log, which would fork it. Nothing of the batch is
 /// applied, and every later batch fails the same way until the operator
@@ -623,16 +631,31 @@ fn log_conflict(error: tokio_postgres::Error, origin: &str) -> Failure {
 /// transaction.
 async fn write_log(tx: &Transaction<'_>, sealed: &Sealed) -> Result<(), Failure> {
     let c = &sealed.checkpoint;
-    let first = i64::try_from(sealed.first_index).map_err(|_| {
-        LedgerError::Corrupt(format!("leaf index {} out of range", sealed.first_index))
-    })?;
-    tx.execute(
-        "INSERT INTO log_leaves (origin, leaf_index, record)
-         SELECT $1, $2 + ord - 1, record FROM unnest($3::bytea[]) WITH ORDINALITY AS u(record, ord)",
-        &[&c.origin, &first, &sealed.records],
-    )
-    .await
-    .map_err(|e| log_conflict(e, &c.origin))?;
+    if sealed.adopting {
+        let taken: bool = tx
+            .query_one("SELECT EXISTS (SELECT 1 FROM log_leaves)", &[])
+            .await?
+            .try_get(0)?;
+        if taken {
+            return Err(LedgerError::Database(ADOPTED_BY_ANOTHER.into()).into());
+        }
+    }
+    // In chunks: one array per statement stays far below PostgreSQL's
+    // limits even when a whole ledger is adopted at once.
+    for (n, chunk) in sealed.records.chunks(LOG_INSERT_CHUNK_RECORDS).enumerate() {
+        let first = sealed
+            .first_index
+            .checked_add((n * LOG_INSERT_CHUNK_RECORDS) as u64)
+            .and_then(|i| i64::try_from(i).ok())
+            .ok_or_else(|| LedgerError::Corrupt("leaf index out of range".into()))?;
+        tx.execute(
+            "INSERT INTO log_leaves (origin, leaf_index, record)
+             SELECT $1, $2 + ord - 1, record FROM unnest($3::bytea[]) WITH ORDINALITY AS u(record, ord)",
+            &[&c.origin, &first, &chunk],
+        )
+        .await
+        .map_err(|e| log_conflict(e, &c.origin))?;
+    }
     let size = i64::try_from(c.size)
         .map_err(|_| LedgerError::Corrupt(format!("tree size {} out of range", c.size)))?;
     let at_ms = i64::try_from(c.at_ms).unwrap_or(i64::MAX);

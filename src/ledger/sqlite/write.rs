@@ -181,13 +181,28 @@ impl Writer {
             self.write_effect(effect).map_err(db)?;
         }
         if let Some(sealed) = sealed {
-            self.write_log(sealed).map_err(db)?;
+            self.write_log(sealed)?;
         }
         self.conn.execute_batch("COMMIT").map_err(db)
     }
 
     /// The batch's log records and its checkpoint.
-    fn write_log(&self, sealed: &Sealed) -> Result<(), rusqlite::Error> {
+    fn write_log(&self, sealed: &Sealed) -> Result<(), LedgerError> {
+        if sealed.adopting {
+            let taken: bool = self
+                .conn
+                .query_row("SELECT EXISTS (SELECT 1 FROM log_leaves)", [], |r| r.get(0))
+                .map_err(db)?;
+            if taken {
+                return Err(LedgerError::Database(
+                    "another server logged this ledger's rows first".into(),
+                ));
+            }
+        }
+        self.insert_log(sealed).map_err(db)
+    }
+
+    fn insert_log(&self, sealed: &Sealed) -> Result<(), rusqlite::Error> {
         let c = &sealed.checkpoint;
         let mut leaf = self.conn.prepare_cached(
             "INSERT INTO log_leaves (origin, leaf_index, record) VALUES (?1, ?2, ?3)",
