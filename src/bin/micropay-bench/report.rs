@@ -236,11 +236,11 @@ fn print_floor(f: &CryptoFloor) {
     println!("    sign per core          {:>12.0} /s", f.sign_per_s_core);
     println!("    cores                  {:>12}", f.cores);
     println!(
-        "    settle floor           {:>12.0} /s (1 verify + 1 sign per payment)",
+        "    settle floor           {:>12.0} /s (1 verify per payment; checkpoints per batch)",
         f.settle_floor_per_s
     );
     println!(
-        "    p2p floor              {:>12.0} /s (3 verifies + 2 signs per payment)",
+        "    p2p floor              {:>12.0} /s (2 verifies + 1 sign per payment)",
         f.p2p_floor_per_s
     );
 }
