@@ -187,8 +187,20 @@ backend_test! {
         let (_, held) = commitment(&alice, "bob", 10, 10);
         open(&a, &held).await.expect("opens");
         drop((a, b));
-        let report = finish_with_holds(server).await;
+        let (db, dir, pg) = common::stop_keeping_ledger(server).await;
+        let report = common::audit(&db).await;
+        assert!(report.violations.is_empty(), "{:?}", report.violations);
         assert_eq!(report.total_held, 100);
+        // The expiry instant is derived, not logged: audit checks it (a
+        // later one would keep the payer's hold locked past its expiry).
+        common::tamper(&db, "UPDATE channels SET expirable_at_ms = expirable_at_ms + 86400000").await;
+        let report = common::audit(&db).await;
+        assert!(
+            report.violations.iter().any(|v| v.contains("stored expiry instant")),
+            "{:?}",
+            report.violations
+        );
+        drop((dir, pg));
     }
 }
 

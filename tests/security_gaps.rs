@@ -330,6 +330,22 @@ async fn audit_detects_a_tampered_ledger() {
     )
     .await;
 
+    // An account row deleted with foreign keys turned off: its
+    // registration and grant remain, and audit names it.
+    let gone = tampered_copy(&db, cases.path(), "account", |c| {
+        c.execute_batch("PRAGMA foreign_keys = OFF").expect("keys off");
+        let n = c
+            .execute("DELETE FROM accounts WHERE name = 'carol'", [])
+            .expect("delete account");
+        assert_eq!(n, 1);
+    });
+    assert_caught(
+        &gone,
+        "deleted account",
+        &["carol: registered or granted, but no account row"],
+    )
+    .await;
+
     // A grant inserted without touching balances.
     let granted = tampered_copy(&db, cases.path(), "grant", |c| {
         c.execute(

@@ -405,6 +405,20 @@ impl Auditor {
     /// with the key the account has now.
     fn check_final_keys(&mut self) {
         self.apply_key_changes(u64::MAX);
+        // A name with a registration or a grant but no account row: the
+        // account was deleted (possible with foreign keys off).
+        let mut orphans: Vec<String> = self
+            .with_history
+            .iter()
+            .chain(self.grants.keys())
+            .filter(|n| !self.account_keys.contains_key(*n))
+            .cloned()
+            .collect();
+        orphans.sort();
+        orphans.dedup();
+        for name in orphans {
+            self.violate(format!("{name}: registered or granted, but no account row"));
+        }
         let mut names: Vec<_> = self.account_keys.keys().cloned().collect();
         names.sort();
         for name in names {

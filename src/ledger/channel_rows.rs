@@ -55,6 +55,10 @@ pub struct StoredChannel {
     pub ended_at_ms: Option<i64>,
     /// SHA-256 of the close request's canonical bytes.
     pub close_hash: Option<Vec<u8>>,
+    /// The first millisecond the hold may return to the payer, as stored
+    /// (`None` where it is not read); derived from the commitment, so it
+    /// is in no log record, and audit checks it against the commitment.
+    pub expirable_at_ms: Option<i64>,
 }
 
 impl StoredChannel {
@@ -200,6 +204,10 @@ pub fn audit_row(
     }
     if c.payer == c.payee || c.value_minor == 0 || c.links == 0 {
         violate("invalid terms");
+    }
+    let due_ms = int(crate::core::channel_rules::expirable_from_ms(c));
+    if row.expirable_at_ms.is_some_and(|stored| stored != due_ms) {
+        violate("the stored expiry instant is not the commitment's expiry plus grace");
     }
     if c.links > crate::core::limits::CHANNEL_LINKS_MAX {
         violate("more links than the limit");

@@ -43,7 +43,8 @@ CREATE INDEX IF NOT EXISTS channels_open_by_expiry ON channels(state, expirable_
 ";
 
 const COLUMNS: &str = "id, payer, payee, root, value, links, expires_at, signature, content_hash, \
-hold, opened_at_ms, state, close_index, close_link, paid, released, ended_at_ms, close_hash";
+hold, opened_at_ms, state, close_index, close_link, paid, released, ended_at_ms, close_hash, \
+expirable_at_ms";
 
 fn stored(r: &Row) -> Result<StoredChannel, LedgerError> {
     let g = |e| pg_error(e);
@@ -66,6 +67,7 @@ fn stored(r: &Row) -> Result<StoredChannel, LedgerError> {
         released: r.try_get(15).map_err(g)?,
         ended_at_ms: r.try_get(16).map_err(g)?,
         close_hash: r.try_get(17).map_err(g)?,
+        expirable_at_ms: Some(r.try_get(18).map_err(g)?),
     })
 }
 

@@ -43,7 +43,8 @@ CREATE INDEX IF NOT EXISTS channels_open_by_expiry ON channels(state, expirable_
 
 pub(super) const COLUMNS: &str =
     "id, payer, payee, root, value, links, expires_at, signature, content_hash, \
-hold, opened_at_ms, state, close_index, close_link, paid, released, ended_at_ms, close_hash";
+hold, opened_at_ms, state, close_index, close_link, paid, released, ended_at_ms, close_hash, \
+expirable_at_ms";
 
 pub(super) fn stored(r: &Row<'_>) -> Result<StoredChannel, rusqlite::Error> {
     Ok(StoredChannel {
@@ -65,6 +66,7 @@ pub(super) fn stored(r: &Row<'_>) -> Result<StoredChannel, rusqlite::Error> {
         released: r.get(15)?,
         ended_at_ms: r.get(16)?,
         close_hash: r.get(17)?,
+        expirable_at_ms: Some(r.get(18)?),
     })
 }
 
