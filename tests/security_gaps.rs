@@ -333,7 +333,8 @@ async fn audit_detects_a_tampered_ledger() {
     // An account row deleted with foreign keys turned off: its
     // registration and grant remain, and audit names it.
     let gone = tampered_copy(&db, cases.path(), "account", |c| {
-        c.execute_batch("PRAGMA foreign_keys = OFF").expect("keys off");
+        c.execute_batch("PRAGMA foreign_keys = OFF")
+            .expect("keys off");
         let n = c
             .execute("DELETE FROM accounts WHERE name = 'carol'", [])
             .expect("delete account");
