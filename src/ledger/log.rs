@@ -19,10 +19,8 @@ use crate::core::checkpoint::Checkpoint;
 use crate::core::keys::{SigningKey, VerifyingKey};
 use crate::core::log_record::settlement_seq;
 use crate::core::merkle::{leaf_hash, Hash, MerkleTree, ProofError};
-use crate::ledger::channel_rows::StoredChannel;
-use crate::ledger::log_records::{effect_records, row_records, RowRef};
-use crate::ledger::migrate::{StoredGrant, StoredRefusal};
-use crate::ledger::{AuditVisitor, LedgerError, LedgerStore, StoredKeyChange, StoredPayment};
+use crate::ledger::log_records::{effect_records, row_records, ByRow, RowRef, RowVisitor};
+use crate::ledger::{LedgerError, LedgerStore};
 
 /// A checkpoint as stored, one row per signed tree head.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +36,11 @@ pub struct StoredCheckpoint {
     /// When it was signed, unix ms.
     pub at_ms: u64,
 }
+
+/// Why an adoption did not happen: another server logged the rows first
+/// (both backends refuse with it).
+pub(crate) const ADOPTED_BY_ANOTHER: &str =
+    "another server logged this ledger's rows first; start this server again";
 
 /// What a store writes beside a batch's rows, in the same transaction:
 /// the batch's records, appended to the log `checkpoint.origin` from leaf
@@ -204,7 +207,7 @@ impl Log {
             state: Arc::default(),
             config: Some(config),
         };
-        if store.log_sizes()?.is_empty() {
+        if !store.has_log()? {
             log.adopt(store)?;
         }
         let origin = log.origin().unwrap_or_default().to_owned();
@@ -214,7 +217,7 @@ impl Log {
             check: LogCheck::default(),
             checkpoints: Vec::new(),
         };
-        store.scan(&mut reader)?;
+        store.scan(&mut ByRow(&mut reader))?;
         let checkpoints = std::mem::take(&mut reader.checkpoints);
         let found = reader.check.finish(&checkpoints, &[]);
         if let Some(first) = found.violations.first() {
@@ -246,7 +249,7 @@ impl Log {
             return Ok(());
         };
         let mut rows = RowCollector::default();
-        store.scan(&mut rows)?;
+        store.scan(&mut ByRow(&mut rows))?;
         let mut payments = MerkleTree::new();
         for record in &rows.payments {
             payments.push(leaf_hash(record));
@@ -320,7 +323,7 @@ impl Log {
 
 impl Sealer for Log {
     fn seal(&mut self, effects: &[Effect], now_ms: u64) -> Option<Sealed> {
-        let config = self.config.clone()?;
+        let config = self.config.as_ref()?;
         let mut state = self.write();
         let mut records = std::mem::take(&mut state.adopt);
         let adopting = !records.is_empty();
@@ -337,7 +340,7 @@ impl Sealer for Log {
             root: state.tree.root(),
         };
         let stored = StoredCheckpoint {
-            origin: config.origin,
+            origin: config.origin.clone(),
             size: checkpoint.size,
             root: checkpoint.root,
             note: checkpoint.sign(&config.key),
@@ -419,22 +422,9 @@ struct LoadReader<'a> {
     checkpoints: Vec<StoredCheckpoint>,
 }
 
-impl AuditVisitor for LoadReader<'_> {
-    fn account(&mut self, _: &str, _: &[u8], _: i64, _: i64) {}
-    fn grant(&mut self, row: StoredGrant) {
-        self.check.row(RowRef::Grant(&row));
-    }
-    fn key_change(&mut self, row: StoredKeyChange) {
-        self.check.row(RowRef::Key(&row));
-    }
-    fn payment(&mut self, row: StoredPayment) {
-        self.check.row(RowRef::Payment(&row));
-    }
-    fn refusal(&mut self, row: StoredRefusal) {
-        self.check.row(RowRef::Refusal(&row));
-    }
-    fn channel(&mut self, row: StoredChannel) {
-        self.check.row(RowRef::Channel(&row));
+impl RowVisitor for LoadReader<'_> {
+    fn row(&mut self, row: RowRef<'_>) {
+        self.check.row(row);
     }
     fn log_leaf(&mut self, origin: &str, index: i64, record: &[u8]) {
         self.check.leaf(origin, index, record);
@@ -529,32 +519,13 @@ struct RowCollector {
     checkpoints: Vec<StoredCheckpoint>,
 }
 
-impl RowCollector {
-    fn add(&mut self, row: RowRef<'_>) {
+impl RowVisitor for RowCollector {
+    fn row(&mut self, row: RowRef<'_>) {
         let out = match row {
             RowRef::Payment(_) => &mut self.payments,
             _ => &mut self.others,
         };
         row_records(&mut |r| out.push(r), row);
-    }
-}
-
-impl AuditVisitor for RowCollector {
-    fn account(&mut self, _: &str, _: &[u8], _: i64, _: i64) {}
-    fn grant(&mut self, row: StoredGrant) {
-        self.add(RowRef::Grant(&row));
-    }
-    fn key_change(&mut self, row: StoredKeyChange) {
-        self.add(RowRef::Key(&row));
-    }
-    fn payment(&mut self, row: StoredPayment) {
-        self.add(RowRef::Payment(&row));
-    }
-    fn refusal(&mut self, row: StoredRefusal) {
-        self.add(RowRef::Refusal(&row));
-    }
-    fn channel(&mut self, row: StoredChannel) {
-        self.add(RowRef::Channel(&row));
     }
     fn log_leaf(&mut self, _: &str, _: i64, _: &[u8]) {}
     fn checkpoint(&mut self, checkpoint: StoredCheckpoint) {

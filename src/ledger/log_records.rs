@@ -26,7 +26,7 @@ use crate::ledger::audit::parse_payment;
 use crate::ledger::channel_rows::{int, StoredChannel, STATE_CLOSED, STATE_EXPIRED};
 use crate::ledger::key_history::{KeyRow, StoredKeyChange};
 use crate::ledger::migrate::{StoredGrant, StoredRefusal};
-use crate::ledger::StoredPayment;
+use crate::ledger::{AuditVisitor, StoredCheckpoint, StoredPayment};
 
 /// The record of a key-history row.
 pub(crate) fn key_record(row: &KeyRow<'_>) -> Vec<u8> {
@@ -250,6 +250,45 @@ pub fn row_records(visit: &mut dyn FnMut(Vec<u8>), row: RowRef<'_>) {
         RowRef::Payment(r) => visit(payment_record(r)),
         RowRef::Refusal(r) => visit(refusal_record(r)),
         RowRef::Channel(r) => channel_records(r).into_iter().for_each(visit),
+    }
+}
+
+/// What sees the stored rows only as the records they call for, then the
+/// logs' leaves and checkpoints: [`ByRow`] makes it an [`AuditVisitor`].
+pub trait RowVisitor {
+    /// A stored row with records (accounts have none).
+    fn row(&mut self, row: RowRef<'_>);
+    /// A leaf of a log.
+    fn log_leaf(&mut self, origin: &str, leaf_index: i64, record: &[u8]);
+    /// A stored checkpoint.
+    fn checkpoint(&mut self, checkpoint: StoredCheckpoint);
+}
+
+/// A [`RowVisitor`] fed by a store's audit scan.
+pub struct ByRow<'a, T: RowVisitor>(pub &'a mut T);
+
+impl<T: RowVisitor> AuditVisitor for ByRow<'_, T> {
+    fn account(&mut self, _: &str, _: &[u8], _: i64, _: i64) {}
+    fn grant(&mut self, row: StoredGrant) {
+        self.0.row(RowRef::Grant(&row));
+    }
+    fn key_change(&mut self, row: StoredKeyChange) {
+        self.0.row(RowRef::Key(&row));
+    }
+    fn payment(&mut self, row: StoredPayment) {
+        self.0.row(RowRef::Payment(&row));
+    }
+    fn refusal(&mut self, row: StoredRefusal) {
+        self.0.row(RowRef::Refusal(&row));
+    }
+    fn channel(&mut self, row: StoredChannel) {
+        self.0.row(RowRef::Channel(&row));
+    }
+    fn log_leaf(&mut self, origin: &str, leaf_index: i64, record: &[u8]) {
+        self.0.log_leaf(origin, leaf_index, record);
+    }
+    fn checkpoint(&mut self, checkpoint: StoredCheckpoint) {
+        self.0.checkpoint(checkpoint);
     }
 }
 

@@ -323,8 +323,8 @@ pub trait LedgerStore: Send + Sync + 'static {
     ) -> Result<Vec<Answer>, LedgerError>;
     /// Every stored checkpoint, by origin then tree size.
     fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, LedgerError>;
-    /// Every log with leaves: its origin and how many.
-    fn log_sizes(&self) -> Result<Vec<(String, u64)>, LedgerError>;
+    /// Whether any log has a leaf (a ledger without one is adopted).
+    fn has_log(&self) -> Result<bool, LedgerError>;
     /// The committed balance of `name`.
     fn balance(&self, name: &Name) -> Result<Option<u64>, LedgerError>;
     /// Up to `limit` of `name`'s payments with `seq < before_seq`, newest

@@ -274,8 +274,8 @@ impl LedgerStore for PgStore {
         self.block_on(async { read::checkpoints(self.reader().await?.client()?).await })
     }
 
-    fn log_sizes(&self) -> Result<Vec<(String, u64)>, LedgerError> {
-        self.block_on(async { read::log_sizes(self.reader().await?.client()?).await })
+    fn has_log(&self) -> Result<bool, LedgerError> {
+        self.block_on(async { read::has_log(self.reader().await?.client()?).await })
     }
 
     fn balance(&self, name: &Name) -> Result<Option<u64>, LedgerError> {

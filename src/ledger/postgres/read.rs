@@ -315,21 +315,15 @@ async fn scan_log(
     .await
 }
 
-/// Every log with leaves, and how many.
-pub(super) async fn log_sizes(client: &Client) -> Result<Vec<(String, u64)>, LedgerError> {
-    let rows = client
-        .query(
-            "SELECT origin, count(*) FROM log_leaves GROUP BY origin ORDER BY origin",
-            &[],
-        )
+/// Whether any log has a leaf.
+pub(super) async fn has_log(
+    client: &impl tokio_postgres::GenericClient,
+) -> Result<bool, LedgerError> {
+    client
+        .query_one("SELECT EXISTS (SELECT 1 FROM log_leaves)", &[])
         .await
-        .map_err(pg_error)?;
-    rows.iter()
-        .map(|r| {
-            let n: i64 = r.try_get(1).map_err(pg_error)?;
-            Ok((r.try_get(0).map_err(pg_error)?, to_u64(n, "leaf count")?))
-        })
-        .collect()
+        .and_then(|r| r.try_get(0))
+        .map_err(pg_error)
 }
 
 /// Feeds the key history to the audit, in decision order.

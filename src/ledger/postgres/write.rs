@@ -33,6 +33,7 @@ use crate::core::payment::{content_hash, PaymentId};
 use crate::core::rules::{LedgerView, Prior, PriorOutcome, RegisteredKey};
 use crate::ledger::decode::{hash32, name, payment_id, refusal, to_u64};
 use crate::ledger::key_history::KeyRow;
+use crate::ledger::log::ADOPTED_BY_ANOTHER;
 use crate::ledger::{decide_command, Answer, Command, LedgerError, Sealed, Sealer};
 
 use super::{connect, pg_error, retriable, PgStore};
@@ -605,10 +606,6 @@ async fn write_effects(tx: &Transaction<'_>, effects: &[Effect]) -> Result<(), F
     Ok(())
 }
 
-/// Why an adoption did not happen: a log appeared meanwhile.
-const ADOPTED_BY_ANOTHER: &str =
-    "another server logged this ledger's rows first; start this server again";
-
 /// A leaf this server's log expected to be free is taken: another server
 /// appends to the same log, which would fork it. Nothing of the batch is
 /// applied, and every later batch fails the same way until the operator
@@ -631,14 +628,8 @@ fn log_conflict(error: tokio_postgres::Error, origin: &str) -> Failure {
 /// transaction.
 async fn write_log(tx: &Transaction<'_>, sealed: &Sealed) -> Result<(), Failure> {
     let c = &sealed.checkpoint;
-    if sealed.adopting {
-        let taken: bool = tx
-            .query_one("SELECT EXISTS (SELECT 1 FROM log_leaves)", &[])
-            .await?
-            .try_get(0)?;
-        if taken {
-            return Err(LedgerError::Database(ADOPTED_BY_ANOTHER.into()).into());
-        }
+    if sealed.adopting && super::read::has_log(tx).await? {
+        return Err(LedgerError::Database(ADOPTED_BY_ANOTHER.into()).into());
     }
     // In chunks: one array per statement stays far below PostgreSQL's
     // limits even when a whole ledger is adopted at once.

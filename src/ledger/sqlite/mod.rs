@@ -142,8 +142,8 @@ impl LedgerStore for SqliteStore {
         self.with_reader(read::checkpoints)?
     }
 
-    fn log_sizes(&self) -> Result<Vec<(String, u64)>, LedgerError> {
-        self.with_reader(read::log_sizes)?
+    fn has_log(&self) -> Result<bool, LedgerError> {
+        self.with_reader(read::has_log)
     }
 
     fn balance(&self, name: &Name) -> Result<Option<u64>, LedgerError> {

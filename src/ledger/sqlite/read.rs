@@ -265,18 +265,9 @@ fn stored_settlement(
     }))
 }
 
-/// Every log with leaves, and how many.
-pub(super) fn log_sizes(c: &Connection) -> Read<Vec<(String, u64)>> {
-    let mut stmt = c.prepare_cached(
-        "SELECT origin, COUNT(*) FROM log_leaves GROUP BY origin ORDER BY origin",
-    )?;
-    let rows = stmt
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(rows
-        .into_iter()
-        .map(|(origin, n)| Ok((origin, to_u64(n, "leaf count")?)))
-        .collect())
+/// Whether any log has a leaf.
+pub(super) fn has_log(c: &Connection) -> Result<bool, rusqlite::Error> {
+    c.query_row("SELECT EXISTS (SELECT 1 FROM log_leaves)", [], |r| r.get(0))
 }
 
 /// Every stored checkpoint, by origin then tree size.

@@ -17,6 +17,7 @@ use crate::ledger::{decide_command, Answer, Command, LedgerError, Sealed, Sealer
 
 use super::read;
 use super::schema::db;
+use crate::ledger::log::ADOPTED_BY_ANOTHER;
 
 /// The write connection and what it caches: always equal to the
 /// committed database.
@@ -188,16 +189,8 @@ impl Writer {
 
     /// The batch's log records and its checkpoint.
     fn write_log(&self, sealed: &Sealed) -> Result<(), LedgerError> {
-        if sealed.adopting {
-            let taken: bool = self
-                .conn
-                .query_row("SELECT EXISTS (SELECT 1 FROM log_leaves)", [], |r| r.get(0))
-                .map_err(db)?;
-            if taken {
-                return Err(LedgerError::Database(
-                    "another server logged this ledger's rows first".into(),
-                ));
-            }
+        if sealed.adopting && read::has_log(&self.conn).map_err(db)? {
+            return Err(LedgerError::Database(ADOPTED_BY_ANOTHER.into()));
         }
         self.insert_log(sealed).map_err(db)
     }
